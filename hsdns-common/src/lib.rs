@@ -1,0 +1,237 @@
+//! Types shared by the XDP program and the daemon: the layout of every BPF map.
+//!
+//! Memory drives the layout (150,000 pods, 10,000 services): names are keys of
+//! three hash maps whose key sizes are tiers of the wire-format name length, so
+//! a typical 50-byte pod name costs a 64-byte key, not a 256-byte one; answers
+//! live in array maps of three size classes, so the common one-address answer
+//! costs 56 bytes while a 76-address headless service still fits.
+#![no_std]
+
+/// Longest wire-format name (RFC 1035 2.3.4), root label included.
+pub const MAX_NAME_LEN: usize = 255;
+/// The largest DNS message the XDP program sends, and the UDP payload size it
+/// advertises in its OPT record (DNS flag day 2020).
+pub const EDNS_UDP_SIZE: u16 = 1232;
+/// Reply size limit for a client that sent no OPT record (RFC 1035 4.2.1).
+pub const PLAIN_UDP_SIZE: u16 = 512;
+/// The only port the XDP program answers on.
+pub const DNS_PORT: u16 = 53;
+
+/// Key sizes of the three name maps. A name of wire length `n` lives in the
+/// first tier with `n <= tier`, zero padded to the tier size.
+pub const NAME_TIERS: [usize; 3] = [64, 128, 256];
+
+/// Map names, as pinned under [`PIN_DIR`].
+pub const MAP_NAMES: [&str; 3] = ["names_64", "names_128", "names_256"];
+pub const MAP_ANSWERS: [&str; 3] = ["answers_s", "answers_m", "answers_l"];
+pub const MAP_SOA: &str = "soa";
+pub const MAP_DNS_ADDRS: &str = "dns_addrs";
+pub const MAP_CONFIG: &str = "config";
+pub const MAP_COUNTERS: &str = "counters";
+pub const PROGRAM_NAME: &str = "hsdns";
+pub const PIN_DIR: &str = "/sys/fs/bpf/hsdns";
+
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct NameKey64 {
+    pub name: [u8; 64],
+}
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct NameKey128 {
+    pub name: [u8; 128],
+}
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct NameKey256 {
+    pub name: [u8; 256],
+}
+
+/// A reference to an answer: `class << 30 | slot` in the answer map of that
+/// class, or one of the sentinels below.
+pub type AnswerRef = u32;
+/// The name exists but has no record of this type: NOERROR, no answer, the
+/// zone's SOA in the authority section (NODATA, RFC 2308).
+pub const REF_NODATA: AnswerRef = u32::MAX;
+/// Records exist but the kernel must not answer them (too large for any UDP
+/// reply, or not stored): pass the query up to userspace.
+pub const REF_PASS: AnswerRef = u32::MAX - 1;
+pub const REF_CLASS_SHIFT: u32 = 30;
+pub const REF_SLOT_MASK: u32 = (1 << REF_CLASS_SHIFT) - 1;
+
+pub const fn answer_ref(class: u32, slot: u32) -> AnswerRef {
+    (class << REF_CLASS_SHIFT) | (slot & REF_SLOT_MASK)
+}
+
+/// Value of the name maps: what the kernel knows about one name.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct NameRecord {
+    /// Answer for QTYPE A.
+    pub a: AnswerRef,
+    /// Answer for QTYPE AAAA.
+    pub aaaa: AnswerRef,
+    /// RCODE of the reply (0 NOERROR, 3 NXDOMAIN).
+    pub rcode: u8,
+    /// Which zone's SOA goes into a negative answer: index `zone * 256 + qname
+    /// wire length` of the `soa` map.
+    pub zone: u8,
+    pub _pad: [u8; 2],
+}
+
+/// Answer section sizes of the three answer classes, in bytes. A record with
+/// a compressed owner takes 16 bytes for A and 28 for AAAA.
+pub const ANSWER_CLASSES: [usize; 3] = [48, 192, 1216];
+
+macro_rules! answer_class {
+    ($name:ident, $n:expr) => {
+        /// The wire-format answer section for one (name, type), built by the
+        /// daemon with hickory-proto against a question at offset 12.
+        #[repr(C)]
+        #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+        pub struct $name {
+            /// Length of `bytes` in use.
+            pub len: u16,
+            /// ANCOUNT of the reply.
+            pub count: u16,
+            /// One's complement sum of `bytes[..len]` as if it started at an
+            /// even offset (see [`csum_add_bytes`]), so the kernel never loops
+            /// over an answer to checksum it.
+            pub csum: u16,
+            pub _pad: u16,
+            pub bytes: [u8; $n],
+        }
+        impl Default for $name {
+            fn default() -> Self {
+                Self {
+                    len: 0,
+                    count: 0,
+                    csum: 0,
+                    _pad: 0,
+                    bytes: [0; $n],
+                }
+            }
+        }
+    };
+}
+answer_class!(AnswerS, 48);
+answer_class!(AnswerM, 192);
+answer_class!(AnswerL, 1216);
+
+/// Authority section of a negative answer: the zone's SOA with its owner
+/// compressed against the question. The pointer depends on where the zone
+/// starts in the question, so the daemon stores one per question length.
+pub const SOA_BYTES: usize = 184;
+pub const SOA_ENTRIES_PER_ZONE: u32 = 256;
+pub const MAX_ZONES: u32 = 4;
+answer_class!(Authority, 184);
+
+/// Key of `dns_addrs`: an address the program answers for, with its family
+/// so that an IPv6 packet to `::ffff:a.b.c.d` never matches an IPv4 entry.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct DnsAddr {
+    /// 4 or 6.
+    pub family: u32,
+    /// IPv4 addresses use the first four bytes, the rest zero.
+    pub addr: [u8; 16],
+}
+
+impl DnsAddr {
+    pub const fn v4(octets: [u8; 4]) -> Self {
+        let mut addr = [0u8; 16];
+        addr[0] = octets[0];
+        addr[1] = octets[1];
+        addr[2] = octets[2];
+        addr[3] = octets[3];
+        Self { family: 4, addr }
+    }
+    pub const fn v6(octets: [u8; 16]) -> Self {
+        Self {
+            family: 6,
+            addr: octets,
+        }
+    }
+}
+
+/// Runtime switches, one entry.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct Config {
+    /// Zero until the daemon has written a complete record set: until then the
+    /// kernel passes every query up, so partial data never looks authoritative.
+    pub answering: u32,
+    pub _pad: u32,
+}
+
+/// Per-CPU verdict counters, one entry; each field counts packets.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct Counters {
+    pub answered_a: u64,
+    pub answered_aaaa: u64,
+    pub answered_nodata: u64,
+    pub answered_nxdomain: u64,
+    /// Not Ethernet/IP/UDP to port 53: other traffic.
+    pub pass_not_dns: u64,
+    /// UDP port 53 but not to one of `dns_addrs`.
+    pub pass_not_our_addr: u64,
+    /// The daemon has not finished its first sync.
+    pub pass_not_ready: u64,
+    /// IPv4 fragment or IPv6 extension header.
+    pub pass_fragment: u64,
+    /// Not a plain query: QR=1, OPCODE, counts, EDNS version or options.
+    pub pass_unsupported_query: u64,
+    /// Not class IN, or a QTYPE other than A/AAAA.
+    pub pass_unsupported_type: u64,
+    pub pass_unknown_name: u64,
+    /// The answer does not fit what the client accepts.
+    pub pass_too_large: u64,
+    /// Lengths that do not add up, labels over 63, compression in the
+    /// question, names over 255 bytes.
+    pub pass_malformed: u64,
+    /// The name's records are kept in userspace only.
+    pub pass_userspace_only: u64,
+    /// A helper failed (adjusting the packet, a dangling answer reference).
+    pub pass_internal: u64,
+    /// A helper failed after the rewrite began (cannot happen with the
+    /// bounds checked before it; counted so it would not go unseen).
+    pub dropped_internal: u64,
+}
+
+/// Adds `bytes` to a 32-bit one's complement accumulator as 16-bit big-endian
+/// words, the way the UDP checksum reads them when `bytes` starts at an even
+/// offset. The caller folds with [`csum_fold`].
+pub fn csum_add_bytes(mut sum: u32, bytes: &[u8]) -> u32 {
+    let mut chunks = bytes.chunks_exact(2);
+    for c in &mut chunks {
+        sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
+    }
+    if let [last] = chunks.remainder() {
+        sum += u32::from(*last) << 8;
+    }
+    sum
+}
+
+/// Folds a 32-bit accumulator into a 16-bit one's complement sum.
+pub const fn csum_fold(mut sum: u32) -> u16 {
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum as u16
+}
+
+#[cfg(feature = "user")]
+mod user {
+    use super::*;
+    unsafe impl aya::Pod for NameKey64 {}
+    unsafe impl aya::Pod for NameKey128 {}
+    unsafe impl aya::Pod for NameKey256 {}
+    unsafe impl aya::Pod for NameRecord {}
+    unsafe impl aya::Pod for AnswerS {}
+    unsafe impl aya::Pod for AnswerM {}
+    unsafe impl aya::Pod for AnswerL {}
+    unsafe impl aya::Pod for Authority {}
+    unsafe impl aya::Pod for DnsAddr {}
+    unsafe impl aya::Pod for Config {}
+    unsafe impl aya::Pod for Counters {}
+}

@@ -1,0 +1,10 @@
+//! hsdns: a node-local DNS responder for Kubernetes whose answers for cluster
+//! names come from an XDP program. Modules follow the data flow:
+//! `source` (manifests, later the API) -> `records` (the record table) ->
+//! `dns` (wire encoding, userspace resolver) -> `maps` (sync into BPF maps) ->
+//! `loader` (load, attach, pin).
+pub mod dns;
+pub mod loader;
+pub mod maps;
+pub mod records;
+pub mod source;
