@@ -2,7 +2,9 @@
 //! names come from an XDP program. Modules follow the data flow:
 //! `source` (manifests, later the API) -> `records` (the record table) ->
 //! `dns` (wire encoding, userspace resolver) -> `maps` (sync into BPF maps) ->
-//! `loader` (load, attach, pin).
+//! `loader` (load, attach, pin) -> `daemon` (wiring, signals); `cli` parses.
+pub mod cli;
+pub mod daemon;
 pub mod dns;
 pub mod loader;
 pub mod maps;

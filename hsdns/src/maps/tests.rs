@@ -1,0 +1,228 @@
+use std::collections::HashMap as Map;
+
+use hickory_proto::rr::{Name, RecordType};
+use hsdns_common::{REF_CLASS_SHIFT, REF_NODATA, REF_PASS, REF_SLOT_MASK};
+
+use super::*;
+use crate::{
+    records::{RecordTable, ZoneConfig},
+    source,
+};
+
+#[derive(Debug, Clone, PartialEq)]
+enum Op {
+    Answer(usize, u32),
+    Name(Vec<u8>, NameRecord),
+    Remove(Vec<u8>),
+}
+
+/// The maps as plain memory, with the order of writes kept.
+#[derive(Default)]
+struct Mem {
+    answers: Map<(usize, u32), (Vec<u8>, u16)>,
+    names: Map<Vec<u8>, NameRecord>,
+    soa: Map<u32, Vec<u8>>,
+    ops: Vec<Op>,
+}
+
+impl Backend for Mem {
+    fn put_answer(&mut self, class: usize, slot: u32, bytes: &[u8], count: u16) -> Result<()> {
+        self.answers.insert((class, slot), (bytes.to_vec(), count));
+        self.ops.push(Op::Answer(class, slot));
+        Ok(())
+    }
+    fn put_name(&mut self, key: &[u8], rec: NameRecord) -> Result<()> {
+        self.names.insert(key.to_vec(), rec);
+        self.ops.push(Op::Name(key.to_vec(), rec));
+        Ok(())
+    }
+    fn remove_name(&mut self, key: &[u8]) -> Result<()> {
+        self.names.remove(key);
+        self.ops.push(Op::Remove(key.to_vec()));
+        Ok(())
+    }
+    fn put_soa(&mut self, index: u32, bytes: &[u8]) -> Result<()> {
+        self.soa.insert(index, bytes.to_vec());
+        Ok(())
+    }
+}
+
+impl Mem {
+    /// What the kernel would copy for (name, type): None when it would pass
+    /// the query up, Some(None) for NODATA.
+    fn answer(&self, name: &str, qtype: RecordType) -> Option<Option<Vec<u8>>> {
+        let key = name_key(&Name::from_ascii(name).unwrap()).unwrap();
+        let rec = self.names.get(&key)?;
+        let r = if qtype == RecordType::A { rec.a } else { rec.aaaa };
+        match r {
+            REF_PASS => None,
+            REF_NODATA => Some(None),
+            r => {
+                let slot = ((r >> REF_CLASS_SHIFT) as usize, r & REF_SLOT_MASK);
+                Some(Some(self.answers.get(&slot).expect("dangling ref").0.clone()))
+            }
+        }
+    }
+}
+
+/// A headless service `name` in namespace `ns` with the given endpoints
+/// (hostname, IPv4), as kubectl prints it.
+fn headless(ns: &str, name: &str, eps: &[(&str, &str)]) -> String {
+    let mut e = String::new();
+    for (host, ip) in eps {
+        e.push_str(&format!(
+            "  - addresses: [\"{ip}\"]\n    hostname: {host}\n    conditions: {{ready: true}}\n"
+        ));
+    }
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {ns}}}\n\
+         spec: {{clusterIP: None, clusterIPs: [None]}}\n---\n\
+         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+         metadata: {{name: {name}-1, namespace: {ns}, labels: {{kubernetes.io/service-name: {name}}}}}\n\
+         addressType: IPv4\nendpoints:\n{e}"
+    )
+}
+
+fn table(yaml: &str) -> RecordTable {
+    let objects = source::parse_manifests("test", yaml).unwrap();
+    RecordTable::build(&ZoneConfig::default(), &objects, 1)
+}
+
+fn caps(names: u32, answers: [u32; 3]) -> Capacities {
+    Capacities {
+        names: [names; 3],
+        answers,
+    }
+}
+
+const WEB: &str = "web.app.svc.cluster.local.";
+const WEB0: &str = "web-0.web.app.svc.cluster.local.";
+
+#[test]
+fn installs_every_name_with_the_encoded_answers() {
+    let t = table(&headless("app", "web", &[("web-0", "169.254.1.1"), ("web-1", "169.254.1.2")]));
+    let mut s = Syncer::new(Mem::default(), &Capacities::default());
+    let st = s.sync(&t).unwrap();
+    assert_eq!(st.names_written, t.len());
+    for (name, _) in t.iter() {
+        let n = name.to_ascii();
+        let want = answer::answer_section(&t, name, RecordType::A).map(|e| e.bytes);
+        assert_eq!(s.backend().answer(&n, RecordType::A), Some(want), "{n}");
+        assert_eq!(s.backend().answer(&n, RecordType::AAAA), Some(None), "{n} NODATA");
+    }
+    // Nothing changes, nothing is written.
+    let ops = s.backend().ops.len();
+    assert_eq!(s.sync(&t).unwrap(), SyncStats::default());
+    assert_eq!(s.backend().ops.len(), ops);
+}
+
+#[test]
+fn a_changed_name_is_swapped_never_removed() {
+    let t1 = table(&headless("app", "web", &[("web-0", "169.254.1.1"), ("web-1", "169.254.1.2")]));
+    let t2 = table(&headless("app", "web", &[("web-0", "169.254.1.1"), ("web-1", "169.254.1.3")]));
+    let mut s = Syncer::new(Mem::default(), &Capacities::default());
+    let t0 = Instant::now();
+    s.sync_at(&t1, t0).unwrap();
+    let old = *s.backend().names.get(&name_key(&Name::from_ascii(WEB).unwrap()).unwrap()).unwrap();
+    let mark = s.backend().ops.len();
+    let st = s.sync_at(&t2, t0).unwrap();
+    // web-0 is unchanged; the service and web-1 change.
+    assert_eq!(st.names_written, 2);
+    assert_eq!(st.names_removed, 0);
+    let ops = &s.backend().ops[mark..];
+    assert!(!ops.iter().any(|o| matches!(o, Op::Remove(_))), "no gap: {ops:?}");
+    // Each new answer is written before the name that points at it, into a
+    // slot no name pointed at.
+    for (i, op) in ops.iter().enumerate() {
+        if let Op::Name(_, rec) = op {
+            let slot = ((rec.a >> REF_CLASS_SHIFT) as usize, rec.a & REF_SLOT_MASK);
+            assert!(ops[..i].contains(&Op::Answer(slot.0, slot.1)));
+        }
+    }
+    let new = *s.backend().names.get(&name_key(&Name::from_ascii(WEB).unwrap()).unwrap()).unwrap();
+    assert_ne!(new.a, old.a, "the old slot was not overwritten in place");
+    assert_eq!(
+        s.backend().answer(WEB, RecordType::A),
+        Some(answer::answer_section(&t2, &Name::from_ascii(WEB).unwrap(), RecordType::A).map(|e| e.bytes))
+    );
+}
+
+#[test]
+fn replaced_slots_are_reused_only_after_the_quarantine() {
+    let mk = |ip: &str| table(&headless("app", "web", &[("web-0", ip)]));
+    // Capacity for exactly two answers per class: old and new.
+    let mut s = Syncer::new(Mem::default(), &caps(16, [4, 0, 0]));
+    let t0 = Instant::now();
+    s.sync_at(&mk("169.254.1.1"), t0).unwrap();
+    assert_eq!(s.slots_in_use(), [2, 0, 0]);
+    s.sync_at(&mk("169.254.1.2"), t0).unwrap();
+    assert_eq!(s.slots_in_use(), [2, 0, 0], "old slots quarantined");
+    // Within the quarantine the pool is exhausted: the kernel must not get a
+    // reused slot, so the change goes to userspace instead.
+    let st = s.sync_at(&mk("169.254.1.3"), t0 + QUARANTINE / 2).unwrap();
+    assert_eq!(st.answers_full, 2);
+    assert_eq!(s.backend().answer(WEB0, RecordType::A), None, "passed up, not stale");
+    // After it, the slots come back.
+    let st = s.sync_at(&mk("169.254.1.4"), t0 + QUARANTINE * 2).unwrap();
+    assert_eq!(st.answers_full, 0);
+    assert!(s.backend().answer(WEB0, RecordType::A).unwrap().is_some());
+}
+
+#[test]
+fn removed_names_leave_the_maps() {
+    let t1 = table(&headless("app", "web", &[("web-0", "169.254.1.1"), ("web-1", "169.254.1.2")]));
+    let t2 = table(&headless("app", "web", &[("web-0", "169.254.1.1")]));
+    let mut s = Syncer::new(Mem::default(), &Capacities::default());
+    s.sync(&t1).unwrap();
+    let st = s.sync(&t2).unwrap();
+    assert_eq!(st.names_removed, 1);
+    assert_eq!(s.backend().answer("web-1.web.app.svc.cluster.local.", RecordType::A), None);
+    assert_eq!(s.names_installed(), t2.len());
+}
+
+#[test]
+fn full_maps_pass_names_up_instead_of_answering_wrongly() {
+    let eps: Vec<(String, String)> =
+        (0..10).map(|i| (format!("web-{i}"), format!("169.254.1.{}", i + 1))).collect();
+    let eps: Vec<(&str, &str)> = eps.iter().map(|(h, i)| (h.as_str(), i.as_str())).collect();
+    let t = table(&headless("app", "web", &eps));
+    assert_eq!(t.len(), 11);
+    let mut s = Syncer::new(Mem::default(), &caps(4, [64, 64, 64]));
+    let st = s.sync(&t).unwrap();
+    assert_eq!(st.names_full, 7);
+    assert_eq!(s.backend().names.len(), 4);
+    // Whatever is in the maps is right.
+    for (key, rec) in &s.backend().names {
+        let name = t.iter().find(|(n, _)| name_key(n).unwrap() == *key).unwrap().0;
+        let want = answer::answer_section(&t, name, RecordType::A).map(|e| e.bytes);
+        assert_eq!(s.backend().answer(&name.to_ascii(), RecordType::A), Some(want));
+        assert_ne!(rec.a, REF_PASS);
+    }
+}
+
+#[test]
+fn answers_pick_the_smallest_class_and_spill_upward() {
+    let eps: Vec<(String, String)> =
+        (0..80).map(|i| (format!("w-{i}"), format!("169.254.2.{}", i + 1))).collect();
+    let eps: Vec<(&str, &str)> = eps.iter().map(|(h, i)| (h.as_str(), i.as_str())).collect();
+    let t = table(&headless("app", "web", &eps));
+    let mut s = Syncer::new(Mem::default(), &caps(1000, [10, 1000, 1000]));
+    let st = s.sync(&t).unwrap();
+    // 80 one-address names: 10 fit the small class, the rest spill to M.
+    assert_eq!(s.slots_in_use()[0], 10);
+    assert_eq!(s.slots_in_use()[1], 70);
+    // The service has 80 addresses: 1280 bytes, more than any UDP reply.
+    assert_eq!(st.answers_too_large, 1);
+    assert_eq!(s.backend().answer(WEB, RecordType::A), None);
+}
+
+#[test]
+fn soa_entries_cover_every_question_length_in_the_zone() {
+    let t = table(&headless("app", "web", &[("web-0", "169.254.1.1")]));
+    let mut s = Syncer::new(Mem::default(), &Capacities::default());
+    let n = s.write_soa(&t).unwrap();
+    // "cluster.local." is 15 bytes on the wire: every length from there on.
+    assert_eq!(n, 255 - 15 + 1);
+    assert!(s.backend().soa.get(&14).is_none());
+    assert!(s.backend().soa.contains_key(&15) && s.backend().soa.contains_key(&255));
+}

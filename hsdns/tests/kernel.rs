@@ -1,0 +1,594 @@
+//! The XDP program through BPF_PROG_TEST_RUN: a table of (input packet,
+//! expected verdict, expected output), each answer compared byte for byte
+//! with the userspace resolver's answer to the same query.
+//!
+//! Needs root (it loads BPF programs): run through `cargo xtask test`.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use aya::{
+    Ebpf,
+    programs::{TestRun as _, TestRunOptions},
+};
+use hickory_proto::{
+    op::{Edns, Message, Query},
+    rr::{Name, RecordType, rdata::opt::EdnsOption},
+};
+use hsdns::{
+    dns::resolver::{self, Verdict as UserVerdict},
+    loader::{self, Capacities},
+    maps::{Syncer, bpf::BpfMaps},
+    records::{RecordTable, ZoneConfig},
+    source,
+};
+use hsdns_common::Counters;
+
+const XDP_PASS: u32 = 2;
+const XDP_TX: u32 = 3;
+
+const CLIENT4: Ipv4Addr = Ipv4Addr::new(169, 254, 10, 10);
+const DNS4: Ipv4Addr = Ipv4Addr::new(169, 254, 20, 10);
+const CLIENT6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x10, 0, 0, 0, 0, 0, 0x10);
+const DNS6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x20, 0, 0, 0, 0, 0, 0x10);
+const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x10];
+const NODE_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+
+fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        panic!(
+            "this test loads BPF programs: run it as root (cargo xtask test); \
+             it does not skip"
+        );
+    }
+}
+
+/// A service with `n` ready IPv4 endpoints, as kubectl prints it.
+fn big_service(name: &str, n: usize) -> String {
+    let mut eps = String::new();
+    for i in 0..n {
+        eps.push_str(&format!(
+            "  - addresses: [\"169.254.{}.{}\"]\n    conditions: {{ready: true}}\n",
+            100 + i / 200,
+            1 + i % 200
+        ));
+    }
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: big}}\n\
+         spec: {{clusterIP: None, clusterIPs: [None], ports: [{{name: web, port: 80}}]}}\n---\n\
+         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+         metadata: {{name: {name}-x, namespace: big, labels: {{kubernetes.io/service-name: {name}}}}}\n\
+         addressType: IPv4\nports: [{{name: web, port: 80}}]\nendpoints:\n{eps}"
+    )
+}
+
+fn table() -> RecordTable {
+    let mut objects = source::embedded_seed();
+    for (name, n) in [("big40", 40), ("big100", 100)] {
+        let extra = source::parse_manifests(name, &big_service(name, n)).unwrap();
+        objects.services.extend(extra.services);
+        objects.slices.extend(extra.slices);
+    }
+    RecordTable::build(&ZoneConfig::default(), &objects, 12345)
+}
+
+struct Kernel {
+    ebpf: Ebpf,
+    syncer: Syncer<BpfMaps>,
+    table: RecordTable,
+}
+
+impl Kernel {
+    fn new(answering: bool) -> Self {
+        require_root();
+        let caps = Capacities::default();
+        let mut ebpf = loader::load(&caps).expect("load");
+        let mut maps = BpfMaps::take(&mut ebpf).unwrap();
+        maps.add_dns_addr(IpAddr::V4(DNS4)).unwrap();
+        maps.add_dns_addr(IpAddr::V6(DNS6)).unwrap();
+        let table = table();
+        let mut syncer = Syncer::new(maps, &caps);
+        syncer.write_soa(&table).unwrap();
+        syncer.sync(&table).unwrap();
+        syncer.backend_mut().set_answering(answering).unwrap();
+        Self {
+            ebpf,
+            syncer,
+            table,
+        }
+    }
+
+    fn counters(&self) -> Counters {
+        self.syncer.backend().counters().unwrap()
+    }
+
+    fn run(&mut self, pkt: &[u8]) -> (u32, Vec<u8>) {
+        let prog = loader::program(&mut self.ebpf).unwrap();
+        let mut out = vec![0u8; 4096];
+        let r = prog
+            .test_run(TestRunOptions {
+                data_in: Some(pkt),
+                data_out: Some(&mut out),
+                ..Default::default()
+            })
+            .expect("BPF_PROG_TEST_RUN");
+        out.truncate(r.data_size_out as usize);
+        (r.return_value, out)
+    }
+}
+
+#[derive(Clone)]
+struct Frame {
+    vlan: Option<u16>,
+    src: IpAddr,
+    dst: IpAddr,
+    ip_options: Vec<u8>,
+    /// IPv4 flags and fragment offset field.
+    frag: u16,
+    proto: u8,
+    sport: u16,
+    dport: u16,
+    payload: Vec<u8>,
+}
+
+impl Frame {
+    fn v4(payload: Vec<u8>) -> Self {
+        Self {
+            vlan: None,
+            src: CLIENT4.into(),
+            dst: DNS4.into(),
+            ip_options: vec![],
+            frag: 0,
+            proto: 17,
+            sport: 40000,
+            dport: 53,
+            payload,
+        }
+    }
+
+    fn v6(payload: Vec<u8>) -> Self {
+        Self {
+            src: CLIENT6.into(),
+            dst: DNS6.into(),
+            ..Self::v4(payload)
+        }
+    }
+
+    fn bytes(&self) -> Vec<u8> {
+        let mut p = Vec::new();
+        p.extend_from_slice(&NODE_MAC);
+        p.extend_from_slice(&CLIENT_MAC);
+        if let Some(tci) = self.vlan {
+            p.extend_from_slice(&[0x81, 0x00]);
+            p.extend_from_slice(&tci.to_be_bytes());
+        }
+        let mut l4 = Vec::new();
+        l4.extend_from_slice(&self.sport.to_be_bytes());
+        l4.extend_from_slice(&self.dport.to_be_bytes());
+        l4.extend_from_slice(&((8 + self.payload.len()) as u16).to_be_bytes());
+        l4.extend_from_slice(&[0, 0]);
+        l4.extend_from_slice(&self.payload);
+        if self.proto == 17 {
+            let c = l4_checksum(self.src, self.dst, &l4);
+            l4[6..8].copy_from_slice(&c.to_be_bytes());
+        }
+        match (self.src, self.dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                p.extend_from_slice(&[0x08, 0x00]);
+                let ihl = 20 + self.ip_options.len();
+                let mut h = vec![0x40 | (ihl / 4) as u8, 0];
+                h.extend_from_slice(&((ihl + l4.len()) as u16).to_be_bytes());
+                h.extend_from_slice(&[0x12, 0x34]);
+                h.extend_from_slice(&self.frag.to_be_bytes());
+                h.extend_from_slice(&[64, self.proto, 0, 0]);
+                h.extend_from_slice(&s.octets());
+                h.extend_from_slice(&d.octets());
+                h.extend_from_slice(&self.ip_options);
+                let c = !fold(sum16(&h));
+                h[10..12].copy_from_slice(&c.to_be_bytes());
+                p.extend_from_slice(&h);
+            }
+            (IpAddr::V6(s), IpAddr::V6(d)) => {
+                p.extend_from_slice(&[0x86, 0xdd]);
+                p.extend_from_slice(&[0x60, 0, 0, 0]);
+                p.extend_from_slice(&(l4.len() as u16).to_be_bytes());
+                p.extend_from_slice(&[self.proto, 64]);
+                p.extend_from_slice(&s.octets());
+                p.extend_from_slice(&d.octets());
+            }
+            _ => unreachable!(),
+        }
+        p.extend_from_slice(&l4);
+        p
+    }
+}
+
+fn sum16(b: &[u8]) -> u32 {
+    hsdns_common::csum_add_bytes(0, b)
+}
+
+fn fold(s: u32) -> u16 {
+    hsdns_common::csum_fold(s)
+}
+
+fn l4_checksum(src: IpAddr, dst: IpAddr, l4: &[u8]) -> u16 {
+    let mut pseudo = Vec::new();
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            pseudo.extend_from_slice(&s.octets());
+            pseudo.extend_from_slice(&d.octets());
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            pseudo.extend_from_slice(&s.octets());
+            pseudo.extend_from_slice(&d.octets());
+        }
+        _ => unreachable!(),
+    }
+    pseudo.extend_from_slice(&[0, 17]);
+    pseudo.extend_from_slice(&(l4.len() as u16).to_be_bytes());
+    let c = !fold(sum16(&pseudo) + sum16(l4));
+    if c == 0 { 0xffff } else { c }
+}
+
+fn query(name: &str, qtype: RecordType, edns: Option<u16>) -> Vec<u8> {
+    let mut m = Message::query();
+    m.metadata.id = 0xbeef;
+    m.metadata.recursion_desired = true;
+    m.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
+    if let Some(size) = edns {
+        let mut e = Edns::new();
+        e.set_max_payload(size);
+        m.set_edns(e);
+    }
+    m.to_vec().unwrap()
+}
+
+/// Parses a reply frame, checks every header invariant against the query
+/// frame, and returns the DNS payload.
+fn check_reply(q: &Frame, out: &[u8]) -> Vec<u8> {
+    assert_eq!(&out[0..6], &CLIENT_MAC, "destination MAC is the client's");
+    assert_eq!(&out[6..12], &NODE_MAC, "source MAC is ours");
+    let mut o = 12;
+    if let Some(tci) = q.vlan {
+        assert_eq!(&out[12..16], &[0x81, 0, (tci >> 8) as u8, tci as u8], "VLAN tag kept");
+        o = 16;
+    }
+    let l4 = match (q.src, q.dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            assert_eq!(&out[o..o + 2], &[0x08, 0x00]);
+            let ip = &out[o + 2..o + 22];
+            assert_eq!(ip[0], 0x45, "reply has a plain 20-byte IPv4 header");
+            assert_eq!(
+                u16::from_be_bytes([ip[2], ip[3]]) as usize,
+                out.len() - o - 2,
+                "IPv4 total length"
+            );
+            assert_eq!(fold(sum16(ip)), 0xffff, "IPv4 header checksum");
+            assert_eq!(&ip[12..16], &d.octets(), "source is the DNS address");
+            assert_eq!(&ip[16..20], &s.octets(), "destination is the client");
+            assert_eq!(u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff, 0, "not a fragment");
+            o + 22
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            assert_eq!(&out[o..o + 2], &[0x86, 0xdd]);
+            let ip = &out[o + 2..o + 42];
+            assert_eq!(ip[0] >> 4, 6);
+            assert_eq!(
+                u16::from_be_bytes([ip[4], ip[5]]) as usize,
+                out.len() - o - 42,
+                "IPv6 payload length"
+            );
+            assert_eq!(ip[6], 17);
+            assert_eq!(&ip[8..24], &d.octets());
+            assert_eq!(&ip[24..40], &s.octets());
+            o + 42
+        }
+        _ => unreachable!(),
+    };
+    let udp = &out[l4..];
+    assert_eq!(u16::from_be_bytes([udp[0], udp[1]]), q.dport, "source port 53");
+    assert_eq!(u16::from_be_bytes([udp[2], udp[3]]), q.sport, "client's port");
+    assert_eq!(u16::from_be_bytes([udp[4], udp[5]]) as usize, udp.len(), "UDP length");
+    let mut zeroed = udp.to_vec();
+    zeroed[6] = 0;
+    zeroed[7] = 0;
+    assert_eq!(
+        u16::from_be_bytes([udp[6], udp[7]]),
+        l4_checksum(q.dst, q.src, &zeroed),
+        "UDP checksum"
+    );
+    udp[8..].to_vec()
+}
+
+/// Runs one query frame through the kernel and checks it against the
+/// userspace resolver: the same verdict, and for answers the same bytes.
+fn expect_same(k: &mut Kernel, f: &Frame) -> (u32, Option<Message>) {
+    let before = k.counters();
+    let input = f.bytes();
+    let (action, out) = k.run(&input);
+    let after = k.counters();
+    match resolver::respond(&k.table, &f.payload) {
+        UserVerdict::Answer(expected) => {
+            assert_eq!(action, XDP_TX, "userspace answers this, so must the kernel");
+            let dns = check_reply(f, &out);
+            assert_eq!(dns, expected, "kernel and userspace answers differ");
+            let msg = Message::from_vec(&dns).expect("reply parses");
+            let q = Message::from_vec(&f.payload).unwrap();
+            assert_eq!(msg.metadata.id, q.metadata.id);
+            assert_eq!(msg.queries, q.queries, "answers exactly the question, as sent");
+            assert_eq!(answered(&after) - answered(&before), 1, "an answered counter moved");
+            (action, Some(msg))
+        }
+        UserVerdict::Pass(reason) => {
+            assert_eq!(action, XDP_PASS, "userspace passes this ({reason:?}), so must the kernel");
+            assert_eq!(out, input, "a passed packet goes up untouched");
+            (action, None)
+        }
+    }
+}
+
+fn answered(c: &Counters) -> u64 {
+    c.answered_a + c.answered_aaaa + c.answered_nodata + c.answered_nxdomain
+}
+
+/// Runs a frame that must pass, checking that exactly `field` counted it.
+fn expect_pass(k: &mut Kernel, f: &Frame, field: fn(&Counters) -> u64, what: &str) {
+    let before = k.counters();
+    let input = f.bytes();
+    let (action, out) = k.run(&input);
+    let after = k.counters();
+    assert_eq!(action, XDP_PASS, "{what}: must pass");
+    assert_eq!(out, input, "{what}: a passed packet goes up untouched");
+    assert_eq!(field(&after) - field(&before), 1, "{what}: its counter moved");
+    assert_eq!(answered(&after), answered(&before), "{what}: nothing answered");
+}
+
+const POD: &str = "nginx-0.nginx-headless.test.svc.cluster.local.";
+const SVC: &str = "nginx-headless.test.svc.cluster.local.";
+
+fn ips(msg: &Message) -> Vec<IpAddr> {
+    msg.answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            hickory_proto::rr::RData::A(a) => Some(IpAddr::V4(a.0)),
+            hickory_proto::rr::RData::AAAA(a) => Some(IpAddr::V6(a.0)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn answers_a_and_aaaa_for_known_names() {
+    let mut k = Kernel::new(true);
+    let before = k.counters();
+    let (_, m) = expect_same(&mut k, &Frame::v4(query(POD, RecordType::A, None)));
+    assert_eq!(ips(&m.unwrap()), vec![IpAddr::V4(CLIENT4)]);
+    let (_, m) = expect_same(&mut k, &Frame::v4(query(SVC, RecordType::A, Some(1232))));
+    let m = m.unwrap();
+    assert_eq!(ips(&m).len(), 3, "every ready endpoint");
+    assert!(m.edns.is_some(), "OPT echoed when the query had one");
+    let (_, m) = expect_same(&mut k, &Frame::v6(query(POD, RecordType::AAAA, None)));
+    assert_eq!(ips(&m.unwrap()), vec![IpAddr::V6(CLIENT6)]);
+    let (_, m) = expect_same(&mut k, &Frame::v6(query(SVC, RecordType::AAAA, Some(4096))));
+    assert_eq!(ips(&m.unwrap()).len(), 3);
+    let after = k.counters();
+    assert_eq!(after.answered_a - before.answered_a, 2);
+    assert_eq!(after.answered_aaaa - before.answered_aaaa, 2);
+}
+
+#[test]
+fn keeps_the_question_case_and_matches_case_insensitively() {
+    let mut k = Kernel::new(true);
+    for name in [
+        "NGINX-0.nginx-headless.TEST.svc.cluster.local.",
+        "nGiNx-HeAdLeSs.TeSt.SvC.cLuStEr.LoCaL.",
+        "NGINX-HEADLESS.TEST.SVC.CLUSTER.LOCAL.",
+    ] {
+        for qtype in [RecordType::A, RecordType::AAAA] {
+            let (action, m) = expect_same(&mut k, &Frame::v4(query(name, qtype, Some(1232))));
+            assert_eq!(action, XDP_TX, "{name}");
+            let m = m.unwrap();
+            let q = m.queries[0].name().to_ascii();
+            assert_eq!(q, name, "0x20 case survives");
+        }
+    }
+}
+
+#[test]
+fn nodata_carries_the_zone_soa() {
+    let mut k = Kernel::new(true);
+    // big40 has no IPv6 endpoints: AAAA is NODATA, as CoreDNS answers it.
+    for name in ["big40.big.svc.cluster.local.", "BIG40.Big.SVC.cluster.LOCAL."] {
+        let before = k.counters();
+        let (action, m) = expect_same(&mut k, &Frame::v4(query(name, RecordType::AAAA, None)));
+        assert_eq!(action, XDP_TX);
+        let m = m.unwrap();
+        assert!(m.answers.is_empty());
+        assert_eq!(m.authorities.len(), 1);
+        assert_eq!(m.authorities[0].record_type(), RecordType::SOA);
+        assert_eq!(
+            m.authorities[0].name.to_lowercase().to_ascii(),
+            "cluster.local."
+        );
+        assert_eq!(k.counters().answered_nodata - before.answered_nodata, 1);
+    }
+}
+
+#[test]
+fn vlan_ipv4_options_and_ipv6_are_answered() {
+    let mut k = Kernel::new(true);
+    let mut f = Frame::v4(query(POD, RecordType::A, None));
+    f.vlan = Some(42);
+    assert_eq!(expect_same(&mut k, &f).0, XDP_TX, "802.1Q");
+    let mut f = Frame::v4(query(POD, RecordType::A, Some(1232)));
+    // Record Route (7), length 11, pointer 4, plus end-of-list padding.
+    f.ip_options = vec![7, 11, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    assert_eq!(expect_same(&mut k, &f).0, XDP_TX, "IPv4 options");
+    let mut f = Frame::v6(query(SVC, RecordType::A, None));
+    f.vlan = Some(7);
+    assert_eq!(expect_same(&mut k, &f).0, XDP_TX, "IPv6 in VLAN");
+}
+
+#[test]
+fn size_limits_follow_the_client() {
+    let mut k = Kernel::new(true);
+    let name = "big40.big.svc.cluster.local.";
+    // 40 addresses: 640 answer bytes, over 512 without EDNS.
+    let before = k.counters();
+    let (a, _) = expect_same(&mut k, &Frame::v4(query(name, RecordType::A, None)));
+    assert_eq!(a, XDP_PASS);
+    assert_eq!(k.counters().pass_too_large - before.pass_too_large, 1);
+    let (a, m) = expect_same(&mut k, &Frame::v4(query(name, RecordType::A, Some(1232))));
+    assert_eq!(a, XDP_TX);
+    assert_eq!(ips(&m.unwrap()).len(), 40);
+    // A client that advertises less than 512 still gets 512.
+    let (a, _) = expect_same(&mut k, &Frame::v4(query(name, RecordType::A, Some(600))));
+    assert_eq!(a, XDP_PASS);
+    // 100 addresses never fit a UDP reply of ours: kept in userspace.
+    let before = k.counters();
+    let (a, _) = expect_same(
+        &mut k,
+        &Frame::v4(query("big100.big.svc.cluster.local.", RecordType::A, Some(4096))),
+    );
+    assert_eq!(a, XDP_PASS);
+    assert_eq!(k.counters().pass_userspace_only - before.pass_userspace_only, 1);
+}
+
+#[test]
+fn passes_what_is_not_a_query_for_us() {
+    let mut k = Kernel::new(true);
+    let q = query(POD, RecordType::A, None);
+
+    let mut f = Frame::v4(q.clone());
+    f.dport = 5353;
+    expect_pass(&mut k, &f, |c| c.pass_not_dns, "wrong port");
+
+    let mut f = Frame::v4(q.clone());
+    f.dst = Ipv4Addr::new(169, 254, 20, 11).into();
+    expect_pass(&mut k, &f, |c| c.pass_not_our_addr, "wrong address");
+
+    let mut f = Frame::v4(q.clone());
+    f.proto = 6;
+    expect_pass(&mut k, &f, |c| c.pass_not_dns, "TCP");
+
+    let mut f = Frame::v4(q.clone());
+    f.frag = 0x2000; // MF
+    expect_pass(&mut k, &f, |c| c.pass_fragment, "first fragment");
+    let mut f = Frame::v4(q.clone());
+    f.frag = 0x0010;
+    expect_pass(&mut k, &f, |c| c.pass_fragment, "later fragment");
+
+    let mut arp = Frame::v4(q.clone()).bytes();
+    arp[12] = 0x08;
+    arp[13] = 0x06;
+    let before = k.counters();
+    let (a, out) = k.run(&arp);
+    assert_eq!((a, &out), (XDP_PASS, &arp));
+    assert_eq!(k.counters().pass_not_dns - before.pass_not_dns, 1);
+}
+
+/// A query message with a byte patched.
+fn patched(name: &str, at: usize, val: u8) -> Vec<u8> {
+    let mut q = query(name, RecordType::A, None);
+    q[at] = val;
+    q
+}
+
+#[test]
+fn passes_queries_it_cannot_answer_exactly() {
+    let mut k = Kernel::new(true);
+    // (query bytes, counter, description); each also agrees with userspace.
+    type Case = (Vec<u8>, fn(&Counters) -> u64, &'static str);
+    let mut label64 = query("x.svc.cluster.local.", RecordType::A, None);
+    // Replace the 1-byte label "x" by a 64-byte label.
+    label64.splice(12..14, std::iter::once(64).chain(std::iter::repeat_n(b'a', 64)));
+    let mut long = vec![0u8; 12];
+    long[5] = 1;
+    for _ in 0..5 {
+        long.push(63);
+        long.extend(std::iter::repeat_n(b'a', 63));
+    }
+    long.extend_from_slice(&[0, 0, 1, 0, 1]);
+    let mut ptr = query(POD, RecordType::A, None);
+    // The question name as a compression pointer to itself.
+    ptr.truncate(12);
+    ptr.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1]);
+    let mut qd2 = query(POD, RecordType::A, None);
+    let question = qd2[12..].to_vec();
+    qd2.extend_from_slice(&question);
+    qd2[5] = 2;
+    let mut cookie = Message::from_vec(&query(POD, RecordType::A, Some(1232))).unwrap();
+    cookie
+        .edns
+        .as_mut()
+        .unwrap()
+        .options_mut()
+        .insert(EdnsOption::Unknown(10, vec![1, 2, 3, 4, 5, 6, 7, 8]));
+    let cookie = cookie.to_vec().unwrap();
+    let mut v1 = query(POD, RecordType::A, Some(1232));
+    let n = v1.len();
+    v1[n - 5] = 1; // EDNS version 1
+    let mut trailing = query(POD, RecordType::A, None);
+    trailing.push(0);
+    let cases: Vec<Case> = vec![
+        (patched(POD, 2, 0x81), |c| c.pass_unsupported_query, "QR=1"),
+        (patched(POD, 2, 0x29), |c| c.pass_unsupported_query, "OPCODE=5"),
+        (patched(POD, 2, 0x03), |c| c.pass_unsupported_query, "TC=1"),
+        (qd2, |c| c.pass_unsupported_query, "QDCOUNT=2"),
+        (patched(POD, 7, 1), |c| c.pass_unsupported_query, "ANCOUNT=1"),
+        (patched(POD, 9, 1), |c| c.pass_unsupported_query, "NSCOUNT=1"),
+        (cookie, |c| c.pass_unsupported_query, "EDNS cookie option"),
+        (v1, |c| c.pass_unsupported_query, "EDNS version 1"),
+        (query(POD, RecordType::A, None)[..10].to_vec(), |c| c.pass_malformed, "truncated header"),
+        (query(POD, RecordType::A, None)[..30].to_vec(), |c| c.pass_malformed, "truncated name"),
+        (label64, |c| c.pass_malformed, "label over 63"),
+        (long, |c| c.pass_malformed, "name over 255"),
+        (ptr, |c| c.pass_malformed, "compression pointer in the question"),
+        (trailing, |c| c.pass_malformed, "trailing byte"),
+        (query(POD, RecordType::TXT, None), |c| c.pass_unsupported_type, "TXT"),
+        (query(POD, RecordType::SRV, None), |c| c.pass_unsupported_type, "SRV"),
+        (
+            query("nginx-9.nginx-headless.test.svc.cluster.local.", RecordType::A, None),
+            |c| c.pass_unknown_name,
+            "unknown name",
+        ),
+        (query("example.test.", RecordType::A, None), |c| c.pass_unknown_name, "outside the zone"),
+    ];
+    for (payload, field, what) in cases {
+        for f in [Frame::v4(payload.clone()), Frame::v6(payload.clone())] {
+            let (a, _) = expect_same(&mut k, &f);
+            assert_eq!(a, XDP_PASS, "{what}");
+            expect_pass(&mut k, &f, field, what);
+        }
+    }
+    let mut ch = Message::from_vec(&query(POD, RecordType::A, None)).unwrap();
+    ch.queries[0].set_query_class(hickory_proto::rr::DNSClass::CH);
+    let f = Frame::v4(ch.to_vec().unwrap());
+    expect_same(&mut k, &f);
+    expect_pass(&mut k, &f, |c| c.pass_unsupported_type, "class CH");
+}
+
+#[test]
+fn passes_everything_until_the_first_sync_is_complete() {
+    let mut k = Kernel::new(false);
+    let f = Frame::v4(query(POD, RecordType::A, None));
+    expect_pass(&mut k, &f, |c| c.pass_not_ready, "before the first sync");
+    k.syncer.backend_mut().set_answering(true).unwrap();
+    assert_eq!(expect_same(&mut k, &f).0, XDP_TX);
+}
+
+#[test]
+fn dns_addrs_are_the_only_addresses_answered() {
+    let mut k = Kernel::new(true);
+    let mut f = Frame::v4(query(POD, RecordType::A, None));
+    f.dst = Ipv4Addr::new(169, 254, 30, 1).into();
+    expect_pass(&mut k, &f, |c| c.pass_not_our_addr, "other IPv4");
+    // An IPv6 packet to ::ffff:169.254.20.10 is not a query to our IPv4
+    // address.
+    let mut f = Frame::v6(query(POD, RecordType::A, None));
+    f.dst = IpAddr::V6(DNS4.to_ipv6_mapped());
+    expect_pass(&mut k, &f, |c| c.pass_not_our_addr, "IPv4-mapped IPv6");
+    let mut f = Frame::v6(query(POD, RecordType::A, None));
+    f.dst = Ipv6Addr::new(0xfd00, 0x20, 0, 0, 0, 0, 0, 0x11).into();
+    expect_pass(&mut k, &f, |c| c.pass_not_our_addr, "other IPv6");
+}
