@@ -1,1 +1,12 @@
-//! todo
+//! DNS on the wire: the precomputed pieces the XDP program copies into its
+//! replies (`answer`), and the userspace resolver that is the kernel's
+//! byte-for-byte reference (`resolver`). All encoding is hickory-proto's.
+pub mod answer;
+pub mod resolver;
+pub mod testing;
+
+pub use answer::{Encoded, answer_section, opt_record, soa_authority};
+pub use resolver::{PassReason, Verdict, respond};
+
+#[cfg(test)]
+mod tests;

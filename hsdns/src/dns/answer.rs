@@ -1,0 +1,306 @@
+//! The bytes the XDP program copies after a question it answers in place.
+//!
+//! The kernel keeps the query's header ID and question, rewrites the header,
+//! and appends: an answer section, or for NODATA an authority section, and
+//! an OPT record when the query had one. Every piece is encoded here by
+//! hickory-proto against a question at offset 12, so compression pointers
+//! in the pieces point into the client's own question.
+use hickory_proto::op::{Edns, Message, OpCode, Query};
+use hickory_proto::rr::rdata::{A, AAAA};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+use hickory_proto::serialize::binary::{BinEncodable as _, BinEncoder};
+use hsdns_common::{EDNS_UDP_SIZE, MAX_NAME_LEN};
+
+use crate::records::{RecordTable, ZoneConfig};
+
+/// DNS header length; the question starts here.
+pub const HEADER_LEN: usize = 12;
+/// QTYPE and QCLASS after the question name.
+const QUESTION_TAIL: usize = 4;
+/// Root name, TYPE, CLASS, TTL, RDLENGTH, no options.
+pub const OPT_RECORD_LEN: usize = 11;
+
+/// An encoded answer section.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Encoded {
+    pub bytes: Vec<u8>,
+    /// ANCOUNT of a reply carrying `bytes`.
+    pub count: u16,
+}
+
+/// Wire length of `name` uncompressed, root label included.
+pub fn wire_len(name: &Name) -> usize {
+    name.iter().map(|label| label.len() + 1).sum::<usize>() + 1
+}
+
+/// Answer RRs for (`name`, `qtype`), owners compressed to the question
+/// (0xC00C). `None` when the name has no record of that type (NODATA) or
+/// `qtype` is neither A nor AAAA.
+///
+/// A record set too large for any DNS message is cut where hickory stops
+/// encoding (64 KiB); it is far beyond every answer class, so it is
+/// answered from userspace either way.
+pub fn answer_section(table: &RecordTable, name: &Name, qtype: RecordType) -> Option<Encoded> {
+    let entry = table.get(name)?;
+    let rdata: Vec<RData> = match qtype {
+        RecordType::A => entry.a.iter().map(|ip| RData::A(A(*ip))).collect(),
+        RecordType::AAAA => entry.aaaa.iter().map(|ip| RData::AAAA(AAAA(*ip))).collect(),
+        _ => return None,
+    };
+    if rdata.is_empty() {
+        return None;
+    }
+    let mut owner = name.to_lowercase();
+    owner.set_fqdn(true);
+    let ttl = table.zone().ttl;
+    let mut msg = Message::response(0, OpCode::Query);
+    msg.add_query(Query::query(owner.clone(), qtype));
+    msg.add_answers(
+        rdata
+            .into_iter()
+            .map(|r| Record::from_rdata(owner.clone(), ttl, r)),
+    );
+    let wire = msg
+        .to_vec()
+        .expect("A/AAAA records under a valid name encode");
+    let count = u16::from_be_bytes([wire[6], wire[7]]);
+    Some(Encoded {
+        bytes: wire[HEADER_LEN + wire_len(&owner) + QUESTION_TAIL..].to_vec(),
+        count,
+    })
+}
+
+/// The authority section (one SOA RR) of a negative answer to a question
+/// whose name is `qname_wire_len` bytes long and ends in the zone. The SOA
+/// owner, and the zone inside its MNAME and RNAME, are pointers to where the
+/// zone starts in that question. `None` when no name of that length can end
+/// in the zone.
+pub fn soa_authority(zone: &ZoneConfig, serial: u32, qname_wire_len: usize) -> Option<Vec<u8>> {
+    let mut apex = zone.zone.to_lowercase();
+    apex.set_fqdn(true);
+    let zone_len = wire_len(&apex);
+    if qname_wire_len > MAX_NAME_LEN || qname_wire_len < zone_len {
+        return None;
+    }
+    // The question's own labels never reach the authority bytes (only
+    // pointers to the zone do), so any labels of the right length stand in
+    // for them. Labels of 'x' cannot equal "ns", "dns" or "hostmaster", so
+    // the only compression target is the zone itself, as in a real question.
+    let filler = filler_labels(qname_wire_len - zone_len)?;
+    let qname = Name::from_labels(filler).ok()?.append_domain(&apex).ok()?;
+    debug_assert_eq!(wire_len(&qname), qname_wire_len);
+    let soa = zone.soa(serial, &apex);
+    let mut msg = Message::response(0, OpCode::Query);
+    msg.add_query(Query::query(qname, RecordType::A));
+    msg.add_authority(Record::from_rdata(apex, zone.ttl, RData::SOA(soa)));
+    let wire = msg.to_vec().expect("an SOA under a valid zone encodes");
+    Some(wire[HEADER_LEN + qname_wire_len + QUESTION_TAIL..].to_vec())
+}
+
+/// Labels of 'x' that take exactly `len` wire bytes; none exist for 1 byte
+/// (a label costs at least two).
+fn filler_labels(mut len: usize) -> Option<Vec<Vec<u8>>> {
+    if len == 1 {
+        return None;
+    }
+    let mut labels = Vec::new();
+    while len > 0 {
+        let mut take = len.min(64);
+        if len - take == 1 {
+            take -= 1;
+        }
+        labels.push(vec![b'x'; take - 1]);
+        len -= take;
+    }
+    Some(labels)
+}
+
+/// The OPT RR the kernel appends when the query had one: root owner, UDP
+/// payload size [`EDNS_UDP_SIZE`], extended RCODE 0, version 0, DO clear,
+/// no options.
+pub fn opt_record() -> [u8; OPT_RECORD_LEN] {
+    let mut buf = Vec::with_capacity(OPT_RECORD_LEN);
+    let mut encoder = BinEncoder::new(&mut buf);
+    server_edns()
+        .emit(&mut encoder)
+        .expect("a bare OPT record encodes");
+    buf.as_slice()
+        .try_into()
+        .expect("a bare OPT record is 11 bytes")
+}
+
+/// The EDNS state of every reply to a query that carried EDNS.
+pub(crate) fn server_edns() -> Edns {
+    let mut edns = Edns::new();
+    edns.set_max_payload(EDNS_UDP_SIZE)
+        .set_version(0)
+        .set_dnssec_ok(false);
+    edns
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::embedded_seed;
+    use hickory_proto::serialize::binary::{BinDecodable as _, BinDecoder};
+    use std::net::Ipv4Addr;
+
+    fn seed() -> RecordTable {
+        RecordTable::build(&ZoneConfig::default(), &embedded_seed(), 2024)
+    }
+
+    fn name(s: &str) -> Name {
+        Name::from_ascii(s).unwrap()
+    }
+
+    /// A reply as the kernel would send it, decoded by hickory.
+    fn decode_after_question(qname: &Name, sections: &[u8], an: u16, ns: u16, ar: u16) -> Message {
+        let mut msg = Message::response(7, OpCode::Query);
+        msg.add_query(Query::query(qname.clone(), RecordType::A));
+        let mut wire = msg.to_vec().unwrap();
+        wire[6..8].copy_from_slice(&an.to_be_bytes());
+        wire[8..10].copy_from_slice(&ns.to_be_bytes());
+        wire[10..12].copy_from_slice(&ar.to_be_bytes());
+        wire.extend_from_slice(sections);
+        Message::from_vec(&wire).unwrap()
+    }
+
+    #[test]
+    fn answer_section_decodes_to_the_table_records() {
+        let t = seed();
+        let n = name("nginx-headless.test.svc.cluster.local.");
+        let enc = answer_section(&t, &n, RecordType::A).unwrap();
+        assert_eq!(enc.count, 3);
+        assert_eq!(enc.bytes.len(), 3 * 16);
+        assert_eq!(&enc.bytes[..2], &[0xC0, 0x0C]);
+        let msg = decode_after_question(&n, &enc.bytes, enc.count, 0, 0);
+        let got: Vec<_> = msg
+            .answers
+            .iter()
+            .map(|r| (r.name.clone(), r.ttl, r.data.clone()))
+            .collect();
+        let want: Vec<_> = t
+            .get(&n)
+            .unwrap()
+            .a
+            .iter()
+            .map(|ip| (n.clone(), 5, RData::A(A(*ip))))
+            .collect();
+        assert_eq!(got, want);
+
+        let enc = answer_section(&t, &n, RecordType::AAAA).unwrap();
+        assert_eq!((enc.count, enc.bytes.len()), (3, 3 * 28));
+        let msg = decode_after_question(&n, &enc.bytes, enc.count, 0, 0);
+        assert!(
+            msg.answers
+                .iter()
+                .all(|r| r.record_type() == RecordType::AAAA && r.name == n)
+        );
+    }
+
+    #[test]
+    fn answer_section_is_none_without_records_of_the_type() {
+        let mut objects = embedded_seed();
+        objects.slices.retain(|s| s.address_type == "IPv4");
+        let t = RecordTable::build(&ZoneConfig::default(), &objects, 1);
+        let n = name("nginx-0.nginx-headless.test.svc.cluster.local.");
+        assert!(answer_section(&t, &n, RecordType::A).is_some());
+        assert!(answer_section(&t, &n, RecordType::AAAA).is_none());
+        assert!(answer_section(&t, &n, RecordType::TXT).is_none());
+        assert!(answer_section(&t, &name("nope.test.svc.cluster.local."), RecordType::A).is_none());
+    }
+
+    #[test]
+    fn answer_section_of_a_mixed_case_lookup_is_the_lowercase_one() {
+        let t = seed();
+        let lower = answer_section(
+            &t,
+            &name("nginx-1.nginx-headless.test.svc.cluster.local."),
+            RecordType::A,
+        );
+        let mixed = answer_section(
+            &t,
+            &name("NGINX-1.nginx-HEADLESS.test.svc.Cluster.local."),
+            RecordType::A,
+        );
+        assert_eq!(lower, mixed);
+        assert_eq!(
+            lower.unwrap().bytes[12..16],
+            Ipv4Addr::new(169, 254, 10, 11).octets()
+        );
+    }
+
+    #[test]
+    fn soa_authority_decodes_and_points_into_the_question() {
+        let t = seed();
+        for qname in [
+            "cluster.local.",
+            "a.cluster.local.",
+            "nginx-0.nginx-headless.test.svc.cluster.local.",
+            &format!("{}.{}.cluster.local.", "q".repeat(63), "r".repeat(63)),
+        ] {
+            let qname = name(qname);
+            let len = wire_len(&qname);
+            let bytes = soa_authority(t.zone(), t.serial(), len).unwrap();
+            let zone_at = HEADER_LEN + len - wire_len(&t.zone().zone);
+            assert_eq!(
+                &bytes[..2],
+                &(0xC000u16 | zone_at as u16).to_be_bytes(),
+                "{qname}"
+            );
+            let msg = decode_after_question(&qname, &bytes, 0, 1, 0);
+            let soa_rr = &msg.authorities[0];
+            assert_eq!(soa_rr.name, name("cluster.local."));
+            assert_eq!(soa_rr.ttl, 5);
+            let RData::SOA(soa) = &soa_rr.data else {
+                panic!("not an SOA: {soa_rr:?}")
+            };
+            assert_eq!(soa, &t.soa(&name("cluster.local.")));
+            assert_eq!(soa.serial, 2024);
+            // owner 2 + fixed 10 + "ns.dns"+ptr 9 + "hostmaster"+ptr 13 + 20
+            assert_eq!(bytes.len(), 54, "{qname}");
+        }
+    }
+
+    #[test]
+    fn soa_authority_exists_exactly_for_lengths_a_name_in_the_zone_can_have() {
+        let zone = ZoneConfig::default();
+        let zone_len = wire_len(&zone.zone);
+        for len in 0..=300 {
+            let possible = (zone_len..=MAX_NAME_LEN).contains(&len) && len != zone_len + 1;
+            assert_eq!(
+                soa_authority(&zone, 1, len).is_some(),
+                possible,
+                "length {len}"
+            );
+        }
+    }
+
+    #[test]
+    fn filler_labels_take_exactly_the_requested_length() {
+        for len in (0..=255).filter(|&l| l != 1) {
+            let labels = filler_labels(len).unwrap();
+            assert!(labels.iter().all(|l| (1..=63).contains(&l.len())));
+            assert_eq!(labels.iter().map(|l| l.len() + 1).sum::<usize>(), len);
+        }
+        assert!(filler_labels(1).is_none());
+    }
+
+    #[test]
+    fn opt_record_decodes_as_the_server_edns() {
+        let bytes = opt_record();
+        let mut decoder = BinDecoder::new(&bytes);
+        let rr = Record::read(&mut decoder).unwrap();
+        assert!(decoder.is_empty());
+        assert!(rr.name.is_root());
+        assert_eq!(rr.record_type(), RecordType::OPT);
+        let edns = Edns::from(&rr);
+        assert_eq!(edns.max_payload(), 1232);
+        assert_eq!(
+            (edns.version(), edns.rcode_high(), edns.flags().dnssec_ok),
+            (0, 0, false)
+        );
+        assert!(edns.options().options.is_empty());
+        assert_eq!(rr.ttl, 0);
+    }
+}

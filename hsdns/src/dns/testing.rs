@@ -1,0 +1,64 @@
+//! Test oracles shared by unit tests and the kernel's integration tests.
+use hickory_proto::rr::{Name, RecordType};
+use hsdns_common::{EDNS_UDP_SIZE, PLAIN_UDP_SIZE};
+
+use super::answer::{HEADER_LEN, answer_section, opt_record, soa_authority};
+use crate::records::RecordTable;
+
+/// The reply the XDP program sends for an accepted `query`, assembled the
+/// way the kernel does it: the query's ID, a fresh header (QR, AA, RD and
+/// CD copied), the question bytes exactly as sent, then the precomputed
+/// answer or SOA authority section and the OPT record.
+///
+/// It trusts `query` to pass the kernel's acceptance checks (the resolver's
+/// job) and only returns `None` for unknown names, lengths that do not add
+/// up, and replies larger than the client accepts.
+pub fn kernel_style_reply(query: &[u8], table: &RecordTable) -> Option<Vec<u8>> {
+    let mut labels = Vec::new();
+    let mut pos = HEADER_LEN;
+    loop {
+        let len = usize::from(*query.get(pos)?);
+        pos += 1;
+        if len == 0 {
+            break;
+        }
+        labels.push(query.get(pos..pos + len)?);
+        pos += len;
+    }
+    let qname_len = pos - HEADER_LEN;
+    let qtype = u16::from_be_bytes(query.get(pos..pos + 2)?.try_into().ok()?);
+    let question_end = pos + 4;
+    let has_opt = query.get(10..12)? == [0, 1];
+    let limit = if has_opt {
+        let class = query.get(question_end + 3..question_end + 5)?;
+        u16::from_be_bytes([class[0], class[1]]).clamp(PLAIN_UDP_SIZE, EDNS_UDP_SIZE)
+    } else {
+        PLAIN_UDP_SIZE
+    };
+
+    let name = Name::from_labels(labels).ok()?;
+    table.get(&name)?;
+    let (ancount, nscount, section) = match answer_section(table, &name, RecordType::from(qtype)) {
+        Some(answer) => (answer.count, 0u16, answer.bytes),
+        None => (
+            0,
+            1,
+            soa_authority(table.zone(), table.serial(), qname_len)?,
+        ),
+    };
+
+    let mut reply = Vec::with_capacity(512);
+    reply.extend_from_slice(&query[..2]);
+    reply.push(0x80 | 0x04 | (query[2] & 0x01)); // QR, AA, RD
+    reply.push(query[3] & 0x10); // CD
+    reply.extend_from_slice(&1u16.to_be_bytes());
+    reply.extend_from_slice(&ancount.to_be_bytes());
+    reply.extend_from_slice(&nscount.to_be_bytes());
+    reply.extend_from_slice(&u16::from(has_opt).to_be_bytes());
+    reply.extend_from_slice(&query[HEADER_LEN..question_end]);
+    reply.extend_from_slice(&section);
+    if has_opt {
+        reply.extend_from_slice(&opt_record());
+    }
+    (reply.len() <= usize::from(limit)).then_some(reply)
+}

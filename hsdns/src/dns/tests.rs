@@ -1,0 +1,783 @@
+//! The resolver against hickory's decoder and against the kernel-style
+//! assembly of precomputed pieces.
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::rdata::{A, AAAA};
+use hickory_proto::rr::{DNSClass, Name, RData, RecordType};
+use proptest::prelude::*;
+
+use super::answer::wire_len;
+use super::testing::kernel_style_reply;
+use super::{PassReason, Verdict, respond};
+use crate::records::{RecordTable, ZoneConfig};
+use crate::source::{embedded_seed, parse_manifests};
+
+const POD: &str = "nginx-0.nginx-headless.test.svc.cluster.local.";
+
+fn seed() -> RecordTable {
+    RecordTable::build(&ZoneConfig::default(), &embedded_seed(), 1_700_000_000)
+}
+
+/// The seed without its IPv6 slice: every name has A but no AAAA records.
+fn seed_v4_only() -> RecordTable {
+    let mut objects = embedded_seed();
+    objects.slices.retain(|s| s.address_type == "IPv4");
+    RecordTable::build(&ZoneConfig::default(), &objects, 9)
+}
+
+/// `name` with the letters chosen by `upper` (cycled) in upper case, as a
+/// 0x20-encoding client sends it.
+fn cased(name: &str, upper: &[bool]) -> Name {
+    let lower = Name::from_ascii(name).unwrap().to_lowercase();
+    let mut i = 0;
+    let labels: Vec<Vec<u8>> = lower
+        .iter()
+        .map(|label| {
+            label
+                .iter()
+                .map(|&b| {
+                    i += 1;
+                    if upper.is_empty() || !upper[i % upper.len()] {
+                        b
+                    } else {
+                        b.to_ascii_uppercase()
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    let mut n = Name::from_labels(labels).unwrap();
+    n.set_fqdn(true);
+    n
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Opts {
+    id: u16,
+    rd: bool,
+    cd: bool,
+    /// The client's EDNS UDP payload size, `None` for no OPT record.
+    edns: Option<u16>,
+}
+
+const PLAIN: Opts = Opts {
+    id: 0x1234,
+    rd: true,
+    cd: false,
+    edns: Some(1232),
+};
+
+fn query_for(name: &Name, qtype: RecordType, class: DNSClass, o: Opts) -> Vec<u8> {
+    let mut msg = Message::new(o.id, MessageType::Query, OpCode::Query);
+    msg.metadata.recursion_desired = o.rd;
+    msg.metadata.checking_disabled = o.cd;
+    let mut q = Query::query(name.clone(), qtype);
+    q.set_query_class(class);
+    msg.add_query(q);
+    if let Some(size) = o.edns {
+        let mut edns = Edns::new();
+        edns.set_max_payload(size);
+        msg.set_edns(edns);
+    }
+    msg.to_vec().unwrap()
+}
+
+fn query(name: &str, qtype: RecordType, o: Opts) -> Vec<u8> {
+    query_for(&Name::from_ascii(name).unwrap(), qtype, DNSClass::IN, o)
+}
+
+/// Asserts `respond` answers, identically to the kernel-style assembly,
+/// with a reply that decodes to exactly what the table holds. Returns it.
+fn assert_answered(table: &RecordTable, query: &[u8]) -> Message {
+    let Verdict::Answer(reply) = respond(table, query) else {
+        panic!("not answered: {:?}", respond(table, query));
+    };
+    assert_eq!(
+        Some(&reply),
+        kernel_style_reply(query, table).as_ref(),
+        "kernel-style bytes differ"
+    );
+
+    let q = Message::from_vec(query).unwrap();
+    let r = Message::from_vec(&reply).unwrap();
+    let m = r.metadata;
+    assert_eq!(m.id, q.metadata.id);
+    assert_eq!(
+        (m.message_type, m.op_code, m.response_code),
+        (MessageType::Response, OpCode::Query, ResponseCode::NoError)
+    );
+    assert!(m.authoritative && !m.truncation && !m.recursion_available && !m.authentic_data);
+    assert_eq!(m.recursion_desired, q.metadata.recursion_desired);
+    assert_eq!(m.checking_disabled, q.metadata.checking_disabled);
+
+    let qname = q.queries[0].name();
+    let question_len = wire_len(qname) + 4;
+    assert_eq!(r.queries.len(), 1);
+    assert_eq!(
+        reply[12..12 + question_len],
+        query[12..12 + question_len],
+        "question not as sent"
+    );
+
+    let entry = table.get(qname).unwrap();
+    let ttl = table.zone().ttl;
+    let want: Vec<RData> = match q.queries[0].query_type() {
+        RecordType::A => entry.a.iter().map(|ip| RData::A(A(*ip))).collect(),
+        _ => entry.aaaa.iter().map(|ip| RData::AAAA(AAAA(*ip))).collect(),
+    };
+    if want.is_empty() {
+        assert!(r.answers.is_empty());
+        assert_eq!(r.authorities.len(), 1);
+        let soa_rr = &r.authorities[0];
+        let zone_as_asked = qname.trim_to(table.zone().zone.iter().len());
+        assert!(
+            soa_rr.name.eq_case(&zone_as_asked),
+            "{} vs {zone_as_asked}",
+            soa_rr.name
+        );
+        assert_eq!(soa_rr.ttl, ttl);
+        let RData::SOA(soa) = &soa_rr.data else {
+            panic!("not an SOA")
+        };
+        assert_eq!(soa.mname.to_ascii(), format!("ns.dns.{zone_as_asked}"));
+        assert_eq!(soa.rname.to_ascii(), format!("hostmaster.{zone_as_asked}"));
+        assert_eq!(
+            (soa.serial, soa.refresh, soa.retry, soa.expire, soa.minimum),
+            (table.serial(), 7200, 1800, 86400, ttl)
+        );
+    } else {
+        assert!(r.authorities.is_empty());
+        assert!(
+            r.answers
+                .iter()
+                .all(|rr| rr.name.eq_case(qname) && rr.ttl == ttl && rr.dns_class == DNSClass::IN)
+        );
+        let got: Vec<RData> = r.answers.iter().map(|rr| rr.data.clone()).collect();
+        assert_eq!(got, want);
+    }
+    assert!(r.additionals.is_empty());
+    assert_eq!(r.edns.is_some(), q.edns.is_some());
+    if let Some(edns) = &r.edns {
+        assert_eq!(
+            (edns.max_payload(), edns.version(), edns.flags().dnssec_ok),
+            (1232, 0, false)
+        );
+        assert!(edns.options().options.is_empty());
+    }
+    r
+}
+
+fn assert_pass(table: &RecordTable, query: &[u8], reason: PassReason) {
+    assert_eq!(
+        respond(table, query),
+        Verdict::Pass(reason),
+        "query {query:02x?}"
+    );
+}
+
+#[test]
+fn every_seed_name_and_type_matches_the_kernel_assembly() {
+    let t = seed();
+    let mut answered = 0;
+    for (name, _) in t.iter() {
+        let name = name.to_ascii();
+        for qtype in [RecordType::A, RecordType::AAAA] {
+            for upper in [&[][..], &[true], &[true, false], &[false, false, true]] {
+                for edns in [None, Some(0), Some(512), Some(1232), Some(4096)] {
+                    for (rd, cd) in [(false, false), (true, false), (false, true), (true, true)] {
+                        let o = Opts {
+                            id: answered,
+                            rd,
+                            cd,
+                            edns,
+                        };
+                        let msg = assert_answered(
+                            &t,
+                            &query_for(&cased(&name, upper), qtype, DNSClass::IN, o),
+                        );
+                        let entry = t.get(&Name::from_ascii(&name).unwrap()).unwrap();
+                        let want = if qtype == RecordType::A {
+                            entry.a.len()
+                        } else {
+                            entry.aaaa.len()
+                        };
+                        assert_eq!(msg.answers.len(), want);
+                        answered += 1;
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(answered, 4 * 2 * 4 * 5 * 4);
+}
+
+#[test]
+fn seed_service_answer_lists_all_three_pods() {
+    let msg = assert_answered(
+        &seed(),
+        &query(
+            "nginx-headless.test.svc.cluster.local.",
+            RecordType::AAAA,
+            PLAIN,
+        ),
+    );
+    let got: Vec<String> = msg.answers.iter().map(|rr| rr.data.to_string()).collect();
+    assert_eq!(got, ["fd00:10::10", "fd00:10::11", "fd00:10::12"]);
+}
+
+#[test]
+fn nodata_carries_the_soa_in_the_question_case() {
+    let t = seed_v4_only();
+    for upper in [&[][..], &[true], &[false, true]] {
+        for edns in [None, Some(1232)] {
+            let q = query_for(
+                &cased(POD, upper),
+                RecordType::AAAA,
+                DNSClass::IN,
+                Opts { edns, ..PLAIN },
+            );
+            let msg = assert_answered(&t, &q);
+            assert!(msg.answers.is_empty());
+            let Verdict::Answer(reply) = respond(&t, &q) else {
+                unreachable!()
+            };
+            // The SOA owner is a pointer to the zone inside the question.
+            let authority_at = q.len() - if edns.is_some() { 11 } else { 0 };
+            let zone_at = 12 + wire_len(&Name::from_ascii(POD).unwrap()) - wire_len(&t.zone().zone);
+            assert_eq!(
+                reply[authority_at..authority_at + 2],
+                (0xC000 | zone_at as u16).to_be_bytes()
+            );
+        }
+    }
+    // The type that exists is still answered.
+    assert_eq!(
+        assert_answered(&t, &query(POD, RecordType::A, PLAIN))
+            .answers
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn ttl_and_zone_follow_the_table() {
+    let cfg = ZoneConfig::new("corp.internal", 30).unwrap();
+    let t = RecordTable::build(&cfg, &embedded_seed(), 3);
+    let msg = assert_answered(
+        &t,
+        &query(
+            "nginx-2.nginx-headless.test.svc.corp.internal.",
+            RecordType::A,
+            PLAIN,
+        ),
+    );
+    assert_eq!(msg.answers[0].ttl, 30);
+    let mut objects = embedded_seed();
+    objects.slices.retain(|s| s.address_type == "IPv6");
+    let t = RecordTable::build(&cfg, &objects, 3);
+    assert_answered(
+        &t,
+        &query(
+            "NGINX-2.nginx-headless.test.svc.Corp.Internal.",
+            RecordType::A,
+            PLAIN,
+        ),
+    );
+}
+
+fn headless_with(n: usize) -> RecordTable {
+    let endpoints: String = (0..n)
+        .map(|i| format!("- addresses: [169.254.{}.{}]\n", 20 + i / 200, i % 200 + 1))
+        .collect();
+    let yaml = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: big, namespace: test}}\nspec: {{clusterIP: None}}\n---\n\
+         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: big-1\n  namespace: test\n  \
+         labels: {{kubernetes.io/service-name: big}}\naddressType: IPv4\nendpoints:\n{endpoints}"
+    );
+    RecordTable::build(
+        &ZoneConfig::default(),
+        &parse_manifests("big.yaml", &yaml).unwrap(),
+        1,
+    )
+}
+
+#[test]
+fn size_limits_follow_the_client_buffer() {
+    let t = headless_with(40);
+    let name = "big.test.svc.cluster.local.";
+    // 12 + 32 + 40 * 16 = 684 bytes
+    assert_pass(
+        &t,
+        &query(
+            name,
+            RecordType::A,
+            Opts {
+                edns: None,
+                ..PLAIN
+            },
+        ),
+        PassReason::TooLarge,
+    );
+    assert!(
+        kernel_style_reply(
+            &query(
+                name,
+                RecordType::A,
+                Opts {
+                    edns: None,
+                    ..PLAIN
+                }
+            ),
+            &t
+        )
+        .is_none()
+    );
+    assert_pass(
+        &t,
+        &query(
+            name,
+            RecordType::A,
+            Opts {
+                edns: Some(600),
+                ..PLAIN
+            },
+        ),
+        PassReason::TooLarge,
+    );
+    assert_eq!(
+        assert_answered(&t, &query(name, RecordType::A, PLAIN))
+            .answers
+            .len(),
+        40
+    );
+    assert_eq!(
+        assert_answered(
+            &t,
+            &query(
+                name,
+                RecordType::A,
+                Opts {
+                    edns: Some(700),
+                    ..PLAIN
+                }
+            )
+        )
+        .answers
+        .len(),
+        40
+    );
+    // Never above 1232, whatever the client offers.
+    let t = headless_with(80);
+    assert_pass(
+        &t,
+        &query(
+            name,
+            RecordType::A,
+            Opts {
+                edns: Some(4096),
+                ..PLAIN
+            },
+        ),
+        PassReason::TooLarge,
+    );
+    // 512 without EDNS is inclusive: 12 + 32 + 29 * 16 = 508, 30 records = 524.
+    assert_answered(
+        &headless_with(29),
+        &query(
+            name,
+            RecordType::A,
+            Opts {
+                edns: None,
+                ..PLAIN
+            },
+        ),
+    );
+    assert_pass(
+        &headless_with(30),
+        &query(
+            name,
+            RecordType::A,
+            Opts {
+                edns: None,
+                ..PLAIN
+            },
+        ),
+        PassReason::TooLarge,
+    );
+}
+
+fn set_u16(bytes: &mut [u8], at: usize, v: u16) {
+    bytes[at..at + 2].copy_from_slice(&v.to_be_bytes());
+}
+
+/// A query with a hand-written question name (hickory cannot write bad ones).
+fn raw_query(name: &[u8], arcount: u16) -> Vec<u8> {
+    let mut q = vec![0xab, 0xcd, 0x01, 0x00, 0, 1, 0, 0, 0, 0];
+    q.extend_from_slice(&arcount.to_be_bytes());
+    q.extend_from_slice(name);
+    q.extend_from_slice(&[0, 1, 0, 1]);
+    q
+}
+
+#[test]
+fn header_rules_pass_as_unsupported_query() {
+    let t = seed();
+    let good = query(POD, RecordType::A, PLAIN);
+    assert_answered(&t, &good);
+    type Mutation = fn(&mut Vec<u8>);
+    let cases: [(&str, Mutation); 8] = [
+        ("QR=1", |q| q[2] |= 0x80),
+        ("OPCODE=STATUS", |q| q[2] |= 2 << 3),
+        ("OPCODE=NOTIFY", |q| q[2] |= 4 << 3),
+        ("TC=1", |q| q[2] |= 0x02),
+        ("QDCOUNT=2", |q| set_u16(q, 4, 2)),
+        ("QDCOUNT=0", |q| set_u16(q, 4, 0)),
+        ("ANCOUNT=1", |q| set_u16(q, 6, 1)),
+        ("NSCOUNT=1", |q| set_u16(q, 8, 1)),
+    ];
+    for (what, mutate) in cases {
+        let mut q = good.clone();
+        mutate(&mut q);
+        assert_eq!(
+            respond(&t, &q),
+            Verdict::Pass(PassReason::UnsupportedQuery),
+            "{what}"
+        );
+    }
+    let mut q = good.clone();
+    set_u16(&mut q, 10, 2);
+    assert_pass(&t, &q, PassReason::UnsupportedQuery);
+}
+
+#[test]
+fn edns_rules() {
+    let t = seed();
+    let good = query(POD, RecordType::A, PLAIN);
+    let opt_at = good.len() - 11;
+    assert_eq!(good[opt_at..opt_at + 3], [0, 0, 41]);
+
+    // A cookie option (RFC 7873): RDLENGTH 12.
+    let mut cookie = good.clone();
+    set_u16(&mut cookie, opt_at + 9, 12);
+    cookie.extend_from_slice(&[0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8]);
+    assert!(Message::from_vec(&cookie).unwrap().edns.is_some());
+    assert_pass(&t, &cookie, PassReason::UnsupportedQuery);
+
+    let mut v1 = good.clone();
+    v1[opt_at + 6] = 1;
+    assert_pass(&t, &v1, PassReason::UnsupportedQuery);
+
+    // DO=1 and other flags are accepted; the reply's OPT has DO clear.
+    let mut dnssec_ok = good.clone();
+    dnssec_ok[opt_at + 7] = 0x80;
+    assert_answered(&t, &dnssec_ok);
+
+    // An additional record that is not an OPT.
+    let mut not_opt = query(
+        POD,
+        RecordType::A,
+        Opts {
+            edns: None,
+            ..PLAIN
+        },
+    );
+    set_u16(&mut not_opt, 10, 1);
+    not_opt.extend_from_slice(&[0, 0, 1, 0, 1, 0, 0, 0, 0, 0, 4, 169, 254, 0, 1]);
+    assert_pass(&t, &not_opt, PassReason::UnsupportedQuery);
+    let mut named_opt = query(
+        POD,
+        RecordType::A,
+        Opts {
+            edns: None,
+            ..PLAIN
+        },
+    );
+    set_u16(&mut named_opt, 10, 1);
+    named_opt.extend_from_slice(&[1, b'a', 0, 0, 41, 4, 0xd0, 0, 0, 0, 0, 0, 0]);
+    assert_pass(&t, &named_opt, PassReason::UnsupportedQuery);
+
+    // ARCOUNT=1 but the record is cut short.
+    let mut short = good.clone();
+    short.truncate(opt_at + 6);
+    assert_pass(&t, &short, PassReason::Malformed);
+    let mut missing = query(
+        POD,
+        RecordType::A,
+        Opts {
+            edns: None,
+            ..PLAIN
+        },
+    );
+    set_u16(&mut missing, 10, 1);
+    assert_pass(&t, &missing, PassReason::Malformed);
+}
+
+#[test]
+fn question_rules() {
+    let t = seed();
+    assert_pass(
+        &t,
+        &query(POD, RecordType::TXT, PLAIN),
+        PassReason::UnsupportedType,
+    );
+    assert_pass(
+        &t,
+        &query(POD, RecordType::ANY, PLAIN),
+        PassReason::UnsupportedType,
+    );
+    let pod = Name::from_ascii(POD).unwrap();
+    assert_pass(
+        &t,
+        &query_for(&pod, RecordType::A, DNSClass::CH, PLAIN),
+        PassReason::UnsupportedType,
+    );
+    assert_pass(
+        &t,
+        &query(
+            "nginx-3.nginx-headless.test.svc.cluster.local.",
+            RecordType::A,
+            PLAIN,
+        ),
+        PassReason::UnknownName,
+    );
+    assert_pass(
+        &t,
+        &query("example.com.", RecordType::A, PLAIN),
+        PassReason::UnknownName,
+    );
+    assert_pass(
+        &t,
+        &query("cluster.local.", RecordType::A, PLAIN),
+        PassReason::UnknownName,
+    );
+
+    // Compression pointer in the question, even one hickory resolves.
+    let mut ptr = raw_query(b"\x03foo\xc0\x0c", 0);
+    assert_pass(&t, &ptr, PassReason::Malformed);
+    ptr = raw_query(b"\xc0\x0c", 0);
+    assert_pass(&t, &ptr, PassReason::Malformed);
+    let label64 = [&[64u8][..], &[b'a'; 64], &[0]].concat();
+    assert_pass(&t, &raw_query(&label64, 0), PassReason::Malformed);
+    let label63 = [&[63u8][..], &[b'a'; 63], &[0]].concat();
+    assert_pass(&t, &raw_query(&label63, 0), PassReason::UnknownName);
+    // 4 x 64 + 1 = 257 bytes, over 255.
+    let long: Vec<u8> = (0..4)
+        .flat_map(|_| [&[63u8][..], &[b'a'; 63]].concat())
+        .chain([0])
+        .collect();
+    assert_pass(&t, &raw_query(&long, 0), PassReason::Malformed);
+    // Reserved label type 0b01.
+    assert_pass(&t, &raw_query(b"\x41\0", 0), PassReason::Malformed);
+
+    // Truncations at every point are malformed, never accepted.
+    let good = query(
+        POD,
+        RecordType::A,
+        Opts {
+            edns: None,
+            ..PLAIN
+        },
+    );
+    for len in 0..good.len() {
+        assert_pass(&t, &good[..len], PassReason::Malformed);
+    }
+    let mut trailing = good.clone();
+    trailing.push(0);
+    assert_pass(&t, &trailing, PassReason::Malformed);
+    let mut trailing = query(POD, RecordType::A, PLAIN);
+    trailing.extend_from_slice(b"junk");
+    assert_pass(&t, &trailing, PassReason::Malformed);
+}
+
+#[test]
+fn ignored_header_bits_do_not_change_acceptance() {
+    let t = seed();
+    let mut q = query(POD, RecordType::A, PLAIN);
+    q[2] |= 0x04; // AA in a query
+    q[3] |= 0x80 | 0x40 | 0x20 | 0x05; // RA, Z, AD, an RCODE
+    let msg = assert_answered(&t, &q);
+    assert!(!msg.metadata.authentic_data);
+}
+
+#[test]
+fn pass_reasons_name_real_counters() {
+    let mut c = hsdns_common::Counters::default();
+    for r in [
+        PassReason::UnsupportedQuery,
+        PassReason::UnknownName,
+        PassReason::UnknownName,
+    ] {
+        r.count(&mut c);
+    }
+    assert_eq!(
+        (
+            c.pass_unsupported_query,
+            c.pass_unknown_name,
+            c.pass_malformed
+        ),
+        (1, 2, 0)
+    );
+    let debug = format!("{c:?}");
+    for r in [
+        PassReason::UnsupportedQuery,
+        PassReason::UnsupportedType,
+        PassReason::UnknownName,
+        PassReason::TooLarge,
+        PassReason::Malformed,
+        PassReason::Internal,
+    ] {
+        assert!(
+            debug.contains(&format!("{}:", r.counter_name())),
+            "{}",
+            r.counter_name()
+        );
+    }
+}
+
+// ---- property tests: random tables, random casing, random flags ----
+
+fn label() -> impl Strategy<Value = String> {
+    "[a-z]([-a-z0-9]{0,14}[a-z0-9])?"
+}
+
+#[derive(Debug, Clone)]
+struct Endpoint {
+    host: Option<String>,
+    v4: Option<[u8; 2]>,
+    v6: Option<u64>,
+    ready: Option<bool>,
+}
+
+fn endpoint() -> impl Strategy<Value = Endpoint> {
+    (
+        proptest::option::of(label()),
+        proptest::option::of(any::<[u8; 2]>()),
+        proptest::option::of(any::<u64>()),
+        proptest::option::of(any::<bool>()),
+    )
+        .prop_map(|(host, v4, v6, ready)| Endpoint {
+            host,
+            v4,
+            v6,
+            ready,
+        })
+}
+
+/// YAML for one headless service in namespace `ns` with dual-stack slices.
+fn headless_yaml(svc: &str, ns: &str, endpoints: &[Endpoint]) -> String {
+    let mut v4 = String::new();
+    let mut v6 = String::new();
+    for e in endpoints {
+        let extra = format!(
+            "{}{}",
+            e.host
+                .as_ref()
+                .map(|h| format!("  hostname: {h}\n"))
+                .unwrap_or_default(),
+            e.ready
+                .map(|r| format!("  conditions: {{ready: {r}}}\n"))
+                .unwrap_or_default()
+        );
+        if let Some([x, y]) = e.v4 {
+            v4 += &format!("- addresses: [169.254.{x}.{y}]\n{extra}");
+        }
+        if let Some(bits) = e.v6 {
+            let ip = std::net::Ipv6Addr::from((0xfd00u128 << 112) | u128::from(bits));
+            v6 += &format!("- addresses: ['{ip}']\n{extra}");
+        }
+    }
+    let slice = |family: &str, eps: &str| {
+        format!(
+            "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {svc}-{}\n  namespace: {ns}\n  \
+             labels: {{kubernetes.io/service-name: {svc}}}\naddressType: {family}\nendpoints:{eps}",
+            family.to_lowercase()
+        )
+    };
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {svc}, namespace: {ns}}}\nspec: {{clusterIP: None}}\n{}{}",
+        slice(
+            "IPv4",
+            &if v4.is_empty() {
+                " []\n".to_owned()
+            } else {
+                format!("\n{v4}")
+            }
+        ),
+        slice(
+            "IPv6",
+            &if v6.is_empty() {
+                " []\n".to_owned()
+            } else {
+                format!("\n{v6}")
+            }
+        ),
+    )
+}
+
+fn table_strategy() -> impl Strategy<Value = RecordTable> {
+    let zone = prop_oneof![
+        Just("cluster.local".to_owned()),
+        proptest::collection::vec(label(), 1..4).prop_map(|l| l.join("."))
+    ];
+    let services = proptest::collection::btree_map(
+        (label(), label()),
+        proptest::collection::vec(endpoint(), 1..8),
+        1..4,
+    );
+    (zone, services, 1u32..100_000, any::<u32>()).prop_map(|(zone, services, ttl, serial)| {
+        let yaml: Vec<String> = services
+            .iter()
+            .map(|((svc, ns), eps)| headless_yaml(svc, ns, eps))
+            .collect();
+        let objects = parse_manifests("prop.yaml", &yaml.join("---\n")).unwrap();
+        RecordTable::build(&ZoneConfig::new(&zone, ttl).unwrap(), &objects, serial)
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn resolver_equals_kernel_assembly(
+        table in table_strategy(),
+        pick in any::<prop::sample::Index>(),
+        upper in proptest::collection::vec(any::<bool>(), 1..16),
+        aaaa in any::<bool>(),
+        id in any::<u16>(),
+        byte2 in any::<u8>(),
+        byte3 in any::<u8>(),
+        edns in proptest::option::of(any::<u16>()),
+    ) {
+        prop_assume!(!table.is_empty());
+        let (name, _) = table.iter().nth(pick.index(table.len())).unwrap();
+        let qtype = if aaaa { RecordType::AAAA } else { RecordType::A };
+        let mut q = query_for(&cased(&name.to_ascii(), &upper), qtype, DNSClass::IN, Opts { id, rd: false, cd: false, edns });
+        // Every header bit the kernel does not look at, randomised; the
+        // opcode, QR and TC stay those of a plain query.
+        q[2] = byte2 & 0x05;
+        q[3] = byte3;
+        match respond(&table, &q) {
+            Verdict::Answer(_) => { assert_answered(&table, &q); }
+            Verdict::Pass(reason) => {
+                prop_assert_eq!(reason, PassReason::TooLarge);
+                prop_assert!(kernel_style_reply(&q, &table).is_none());
+            }
+        }
+    }
+
+    #[test]
+    fn names_not_in_the_table_are_passed(table in table_strategy(), other in label(), upper in proptest::collection::vec(any::<bool>(), 1..8)) {
+        let name = format!("{other}.{}", table.zone().zone);
+        prop_assume!(table.get(&Name::from_ascii(&name).unwrap()).is_none());
+        let q = query_for(&cased(&name, &upper), RecordType::A, DNSClass::IN, PLAIN);
+        prop_assert_eq!(respond(&table, &q), Verdict::Pass(PassReason::UnknownName));
+        prop_assert!(kernel_style_reply(&q, &table).is_none());
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+        let t = seed();
+        if let Verdict::Answer(_) = respond(&t, &bytes) {
+            assert_answered(&t, &bytes);
+        }
+    }
+}
