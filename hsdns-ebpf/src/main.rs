@@ -372,17 +372,19 @@ mod prog {
         }
         let qtype = be16(p, qt);
         let qclass = be16(p, qt + 2);
+        if qclass != 1 || (qtype != 1 && qtype != 28) {
+            return Err(Verdict::UnsupportedType);
+        }
         let mut client_max = PLAIN_UDP_SIZE as usize;
         let has_opt = arcount == 1;
+        let mut tail = qt + 4;
         if has_opt {
-            let o = qt + 4;
-            // Root owner, TYPE OPT, exactly 11 bytes, version 0, no options.
-            if o + 11 != end
-                || b(p, o) != 0
-                || be16(p, o + 1) != 41
-                || b(p, o + 6) != 0
-                || be16(p, o + 9) != 0
-            {
+            let o = tail;
+            if o + 11 > end {
+                return Err(Verdict::Malformed);
+            }
+            // Root owner, TYPE OPT, EDNS version 0, no options.
+            if b(p, o) != 0 || be16(p, o + 1) != 41 || b(p, o + 6) != 0 || be16(p, o + 9) != 0 {
                 return Err(Verdict::UnsupportedQuery);
             }
             let size = be16(p, o + 3) as usize;
@@ -392,11 +394,10 @@ mod prog {
             if client_max > EDNS_UDP_SIZE as usize {
                 client_max = EDNS_UDP_SIZE as usize;
             }
-        } else if qt + 4 != end {
-            return Err(Verdict::Malformed);
+            tail = o + 11;
         }
-        if qclass != 1 || (qtype != 1 && qtype != 28) {
-            return Err(Verdict::UnsupportedType);
+        if tail != end {
+            return Err(Verdict::Malformed);
         }
 
         let rec = lookup_name(s, name_len).ok_or(Verdict::UnknownName)?;
