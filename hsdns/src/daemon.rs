@@ -3,6 +3,7 @@
 use std::{
     fs,
     path::Path,
+    sync::Arc,
     time::{SystemTime, UNIX_EPOCH},
 };
 
@@ -46,10 +47,12 @@ pub fn build_table(args: &SourceArgs) -> Result<RecordTable> {
 }
 
 pub fn run(args: RunArgs) -> Result<()> {
-    let table = build_table(&args.source)?;
+    let table = Arc::new(build_table(&args.source)?);
     log::info!("record table: {} names", table.len());
     let caps = Capacities {
-        names: args.name_capacity[..].try_into().context("--name-capacity")?,
+        names: args.name_capacity[..]
+            .try_into()
+            .context("--name-capacity")?,
         answers: args.answer_capacity[..]
             .try_into()
             .context("--answer-capacity")?,

@@ -4,7 +4,10 @@
 //!
 //! Needs root (it loads BPF programs): run through `cargo xtask test`.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    sync::Arc,
+};
 
 use aya::{
     Ebpf,
@@ -62,20 +65,20 @@ fn big_service(name: &str, n: usize) -> String {
     )
 }
 
-fn table() -> RecordTable {
+fn table() -> Arc<RecordTable> {
     let mut objects = source::embedded_seed();
     for (name, n) in [("big40", 40), ("big100", 100)] {
         let extra = source::parse_manifests(name, &big_service(name, n)).unwrap();
         objects.services.extend(extra.services);
         objects.slices.extend(extra.slices);
     }
-    RecordTable::build(&ZoneConfig::default(), &objects, 12345)
+    Arc::new(RecordTable::build(&ZoneConfig::default(), &objects, 12345))
 }
 
 struct Kernel {
     ebpf: Ebpf,
     syncer: Syncer<BpfMaps>,
-    table: RecordTable,
+    table: Arc<RecordTable>,
 }
 
 impl Kernel {
@@ -250,7 +253,11 @@ fn check_reply(q: &Frame, out: &[u8]) -> Vec<u8> {
     assert_eq!(&out[6..12], &NODE_MAC, "source MAC is ours");
     let mut o = 12;
     if let Some(tci) = q.vlan {
-        assert_eq!(&out[12..16], &[0x81, 0, (tci >> 8) as u8, tci as u8], "VLAN tag kept");
+        assert_eq!(
+            &out[12..16],
+            &[0x81, 0, (tci >> 8) as u8, tci as u8],
+            "VLAN tag kept"
+        );
         o = 16;
     }
     let l4 = match (q.src, q.dst) {
@@ -266,7 +273,11 @@ fn check_reply(q: &Frame, out: &[u8]) -> Vec<u8> {
             assert_eq!(fold(sum16(ip)), 0xffff, "IPv4 header checksum");
             assert_eq!(&ip[12..16], &d.octets(), "source is the DNS address");
             assert_eq!(&ip[16..20], &s.octets(), "destination is the client");
-            assert_eq!(u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff, 0, "not a fragment");
+            assert_eq!(
+                u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff,
+                0,
+                "not a fragment"
+            );
             o + 22
         }
         (IpAddr::V6(s), IpAddr::V6(d)) => {
@@ -286,9 +297,21 @@ fn check_reply(q: &Frame, out: &[u8]) -> Vec<u8> {
         _ => unreachable!(),
     };
     let udp = &out[l4..];
-    assert_eq!(u16::from_be_bytes([udp[0], udp[1]]), q.dport, "source port 53");
-    assert_eq!(u16::from_be_bytes([udp[2], udp[3]]), q.sport, "client's port");
-    assert_eq!(u16::from_be_bytes([udp[4], udp[5]]) as usize, udp.len(), "UDP length");
+    assert_eq!(
+        u16::from_be_bytes([udp[0], udp[1]]),
+        q.dport,
+        "source port 53"
+    );
+    assert_eq!(
+        u16::from_be_bytes([udp[2], udp[3]]),
+        q.sport,
+        "client's port"
+    );
+    assert_eq!(
+        u16::from_be_bytes([udp[4], udp[5]]) as usize,
+        udp.len(),
+        "UDP length"
+    );
     let mut zeroed = udp.to_vec();
     zeroed[6] = 0;
     zeroed[7] = 0;
@@ -315,12 +338,22 @@ fn expect_same(k: &mut Kernel, f: &Frame) -> (u32, Option<Message>) {
             let msg = Message::from_vec(&dns).expect("reply parses");
             let q = Message::from_vec(&f.payload).unwrap();
             assert_eq!(msg.metadata.id, q.metadata.id);
-            assert_eq!(msg.queries, q.queries, "answers exactly the question, as sent");
-            assert_eq!(answered(&after) - answered(&before), 1, "an answered counter moved");
+            assert_eq!(
+                msg.queries, q.queries,
+                "answers exactly the question, as sent"
+            );
+            assert_eq!(
+                answered(&after) - answered(&before),
+                1,
+                "an answered counter moved"
+            );
             (action, Some(msg))
         }
         UserVerdict::Pass(reason) => {
-            assert_eq!(action, XDP_PASS, "userspace passes this ({reason:?}), so must the kernel");
+            assert_eq!(
+                action, XDP_PASS,
+                "userspace passes this ({reason:?}), so must the kernel"
+            );
             assert_eq!(out, input, "a passed packet goes up untouched");
             (action, None)
         }
@@ -339,8 +372,16 @@ fn expect_pass(k: &mut Kernel, f: &Frame, field: fn(&Counters) -> u64, what: &st
     let after = k.counters();
     assert_eq!(action, XDP_PASS, "{what}: must pass");
     assert_eq!(out, input, "{what}: a passed packet goes up untouched");
-    assert_eq!(field(&after) - field(&before), 1, "{what}: its counter moved");
-    assert_eq!(answered(&after), answered(&before), "{what}: nothing answered");
+    assert_eq!(
+        field(&after) - field(&before),
+        1,
+        "{what}: its counter moved"
+    );
+    assert_eq!(
+        answered(&after),
+        answered(&before),
+        "{what}: nothing answered"
+    );
 }
 
 const POD: &str = "nginx-0.nginx-headless.test.svc.cluster.local.";
@@ -398,7 +439,10 @@ fn keeps_the_question_case_and_matches_case_insensitively() {
 fn nodata_carries_the_zone_soa() {
     let mut k = Kernel::new(true);
     // big40 has no IPv6 endpoints: AAAA is NODATA, as CoreDNS answers it.
-    for name in ["big40.big.svc.cluster.local.", "BIG40.Big.SVC.cluster.LOCAL."] {
+    for name in [
+        "big40.big.svc.cluster.local.",
+        "BIG40.Big.SVC.cluster.LOCAL.",
+    ] {
         let before = k.counters();
         let (action, m) = expect_same(&mut k, &Frame::v4(query(name, RecordType::AAAA, None)));
         assert_eq!(action, XDP_TX);
@@ -448,10 +492,17 @@ fn size_limits_follow_the_client() {
     let before = k.counters();
     let (a, _) = expect_same(
         &mut k,
-        &Frame::v4(query("big100.big.svc.cluster.local.", RecordType::A, Some(4096))),
+        &Frame::v4(query(
+            "big100.big.svc.cluster.local.",
+            RecordType::A,
+            Some(4096),
+        )),
     );
     assert_eq!(a, XDP_PASS);
-    assert_eq!(k.counters().pass_userspace_only - before.pass_userspace_only, 1);
+    assert_eq!(
+        k.counters().pass_userspace_only - before.pass_userspace_only,
+        1
+    );
 }
 
 #[test]
@@ -501,7 +552,10 @@ fn passes_queries_it_cannot_answer_exactly() {
     type Case = (Vec<u8>, fn(&Counters) -> u64, &'static str);
     let mut label64 = query("x.svc.cluster.local.", RecordType::A, None);
     // Replace the 1-byte label "x" by a 64-byte label.
-    label64.splice(12..14, std::iter::once(64).chain(std::iter::repeat_n(b'a', 64)));
+    label64.splice(
+        12..14,
+        std::iter::once(64).chain(std::iter::repeat_n(b'a', 64)),
+    );
     let mut long = vec![0u8; 12];
     long[5] = 1;
     for _ in 0..5 {
@@ -532,27 +586,67 @@ fn passes_queries_it_cannot_answer_exactly() {
     trailing.push(0);
     let cases: Vec<Case> = vec![
         (patched(POD, 2, 0x81), |c| c.pass_unsupported_query, "QR=1"),
-        (patched(POD, 2, 0x29), |c| c.pass_unsupported_query, "OPCODE=5"),
+        (
+            patched(POD, 2, 0x29),
+            |c| c.pass_unsupported_query,
+            "OPCODE=5",
+        ),
         (patched(POD, 2, 0x03), |c| c.pass_unsupported_query, "TC=1"),
         (qd2, |c| c.pass_unsupported_query, "QDCOUNT=2"),
-        (patched(POD, 7, 1), |c| c.pass_unsupported_query, "ANCOUNT=1"),
-        (patched(POD, 9, 1), |c| c.pass_unsupported_query, "NSCOUNT=1"),
+        (
+            patched(POD, 7, 1),
+            |c| c.pass_unsupported_query,
+            "ANCOUNT=1",
+        ),
+        (
+            patched(POD, 9, 1),
+            |c| c.pass_unsupported_query,
+            "NSCOUNT=1",
+        ),
         (cookie, |c| c.pass_unsupported_query, "EDNS cookie option"),
         (v1, |c| c.pass_unsupported_query, "EDNS version 1"),
-        (query(POD, RecordType::A, None)[..10].to_vec(), |c| c.pass_malformed, "truncated header"),
-        (query(POD, RecordType::A, None)[..30].to_vec(), |c| c.pass_malformed, "truncated name"),
+        (
+            query(POD, RecordType::A, None)[..10].to_vec(),
+            |c| c.pass_malformed,
+            "truncated header",
+        ),
+        (
+            query(POD, RecordType::A, None)[..30].to_vec(),
+            |c| c.pass_malformed,
+            "truncated name",
+        ),
         (label64, |c| c.pass_malformed, "label over 63"),
         (long, |c| c.pass_malformed, "name over 255"),
-        (ptr, |c| c.pass_malformed, "compression pointer in the question"),
-        (trailing, |c| c.pass_malformed, "trailing byte"),
-        (query(POD, RecordType::TXT, None), |c| c.pass_unsupported_type, "TXT"),
-        (query(POD, RecordType::SRV, None), |c| c.pass_unsupported_type, "SRV"),
         (
-            query("nginx-9.nginx-headless.test.svc.cluster.local.", RecordType::A, None),
+            ptr,
+            |c| c.pass_malformed,
+            "compression pointer in the question",
+        ),
+        (trailing, |c| c.pass_malformed, "trailing byte"),
+        (
+            query(POD, RecordType::TXT, None),
+            |c| c.pass_unsupported_type,
+            "TXT",
+        ),
+        (
+            query(POD, RecordType::SRV, None),
+            |c| c.pass_unsupported_type,
+            "SRV",
+        ),
+        (
+            query(
+                "nginx-9.nginx-headless.test.svc.cluster.local.",
+                RecordType::A,
+                None,
+            ),
             |c| c.pass_unknown_name,
             "unknown name",
         ),
-        (query("example.test.", RecordType::A, None), |c| c.pass_unknown_name, "outside the zone"),
+        (
+            query("example.test.", RecordType::A, None),
+            |c| c.pass_unknown_name,
+            "outside the zone",
+        ),
     ];
     for (payload, field, what) in cases {
         for f in [Frame::v4(payload.clone()), Frame::v6(payload.clone())] {

@@ -9,8 +9,8 @@ use aya::{
 };
 use hsdns_common::{
     AnswerL, AnswerM, AnswerS, Authority, Config, Counters, DnsAddr, MAP_ANSWERS, MAP_CONFIG,
-    MAP_COUNTERS, MAP_DNS_ADDRS, MAP_NAMES, MAP_SOA, NameKey64, NameKey128, NameKey256,
-    NameRecord, csum_add_bytes, csum_fold,
+    MAP_COUNTERS, MAP_DNS_ADDRS, MAP_NAMES, MAP_SOA, NameKey64, NameKey128, NameKey256, NameRecord,
+    csum_add_bytes, csum_fold,
 };
 
 use super::{Backend, tier};
@@ -158,8 +158,12 @@ impl Backend for BpfMaps {
     fn put_name(&mut self, key: &[u8], rec: NameRecord) -> Result<()> {
         let r = match tier(key.len()) {
             0 => self.names64.insert(NameKey64 { name: fill(key)? }, rec, 0),
-            1 => self.names128.insert(NameKey128 { name: fill(key)? }, rec, 0),
-            _ => self.names256.insert(NameKey256 { name: fill(key)? }, rec, 0),
+            1 => self
+                .names128
+                .insert(NameKey128 { name: fill(key)? }, rec, 0),
+            _ => self
+                .names256
+                .insert(NameKey256 { name: fill(key)? }, rec, 0),
         };
         r.context("writing a name")
     }

@@ -13,7 +13,8 @@
 pub mod bpf;
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::VecDeque,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -108,23 +109,32 @@ impl SlotPool {
     }
 }
 
-/// One type's answer as installed: the bytes (to diff against) and where
-/// they live.
-#[derive(Clone, PartialEq, Eq)]
-struct Installed {
-    bytes: Option<Box<[u8]>>,
-    aref: AnswerRef,
+/// Where one name's answers live, aligned with the installed table's order.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct Refs {
+    a: AnswerRef,
+    aaaa: AnswerRef,
 }
 
-struct InstalledName {
-    a: Installed,
-    aaaa: Installed,
-}
+/// The name is not in the kernel's maps (they were full): it passes up.
+const NOT_INSTALLED: Refs = Refs {
+    a: REF_PASS,
+    aaaa: REF_PASS,
+};
 
+/// Keeps the BPF maps equal to the newest record table.
+///
+/// Memory matters at 150,000 pods, so the syncer keeps no copy of what it
+/// wrote: it holds the previous table (shared with whoever else uses it)
+/// and the answer slots of each of its names in a vector in table order.
+/// A sync walks the old and the new table side by side; the answer bytes
+/// are a pure function of a name's entry and the zone, so an equal entry
+/// means an unchanged answer.
 pub struct Syncer<B> {
     backend: B,
     pools: [SlotPool; 3],
-    installed: HashMap<Box<[u8]>, InstalledName>,
+    prev: Option<Arc<RecordTable>>,
+    refs: Vec<Refs>,
     name_caps: [u32; 3],
     name_counts: [u32; 3],
 }
@@ -149,7 +159,8 @@ impl<B: Backend> Syncer<B> {
         Self {
             backend,
             pools: caps.answers.map(SlotPool::new),
-            installed: HashMap::new(),
+            prev: None,
+            refs: Vec::new(),
             name_caps: caps.names,
             name_counts: [0; 3],
         }
@@ -181,75 +192,98 @@ impl<B: Backend> Syncer<B> {
     }
 
     /// Brings the maps to `table`, touching only what differs.
-    pub fn sync(&mut self, table: &RecordTable) -> Result<SyncStats> {
+    pub fn sync(&mut self, table: &Arc<RecordTable>) -> Result<SyncStats> {
         self.sync_at(table, Instant::now())
     }
 
     /// [`Self::sync`] at a given time (slot quarantine is measured from it).
-    pub fn sync_at(&mut self, table: &RecordTable, now: Instant) -> Result<SyncStats> {
+    pub fn sync_at(&mut self, table: &Arc<RecordTable>, now: Instant) -> Result<SyncStats> {
         for p in &mut self.pools {
             p.mature(now);
         }
         let mut stats = SyncStats::default();
-        let mut seen: HashMap<Box<[u8]>, ()> = HashMap::with_capacity(table.len());
-        for (name, _) in table.iter() {
-            let key: Box<[u8]> = name_key(name)?.into();
-            let a = answer::answer_section(table, name, RecordType::A);
-            let aaaa = answer::answer_section(table, name, RecordType::AAAA);
-            seen.insert(key.clone(), ());
-            self.sync_name(key, a, aaaa, now, &mut stats)?;
-        }
-        let gone: Vec<Box<[u8]>> = self
-            .installed
-            .keys()
-            .filter(|k| !seen.contains_key(*k))
-            .cloned()
-            .collect();
-        for key in gone {
-            if let Some(old) = self.installed.remove(&key) {
-                self.backend.remove_name(&key)?;
-                self.name_counts[tier(key.len())] -= 1;
-                self.release(&old.a, now);
-                self.release(&old.aaaa, now);
-                stats.names_removed += 1;
+        let prev = self.prev.take();
+        // A different zone or TTL changes every answer's bytes.
+        let comparable = prev.as_ref().filter(|p| p.zone() == table.zone());
+        let old_refs = std::mem::take(&mut self.refs);
+        let mut old = prev
+            .iter()
+            .flat_map(|p| p.iter())
+            .zip(old_refs.iter().copied())
+            .peekable();
+        let mut refs = Vec::with_capacity(table.len());
+        for (name, entry) in table.iter() {
+            // Names before this one in the old table are gone.
+            while let Some(((old_name, _), r)) = old.next_if(|((n, _), _)| *n < name) {
+                self.remove(old_name, r, now, &mut stats)?;
             }
+            let same = old.next_if(|((n, _), _)| *n == name);
+            let r = match same {
+                Some(((_, old_entry), r))
+                    if comparable.is_some() && old_entry == entry && r != NOT_INSTALLED =>
+                {
+                    r
+                }
+                Some((_, r)) => self.install(table, name, Some(r), now, &mut stats)?,
+                None => self.install(table, name, None, now, &mut stats)?,
+            };
+            refs.push(r);
+        }
+        for ((old_name, _), r) in old {
+            self.remove(old_name, r, now, &mut stats)?;
+        }
+        self.refs = refs;
+        self.prev = Some(Arc::clone(table));
+        if stats.names_full + stats.answers_full > 0 {
+            // Once per sync, not per name: at scale a full map would flood.
+            log::warn!(
+                "maps full: {} names and {} answers are answered from userspace \
+                 (name capacity {:?}, answer capacity {:?}; raise --name-capacity / \
+                 --answer-capacity)",
+                stats.names_full,
+                stats.answers_full,
+                self.name_caps,
+                self.pools.iter().map(|p| p.cap).collect::<Vec<_>>(),
+            );
         }
         Ok(stats)
     }
 
-    fn sync_name(
-        &mut self,
-        key: Box<[u8]>,
-        want_a: Option<Encoded>,
-        want_aaaa: Option<Encoded>,
-        now: Instant,
-        stats: &mut SyncStats,
-    ) -> Result<()> {
-        let old = self.installed.get(&key);
-        let same = |o: Option<&Installed>, w: &Option<Encoded>| {
-            o.is_some_and(|o| o.bytes.as_deref() == w.as_ref().map(|e| &e.bytes[..]))
-        };
-        if same(old.map(|o| &o.a), &want_a) && same(old.map(|o| &o.aaaa), &want_aaaa) {
+    fn remove(&mut self, name: &Name, r: Refs, now: Instant, stats: &mut SyncStats) -> Result<()> {
+        if r == NOT_INSTALLED {
             return Ok(());
         }
+        let key = name_key(name)?;
+        self.backend.remove_name(&key)?;
+        self.name_counts[tier(key.len())] -= 1;
+        self.release(r.a, now);
+        self.release(r.aaaa, now);
+        stats.names_removed += 1;
+        Ok(())
+    }
+
+    /// Writes a new or changed name: answers first into fresh slots, then
+    /// the name's value in one update, then the old slots into quarantine.
+    fn install(
+        &mut self,
+        table: &RecordTable,
+        name: &Name,
+        old: Option<Refs>,
+        now: Instant,
+        stats: &mut SyncStats,
+    ) -> Result<Refs> {
+        let old = old.filter(|r| *r != NOT_INSTALLED);
+        let key = name_key(name)?;
         let t = tier(key.len());
         if old.is_none() && self.name_counts[t] >= self.name_caps[t] {
             stats.names_full += 1;
-            log::warn!(
-                "name map {} is full ({} entries): {} is answered from userspace",
-                hsdns_common::MAP_NAMES[t],
-                self.name_caps[t],
-                String::from_utf8_lossy(&key)
-            );
-            return Ok(());
+            return Ok(NOT_INSTALLED);
         }
-        let old_a = old.map(|o| o.a.clone());
-        let old_aaaa = old.map(|o| o.aaaa.clone());
-        let a = self.place(old_a.as_ref(), want_a, stats)?;
-        let aaaa = self.place(old_aaaa.as_ref(), want_aaaa, stats)?;
+        let a = self.place(answer::answer_section(table, name, RecordType::A), stats)?;
+        let aaaa = self.place(answer::answer_section(table, name, RecordType::AAAA), stats)?;
         let rec = NameRecord {
-            a: a.aref,
-            aaaa: aaaa.aref,
+            a,
+            aaaa,
             rcode: 0,
             zone: 0,
             _pad: [0; 2],
@@ -257,95 +291,56 @@ impl<B: Backend> Syncer<B> {
         if let Err(e) = self.backend.put_name(&key, rec) {
             // The kernel keeps whatever it had; better to withdraw the name
             // entirely than to leave it answering stale records.
-            log::warn!("writing a name failed ({e:#}); withdrawing it to userspace");
-            self.release_if_new(&a, old_a.as_ref(), now);
-            self.release_if_new(&aaaa, old_aaaa.as_ref(), now);
-            if let Some(o) = self.installed.remove(&key) {
+            log::warn!("writing {name} failed ({e:#}); withdrawing it to userspace");
+            self.release(a, now);
+            self.release(aaaa, now);
+            if let Some(o) = old {
                 self.backend.remove_name(&key)?;
                 self.name_counts[t] -= 1;
-                self.release(&o.a, now);
-                self.release(&o.aaaa, now);
+                self.release(o.a, now);
+                self.release(o.aaaa, now);
             }
             stats.names_full += 1;
-            return Ok(());
+            return Ok(NOT_INSTALLED);
         }
         stats.names_written += 1;
-        if let Some(o) = old_a
-            && o.aref != a.aref
-        {
-            self.release(&o, now);
+        match old {
+            Some(o) => {
+                self.release(o.a, now);
+                self.release(o.aaaa, now);
+            }
+            None => self.name_counts[t] += 1,
         }
-        if let Some(o) = old_aaaa
-            && o.aref != aaaa.aref
-        {
-            self.release(&o, now);
-        }
-        if !self.installed.contains_key(&key) {
-            self.name_counts[t] += 1;
-        }
-        self.installed.insert(key, InstalledName { a, aaaa });
-        Ok(())
+        Ok(Refs { a, aaaa })
     }
 
-    /// Puts one answer into a fresh slot unless it is unchanged.
-    fn place(
-        &mut self,
-        old: Option<&Installed>,
-        want: Option<Encoded>,
-        stats: &mut SyncStats,
-    ) -> Result<Installed> {
-        if let Some(o) = old
-            && o.bytes.as_deref() == want.as_ref().map(|e| &e.bytes[..])
-        {
-            return Ok(o.clone());
-        }
+    /// Puts one answer into a fresh slot of the smallest class with room.
+    fn place(&mut self, want: Option<Encoded>, stats: &mut SyncStats) -> Result<AnswerRef> {
         let Some(Encoded { bytes, count }) = want else {
-            return Ok(Installed {
-                bytes: None,
-                aref: REF_NODATA,
-            });
-        };
-        let pass = |bytes: Vec<u8>| Installed {
-            bytes: Some(bytes.into()),
-            aref: REF_PASS,
+            return Ok(REF_NODATA);
         };
         let Some(class) = ANSWER_CLASSES.iter().position(|&c| bytes.len() <= c) else {
             stats.answers_too_large += 1;
-            return Ok(pass(bytes));
+            return Ok(REF_PASS);
         };
-        // The smallest class with room: a full small class spills upward.
-        let mut slot = None;
-        for c in class..ANSWER_CLASSES.len() {
-            if let Some(s) = self.pools[c].alloc() {
-                slot = Some((c, s));
-                break;
-            }
-        }
-        let Some((class, slot)) = slot else {
+        // A full small class spills upward.
+        let Some((class, slot)) =
+            (class..ANSWER_CLASSES.len()).find_map(|c| self.pools[c].alloc().map(|s| (c, s)))
+        else {
             stats.answers_full += 1;
-            log::warn!("answer maps are full: an answer is served from userspace");
-            return Ok(pass(bytes));
+            return Ok(REF_PASS);
         };
         self.backend.put_answer(class, slot, &bytes, count)?;
         stats.answers_written += 1;
-        Ok(Installed {
-            bytes: Some(bytes.into()),
-            aref: answer_ref(class as u32, slot),
-        })
+        Ok(answer_ref(class as u32, slot))
     }
 
-    fn release(&mut self, i: &Installed, now: Instant) {
-        if i.aref == REF_NODATA || i.aref == REF_PASS {
+    fn release(&mut self, r: AnswerRef, now: Instant) {
+        if r == REF_NODATA || r == REF_PASS {
             return;
         }
-        let class = (i.aref >> hsdns_common::REF_CLASS_SHIFT) as usize;
-        self.pools[class].release(i.aref & hsdns_common::REF_SLOT_MASK, now);
-    }
-
-    fn release_if_new(&mut self, new: &Installed, old: Option<&Installed>, now: Instant) {
-        if old.is_none_or(|o| o.aref != new.aref) {
-            self.release(new, now);
-        }
+        let class = (r >> hsdns_common::REF_CLASS_SHIFT) as usize;
+        self.pools[class].release(r & hsdns_common::REF_SLOT_MASK, now);
     }
 
     /// Answer slots in use per class (quarantined ones excluded).
@@ -357,8 +352,9 @@ impl<B: Backend> Syncer<B> {
         ]
     }
 
+    /// Names the kernel answers (in the name maps).
     pub fn names_installed(&self) -> usize {
-        self.installed.len()
+        self.name_counts.iter().map(|&c| c as usize).sum()
     }
 }
 

@@ -53,13 +53,19 @@ impl Mem {
     fn answer(&self, name: &str, qtype: RecordType) -> Option<Option<Vec<u8>>> {
         let key = name_key(&Name::from_ascii(name).unwrap()).unwrap();
         let rec = self.names.get(&key)?;
-        let r = if qtype == RecordType::A { rec.a } else { rec.aaaa };
+        let r = if qtype == RecordType::A {
+            rec.a
+        } else {
+            rec.aaaa
+        };
         match r {
             REF_PASS => None,
             REF_NODATA => Some(None),
             r => {
                 let slot = ((r >> REF_CLASS_SHIFT) as usize, r & REF_SLOT_MASK);
-                Some(Some(self.answers.get(&slot).expect("dangling ref").0.clone()))
+                Some(Some(
+                    self.answers.get(&slot).expect("dangling ref").0.clone(),
+                ))
             }
         }
     }
@@ -83,9 +89,9 @@ fn headless(ns: &str, name: &str, eps: &[(&str, &str)]) -> String {
     )
 }
 
-fn table(yaml: &str) -> RecordTable {
+fn table(yaml: &str) -> Arc<RecordTable> {
     let objects = source::parse_manifests("test", yaml).unwrap();
-    RecordTable::build(&ZoneConfig::default(), &objects, 1)
+    Arc::new(RecordTable::build(&ZoneConfig::default(), &objects, 1))
 }
 
 fn caps(names: u32, answers: [u32; 3]) -> Capacities {
@@ -100,7 +106,11 @@ const WEB0: &str = "web-0.web.app.svc.cluster.local.";
 
 #[test]
 fn installs_every_name_with_the_encoded_answers() {
-    let t = table(&headless("app", "web", &[("web-0", "169.254.1.1"), ("web-1", "169.254.1.2")]));
+    let t = table(&headless(
+        "app",
+        "web",
+        &[("web-0", "169.254.1.1"), ("web-1", "169.254.1.2")],
+    ));
     let mut s = Syncer::new(Mem::default(), &Capacities::default());
     let st = s.sync(&t).unwrap();
     assert_eq!(st.names_written, t.len());
@@ -108,7 +118,11 @@ fn installs_every_name_with_the_encoded_answers() {
         let n = name.to_ascii();
         let want = answer::answer_section(&t, name, RecordType::A).map(|e| e.bytes);
         assert_eq!(s.backend().answer(&n, RecordType::A), Some(want), "{n}");
-        assert_eq!(s.backend().answer(&n, RecordType::AAAA), Some(None), "{n} NODATA");
+        assert_eq!(
+            s.backend().answer(&n, RecordType::AAAA),
+            Some(None),
+            "{n} NODATA"
+        );
     }
     // Nothing changes, nothing is written.
     let ops = s.backend().ops.len();
@@ -118,19 +132,34 @@ fn installs_every_name_with_the_encoded_answers() {
 
 #[test]
 fn a_changed_name_is_swapped_never_removed() {
-    let t1 = table(&headless("app", "web", &[("web-0", "169.254.1.1"), ("web-1", "169.254.1.2")]));
-    let t2 = table(&headless("app", "web", &[("web-0", "169.254.1.1"), ("web-1", "169.254.1.3")]));
+    let t1 = table(&headless(
+        "app",
+        "web",
+        &[("web-0", "169.254.1.1"), ("web-1", "169.254.1.2")],
+    ));
+    let t2 = table(&headless(
+        "app",
+        "web",
+        &[("web-0", "169.254.1.1"), ("web-1", "169.254.1.3")],
+    ));
     let mut s = Syncer::new(Mem::default(), &Capacities::default());
     let t0 = Instant::now();
     s.sync_at(&t1, t0).unwrap();
-    let old = *s.backend().names.get(&name_key(&Name::from_ascii(WEB).unwrap()).unwrap()).unwrap();
+    let old = *s
+        .backend()
+        .names
+        .get(&name_key(&Name::from_ascii(WEB).unwrap()).unwrap())
+        .unwrap();
     let mark = s.backend().ops.len();
     let st = s.sync_at(&t2, t0).unwrap();
     // web-0 is unchanged; the service and web-1 change.
     assert_eq!(st.names_written, 2);
     assert_eq!(st.names_removed, 0);
     let ops = &s.backend().ops[mark..];
-    assert!(!ops.iter().any(|o| matches!(o, Op::Remove(_))), "no gap: {ops:?}");
+    assert!(
+        !ops.iter().any(|o| matches!(o, Op::Remove(_))),
+        "no gap: {ops:?}"
+    );
     // Each new answer is written before the name that points at it, into a
     // slot no name pointed at.
     for (i, op) in ops.iter().enumerate() {
@@ -139,11 +168,18 @@ fn a_changed_name_is_swapped_never_removed() {
             assert!(ops[..i].contains(&Op::Answer(slot.0, slot.1)));
         }
     }
-    let new = *s.backend().names.get(&name_key(&Name::from_ascii(WEB).unwrap()).unwrap()).unwrap();
+    let new = *s
+        .backend()
+        .names
+        .get(&name_key(&Name::from_ascii(WEB).unwrap()).unwrap())
+        .unwrap();
     assert_ne!(new.a, old.a, "the old slot was not overwritten in place");
     assert_eq!(
         s.backend().answer(WEB, RecordType::A),
-        Some(answer::answer_section(&t2, &Name::from_ascii(WEB).unwrap(), RecordType::A).map(|e| e.bytes))
+        Some(
+            answer::answer_section(&t2, &Name::from_ascii(WEB).unwrap(), RecordType::A)
+                .map(|e| e.bytes)
+        )
     );
 }
 
@@ -161,7 +197,11 @@ fn replaced_slots_are_reused_only_after_the_quarantine() {
     // reused slot, so the change goes to userspace instead.
     let st = s.sync_at(&mk("169.254.1.3"), t0 + QUARANTINE / 2).unwrap();
     assert_eq!(st.answers_full, 2);
-    assert_eq!(s.backend().answer(WEB0, RecordType::A), None, "passed up, not stale");
+    assert_eq!(
+        s.backend().answer(WEB0, RecordType::A),
+        None,
+        "passed up, not stale"
+    );
     // After it, the slots come back.
     let st = s.sync_at(&mk("169.254.1.4"), t0 + QUARANTINE * 2).unwrap();
     assert_eq!(st.answers_full, 0);
@@ -170,20 +210,29 @@ fn replaced_slots_are_reused_only_after_the_quarantine() {
 
 #[test]
 fn removed_names_leave_the_maps() {
-    let t1 = table(&headless("app", "web", &[("web-0", "169.254.1.1"), ("web-1", "169.254.1.2")]));
+    let t1 = table(&headless(
+        "app",
+        "web",
+        &[("web-0", "169.254.1.1"), ("web-1", "169.254.1.2")],
+    ));
     let t2 = table(&headless("app", "web", &[("web-0", "169.254.1.1")]));
     let mut s = Syncer::new(Mem::default(), &Capacities::default());
     s.sync(&t1).unwrap();
     let st = s.sync(&t2).unwrap();
     assert_eq!(st.names_removed, 1);
-    assert_eq!(s.backend().answer("web-1.web.app.svc.cluster.local.", RecordType::A), None);
+    assert_eq!(
+        s.backend()
+            .answer("web-1.web.app.svc.cluster.local.", RecordType::A),
+        None
+    );
     assert_eq!(s.names_installed(), t2.len());
 }
 
 #[test]
 fn full_maps_pass_names_up_instead_of_answering_wrongly() {
-    let eps: Vec<(String, String)> =
-        (0..10).map(|i| (format!("web-{i}"), format!("169.254.1.{}", i + 1))).collect();
+    let eps: Vec<(String, String)> = (0..10)
+        .map(|i| (format!("web-{i}"), format!("169.254.1.{}", i + 1)))
+        .collect();
     let eps: Vec<(&str, &str)> = eps.iter().map(|(h, i)| (h.as_str(), i.as_str())).collect();
     let t = table(&headless("app", "web", &eps));
     assert_eq!(t.len(), 11);
@@ -193,17 +242,25 @@ fn full_maps_pass_names_up_instead_of_answering_wrongly() {
     assert_eq!(s.backend().names.len(), 4);
     // Whatever is in the maps is right.
     for (key, rec) in &s.backend().names {
-        let name = t.iter().find(|(n, _)| name_key(n).unwrap() == *key).unwrap().0;
+        let name = t
+            .iter()
+            .find(|(n, _)| name_key(n).unwrap() == *key)
+            .unwrap()
+            .0;
         let want = answer::answer_section(&t, name, RecordType::A).map(|e| e.bytes);
-        assert_eq!(s.backend().answer(&name.to_ascii(), RecordType::A), Some(want));
+        assert_eq!(
+            s.backend().answer(&name.to_ascii(), RecordType::A),
+            Some(want)
+        );
         assert_ne!(rec.a, REF_PASS);
     }
 }
 
 #[test]
 fn answers_pick_the_smallest_class_and_spill_upward() {
-    let eps: Vec<(String, String)> =
-        (0..80).map(|i| (format!("w-{i}"), format!("169.254.2.{}", i + 1))).collect();
+    let eps: Vec<(String, String)> = (0..80)
+        .map(|i| (format!("w-{i}"), format!("169.254.2.{}", i + 1)))
+        .collect();
     let eps: Vec<(&str, &str)> = eps.iter().map(|(h, i)| (h.as_str(), i.as_str())).collect();
     let t = table(&headless("app", "web", &eps));
     let mut s = Syncer::new(Mem::default(), &caps(1000, [10, 1000, 1000]));
@@ -223,7 +280,9 @@ fn soa_entries_cover_every_question_length_in_the_zone() {
     let n = s.write_soa(&t).unwrap();
     // "cluster.local." is 15 bytes on the wire: the apex itself, then every
     // length a name under it can have (16 cannot: a label takes two bytes).
-    let have: Vec<u32> = (1..=255).filter(|l| s.backend().soa.contains_key(l)).collect();
+    let have: Vec<u32> = (1..=255)
+        .filter(|l| s.backend().soa.contains_key(l))
+        .collect();
     let want: Vec<u32> = std::iter::once(15).chain(17..=255).collect();
     assert_eq!(have, want);
     assert_eq!(n, want.len());

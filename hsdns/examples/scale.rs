@@ -1,0 +1,190 @@
+//! Memory and time of the record table and the BPF maps at Kubernetes'
+//! published scalability limits: 10,000 services and 150,000 pods.
+//!
+//! Run as root (it loads the XDP program, attaches nothing):
+//! `cargo run --release -p hsdns --example scale`. Prints a JSON line with
+//! the figures; `cargo xtask bench` collects them.
+
+use std::{
+    collections::BTreeMap,
+    fs,
+    sync::Arc,
+    time::{Instant, SystemTime},
+};
+
+use anyhow::{Context as _, Result};
+use hsdns::{
+    loader::{self, Capacities},
+    maps::{Syncer, bpf::BpfMaps},
+    records::{RecordTable, ZoneConfig},
+    source::{Objects, SERVICE_NAME_LABEL},
+};
+use k8s_openapi::{
+    api::{
+        core::v1::{Service, ServiceSpec},
+        discovery::v1::{Endpoint, EndpointConditions, EndpointSlice},
+    },
+    apimachinery::pkg::apis::meta::v1::ObjectMeta,
+};
+
+const SERVICES: usize = 10_000;
+const HEADLESS: usize = 2_000;
+/// StatefulSet pods per headless service: 100,000 pods with hostnames.
+const PODS_PER_HEADLESS: usize = 50;
+/// The remaining 50,000 pods sit behind ClusterIP services: they have no
+/// name of their own, only the service's cluster IP.
+const PODS_TOTAL: usize = 150_000;
+
+fn meta(ns: &str, name: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.into()),
+        namespace: Some(ns.into()),
+        ..Default::default()
+    }
+}
+
+fn ip(i: usize) -> String {
+    // Synthetic addresses only ever stored in maps, never used for traffic.
+    format!("169.254.{}.{}", (i / 250) % 250, 1 + i % 250)
+}
+
+fn cluster() -> Objects {
+    let mut o = Objects::default();
+    let mut pod = 0;
+    for s in 0..SERVICES {
+        let ns = format!("ns-{}", s % 500);
+        let name = format!("svc-{s}");
+        let headless = s < HEADLESS;
+        o.services.push(Service {
+            metadata: meta(&ns, &name),
+            spec: Some(ServiceSpec {
+                cluster_ip: Some(if headless {
+                    "None".into()
+                } else {
+                    ip(200_000 + s)
+                }),
+                cluster_ips: Some(vec![if headless {
+                    "None".into()
+                } else {
+                    ip(200_000 + s)
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let pods = if headless {
+            PODS_PER_HEADLESS
+        } else {
+            (PODS_TOTAL - HEADLESS * PODS_PER_HEADLESS) / (SERVICES - HEADLESS)
+        };
+        let mut m = meta(&ns, &format!("{name}-abcde"));
+        m.labels = Some(BTreeMap::from([(SERVICE_NAME_LABEL.into(), name.clone())]));
+        let endpoints = (0..pods)
+            .map(|i| {
+                pod += 1;
+                Endpoint {
+                    addresses: vec![ip(pod)],
+                    hostname: headless.then(|| format!("{name}-{i}")),
+                    conditions: Some(EndpointConditions {
+                        ready: Some(true),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }
+            })
+            .collect();
+        o.slices.push(EndpointSlice {
+            metadata: m,
+            address_type: "IPv4".into(),
+            endpoints,
+            ports: None,
+        });
+    }
+    o
+}
+
+fn status_kib(field: &str) -> u64 {
+    let s = fs::read_to_string("/proc/self/status").unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Kernel memory of every BPF map this process holds, as the kernel reports
+/// it (fdinfo `memlock`, the same figure bpftool shows).
+fn map_bytes() -> Result<u64> {
+    let mut total = 0;
+    for e in fs::read_dir("/proc/self/fdinfo")? {
+        let info = fs::read_to_string(e?.path()).unwrap_or_default();
+        if !info.contains("map_type:") {
+            continue;
+        }
+        total += info
+            .lines()
+            .find_map(|l| l.strip_prefix("memlock:"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    Ok(total)
+}
+
+fn main() -> Result<()> {
+    let t0 = Instant::now();
+    let objects = cluster();
+    let t_objects = t0.elapsed();
+    let rss_objects_kib = status_kib("VmRSS:");
+    let serial = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)?
+        .as_secs() as u32;
+    let t1 = Instant::now();
+    let table = Arc::new(RecordTable::build(&ZoneConfig::default(), &objects, serial));
+    let t_table = t1.elapsed();
+    drop(objects);
+    // Give freed object memory back, so RSS shows what the table holds
+    // (with the manifest source the objects are gone after the build).
+    // SAFETY: malloc_trim has no preconditions.
+    unsafe { libc::malloc_trim(0) };
+    let rss_table_kib = status_kib("VmRSS:");
+
+    let caps = Capacities {
+        names: [131_072, 4_096, 256],
+        answers: [131_072, 1_024, 4_096],
+    };
+    let mut ebpf = loader::load(&caps).context("loading (run as root)")?;
+    let maps = BpfMaps::take(&mut ebpf)?;
+    let mut syncer = Syncer::new(maps, &caps);
+    let t2 = Instant::now();
+    syncer.write_soa(&table)?;
+    let stats = syncer.sync(&table)?;
+    let t_sync = t2.elapsed();
+    let t3 = Instant::now();
+    let again = syncer.sync(&table)?;
+    let t_resync = t3.elapsed();
+    assert_eq!(again.names_written, 0, "an unchanged table writes nothing");
+
+    // SAFETY: as above.
+    unsafe { libc::malloc_trim(0) };
+    let maps = map_bytes()?;
+    let rss_kib = status_kib("VmRSS:");
+    let hwm_kib = status_kib("VmHWM:");
+    println!(
+        "{{\"services\":{SERVICES},\"pods\":{PODS_TOTAL},\"names\":{},\
+         \"objects_ms\":{},\"table_ms\":{},\"sync_ms\":{},\"resync_ms\":{},\
+         \"answers_written\":{},\"names_full\":{},\"answers_full\":{},\"too_large\":{},\
+         \"rss_with_objects_kib\":{rss_objects_kib},\"rss_after_table_kib\":{rss_table_kib},\"rss_kib\":{rss_kib},\"peak_rss_kib\":{hwm_kib},\
+         \"map_bytes\":{maps},\"rss_plus_maps_mib\":{:.1}}}",
+        table.len(),
+        t_objects.as_millis(),
+        t_table.as_millis(),
+        t_sync.as_millis(),
+        t_resync.as_millis(),
+        stats.answers_written,
+        stats.names_full,
+        stats.answers_full,
+        stats.answers_too_large,
+        (rss_kib * 1024 + maps) as f64 / (1024.0 * 1024.0),
+    );
+    Ok(())
+}
