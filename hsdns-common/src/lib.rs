@@ -79,9 +79,11 @@ pub struct NameRecord {
     pub _pad: [u8; 2],
 }
 
-/// Answer section sizes of the three answer classes, in bytes. A record with
-/// a compressed owner takes 16 bytes for A and 28 for AAAA.
-pub const ANSWER_CLASSES: [usize; 3] = [48, 192, 1216];
+/// Largest answer section of each answer class, in bytes. A record with a
+/// compressed owner takes 16 bytes for A and 28 for AAAA: the small class
+/// holds one record (most names: a pod, a ClusterIP service), the others
+/// up to 12 and 76 A records.
+pub const ANSWER_CLASSES: [usize; 3] = [32, 192, 1216];
 
 macro_rules! answer_class {
     ($name:ident, $n:expr) => {
@@ -90,15 +92,21 @@ macro_rules! answer_class {
         #[repr(C)]
         #[derive(Clone, Copy, PartialEq, Eq, Debug)]
         pub struct $name {
-            /// Length of `bytes` in use.
+            /// Length of the answer section (of one copy, see `stride`).
             pub len: u16,
             /// ANCOUNT of the reply.
             pub count: u16,
-            /// One's complement sum of `bytes[..len]` as if it started at an
+            /// One's complement sum of the answer as if it started at an
             /// even offset (see [`csum_add_bytes`]), so the kernel never loops
             /// over an answer to checksum it.
             pub csum: u16,
-            pub _pad: u16,
+            /// Size of each record when all have the same size (they do:
+            /// every owner is a pointer to the question): then `bytes` holds
+            /// the answer twice in a row, and the kernel rotates the records
+            /// by copying `len` bytes from `k * stride`, one helper call
+            /// whose bounds the verifier can see. Rotating by whole records
+            /// of even size keeps the checksum. Zero: copy as is.
+            pub stride: u16,
             pub bytes: [u8; $n],
         }
         impl Default for $name {
@@ -107,16 +115,16 @@ macro_rules! answer_class {
                     len: 0,
                     count: 0,
                     csum: 0,
-                    _pad: 0,
+                    stride: 0,
                     bytes: [0; $n],
                 }
             }
         }
     };
 }
-answer_class!(AnswerS, 48);
-answer_class!(AnswerM, 192);
-answer_class!(AnswerL, 1216);
+answer_class!(AnswerS, 32);
+answer_class!(AnswerM, 384);
+answer_class!(AnswerL, 2432);
 
 /// Authority section of a negative answer: the zone's SOA with its owner
 /// compressed against the question. The pointer depends on where the zone

@@ -71,6 +71,8 @@ mod prog {
         out: [u8; OUT_MAX],
         opt: [u8; 16],
         merge: [u32; 8],
+        /// Per-CPU round-robin position for rotating multi-record answers.
+        rot: u32,
     }
 
     /// Why a packet went up, or what was answered: a field of `Counters`.
@@ -186,6 +188,7 @@ mod prog {
         len: usize,
         count: u16,
         csum: u16,
+        stride: u16,
         class: u32,
     }
 
@@ -210,8 +213,7 @@ mod prog {
         }
         // SAFETY: the helper bounds-checks against the packet; the buffer
         // holds PKT_MAX bytes.
-        if unsafe { bpf_xdp_load_bytes(ctx.ctx, 0, s.pkt.as_mut_ptr().cast(), copy as u32) } != 0
-        {
+        if unsafe { bpf_xdp_load_bytes(ctx.ctx, 0, s.pkt.as_mut_ptr().cast(), copy as u32) } != 0 {
             return Err(Verdict::Internal);
         }
         let p = &s.pkt;
@@ -323,8 +325,7 @@ mod prog {
             return Err(Verdict::UnsupportedQuery);
         }
         let arcount = be16(p, dns + 10);
-        if be16(p, dns + 4) != 1 || be16(p, dns + 6) != 0 || be16(p, dns + 8) != 0 || arcount > 1
-        {
+        if be16(p, dns + 4) != 1 || be16(p, dns + 6) != 0 || be16(p, dns + 8) != 0 || arcount > 1 {
             return Err(Verdict::UnsupportedQuery);
         }
 
@@ -418,6 +419,7 @@ mod prog {
                 len: a.len as usize,
                 count: 0,
                 csum: a.csum,
+                stride: 0,
                 class: 3,
             }
         } else {
@@ -439,13 +441,40 @@ mod prog {
         if ans_len < 1 || ans_len > ANSWER_CLASSES[2] {
             return Err(Verdict::Internal);
         }
+        // Clients take the first address: start each reply of a multi-record
+        // answer one record further (CoreDNS's loadbalance plugin does the
+        // same in userspace). The doubled copy makes it one contiguous read.
+        let mut rot_off = 0usize;
+        if ans.stride != 0 && ans.count > 1 {
+            s.rot = s.rot.wrapping_add(1);
+            rot_off = ((s.rot % ans.count as u32) * ans.stride as u32) as usize;
+        }
+        let rot_off = merge(s, 6, rot_off as u32) as usize;
+        if rot_off > ANSWER_CLASSES[2] {
+            return Err(Verdict::Internal);
+        }
         let opt_len = if has_opt { 11 } else { 0 };
         let reply_len = 12 + name_len + 4 + ans_len + opt_len;
         if reply_len > client_max {
             return Err(Verdict::TooLarge);
         }
 
-        write_reply(ctx, s, &ans, ans_len, name_len, name_sum, has_opt, flags, rcode, v6, l2, l3_len, reply_len, pkt_len)?;
+        let plan = Reply {
+            ans,
+            rot_off,
+            ans_len,
+            name_len,
+            name_sum,
+            has_opt,
+            qflags: flags,
+            rcode,
+            v6,
+            l2,
+            l3_old: l3_len,
+            reply_len,
+            pkt_len,
+        };
+        write_reply(ctx, s, &plan)?;
         Ok(verdict)
     }
 
@@ -483,6 +512,7 @@ mod prog {
                 len: a.len as usize,
                 count: a.count,
                 csum: a.csum,
+                stride: 0,
                 class: 0,
             }),
             1 => ANSWERS_M.get(slot).map(|a| Answer {
@@ -490,6 +520,7 @@ mod prog {
                 len: a.len as usize,
                 count: a.count,
                 csum: a.csum,
+                stride: a.stride,
                 class: 1,
             }),
             2 => ANSWERS_L.get(slot).map(|a| Answer {
@@ -497,6 +528,7 @@ mod prog {
                 len: a.len as usize,
                 count: a.count,
                 csum: a.csum,
+                stride: a.stride,
                 class: 2,
             }),
             _ => None,
@@ -509,14 +541,14 @@ mod prog {
         out[(i + 1) & OUT_MASK] = v as u8;
     }
 
-    #[allow(clippy::too_many_arguments)]
-    #[inline(always)]
-    fn write_reply(
-        ctx: &XdpContext,
-        s: &mut Scratch,
-        ans: &Answer,
+    /// Everything the rewrite needs, decided before the packet is touched.
+    struct Reply {
+        ans: Answer,
+        /// Where in the (doubled) answer bytes the rotated copy starts.
+        rot_off: usize,
         ans_len: usize,
         name_len: usize,
+        /// Checksum contribution of the question name as sent.
         name_sum: u32,
         has_opt: bool,
         qflags: u32,
@@ -524,9 +556,28 @@ mod prog {
         v6: bool,
         l2: usize,
         l3_old: usize,
+        /// DNS message length of the reply.
         reply_len: usize,
         pkt_len: usize,
-    ) -> Result<(), Verdict> {
+    }
+
+    #[inline(always)]
+    fn write_reply(ctx: &XdpContext, s: &mut Scratch, r: &Reply) -> Result<(), Verdict> {
+        let Reply {
+            ref ans,
+            rot_off,
+            ans_len,
+            name_len,
+            name_sum,
+            has_opt,
+            qflags,
+            rcode,
+            v6,
+            l2,
+            l3_old,
+            reply_len,
+            pkt_len,
+        } = *r;
         let l3 = if v6 { 40 } else { 20 };
         let hdr = l2 + l3 + 8;
         let udp_len = 8 + reply_len;
@@ -690,18 +741,19 @@ mod prog {
                 return Err(Verdict::Dropped);
             }
             let at = (dns_new + ans_pos) as u32;
+            let src = ans.bytes.add(rot_off) as *mut _;
             let rc = match ans.class {
-                0 if ans_len <= ANSWER_CLASSES[0] => {
-                    bpf_xdp_store_bytes(ctx.ctx, at, ans.bytes as *mut _, ans_len as u32)
+                0 if rot_off == 0 && ans_len <= ANSWER_CLASSES[0] => {
+                    bpf_xdp_store_bytes(ctx.ctx, at, src, ans_len as u32)
                 }
-                1 if ans_len <= ANSWER_CLASSES[1] => {
-                    bpf_xdp_store_bytes(ctx.ctx, at, ans.bytes as *mut _, ans_len as u32)
+                1 if rot_off <= ANSWER_CLASSES[1] && ans_len <= ANSWER_CLASSES[1] => {
+                    bpf_xdp_store_bytes(ctx.ctx, at, src, ans_len as u32)
                 }
-                2 if ans_len <= ANSWER_CLASSES[2] => {
-                    bpf_xdp_store_bytes(ctx.ctx, at, ans.bytes as *mut _, ans_len as u32)
+                2 if rot_off <= ANSWER_CLASSES[2] && ans_len <= ANSWER_CLASSES[2] => {
+                    bpf_xdp_store_bytes(ctx.ctx, at, src, ans_len as u32)
                 }
-                3 if ans_len <= SOA_BYTES => {
-                    bpf_xdp_store_bytes(ctx.ctx, at, ans.bytes as *mut _, ans_len as u32)
+                3 if rot_off == 0 && ans_len <= SOA_BYTES => {
+                    bpf_xdp_store_bytes(ctx.ctx, at, src, ans_len as u32)
                 }
                 _ => -1,
             };

@@ -334,7 +334,12 @@ fn expect_same(k: &mut Kernel, f: &Frame) -> (u32, Option<Message>) {
         UserVerdict::Answer(expected) => {
             assert_eq!(action, XDP_TX, "userspace answers this, so must the kernel");
             let dns = check_reply(f, &out);
-            assert_eq!(dns, expected, "kernel and userspace answers differ");
+            // The kernel rotates multi-address answers; it must equal the
+            // userspace answer rotated by some number of places.
+            if dns != expected {
+                let rot = rotation(&k.table, &f.payload, &dns);
+                assert!(rot.is_some(), "kernel and userspace answers differ");
+            }
             let msg = Message::from_vec(&dns).expect("reply parses");
             let q = Message::from_vec(&f.payload).unwrap();
             assert_eq!(msg.metadata.id, q.metadata.id);
@@ -358,6 +363,14 @@ fn expect_same(k: &mut Kernel, f: &Frame) -> (u32, Option<Message>) {
             (action, None)
         }
     }
+}
+
+/// By how many places the kernel rotated the addresses in `reply`, if it is
+/// the userspace answer rotated at all.
+fn rotation(table: &RecordTable, query: &[u8], reply: &[u8]) -> Option<usize> {
+    (0..80).find(|&r| {
+        resolver::respond_rotated(table, query, r) == UserVerdict::Answer(reply.to_vec())
+    })
 }
 
 fn answered(c: &Counters) -> u64 {
@@ -685,4 +698,55 @@ fn dns_addrs_are_the_only_addresses_answered() {
     let mut f = Frame::v6(query(POD, RecordType::A, None));
     f.dst = Ipv6Addr::new(0xfd00, 0x20, 0, 0, 0, 0, 0, 0x11).into();
     expect_pass(&mut k, &f, |c| c.pass_not_our_addr, "other IPv6");
+}
+
+/// Pins the calling thread to one CPU: the rotation position is per CPU.
+fn pin_to_cpu0() {
+    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET and sched_setaffinity
+    // only touch it and the calling thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut set);
+        assert_eq!(
+            libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set),
+            0
+        );
+    }
+}
+
+#[test]
+fn multi_address_answers_rotate_like_round_robin() {
+    pin_to_cpu0();
+    let mut k = Kernel::new(true);
+    for (name, qtype, n) in [
+        (SVC, RecordType::A, 3),
+        (SVC, RecordType::AAAA, 3),
+        ("big40.big.svc.cluster.local.", RecordType::A, 40),
+    ] {
+        let f = Frame::v6(query(name, qtype, Some(1232)));
+        let mut starts = Vec::new();
+        for _ in 0..n + 2 {
+            let (action, out) = k.run(&f.bytes());
+            assert_eq!(action, XDP_TX);
+            let dns = check_reply(&f, &out);
+            let rot = rotation(&k.table, &f.payload, &dns)
+                .expect("the kernel's order is a rotation of the table's");
+            starts.push(rot);
+        }
+        // Each reply starts one address further, wrapping around: every
+        // address comes first in turn.
+        for w in starts.windows(2) {
+            assert_eq!(w[1], (w[0] + 1) % n, "{name} {qtype}: {starts:?}");
+        }
+    }
+    // A single address is never "rotated" into anything else.
+    let f = Frame::v4(query(POD, RecordType::A, None));
+    for _ in 0..3 {
+        let (_, out) = k.run(&f.bytes());
+        let dns = check_reply(&f, &out);
+        assert_eq!(
+            resolver::respond(&k.table, &f.payload),
+            UserVerdict::Answer(dns)
+        );
+    }
 }

@@ -77,15 +77,23 @@ impl PassReason {
     }
 }
 
-/// Answers `query` from `table`, or says why not.
+/// Answers `query` from `table`, or says why not. Addresses come in the
+/// table's order.
 pub fn respond(table: &RecordTable, query: &[u8]) -> Verdict {
-    match reply(table, query) {
+    respond_rotated(table, query, 0)
+}
+
+/// [`respond`] with the addresses rotated left by `rotate` places (modulo
+/// their number), as a load-balancing server hands them out: clients take
+/// the first address, so each query should start with a different one.
+pub fn respond_rotated(table: &RecordTable, query: &[u8], rotate: usize) -> Verdict {
+    match reply(table, query, rotate) {
         Ok(bytes) => Verdict::Answer(bytes),
         Err(reason) => Verdict::Pass(reason),
     }
 }
 
-fn reply(table: &RecordTable, query: &[u8]) -> Result<Vec<u8>, PassReason> {
+fn reply(table: &RecordTable, query: &[u8], rotate: usize) -> Result<Vec<u8>, PassReason> {
     use PassReason::*;
     let mut decoder = BinDecoder::new(query);
     let header = Header::read(&mut decoder).map_err(|_| Malformed)?;
@@ -144,10 +152,14 @@ fn reply(table: &RecordTable, query: &[u8]) -> Result<Vec<u8>, PassReason> {
     msg.metadata.recursion_desired = meta.recursion_desired;
     msg.metadata.checking_disabled = meta.checking_disabled;
     msg.add_query(question.clone());
-    let answers: Vec<RData> = match question.query_type() {
+    let mut answers: Vec<RData> = match question.query_type() {
         RecordType::A => entry.a.iter().map(|ip| RData::A(A(*ip))).collect(),
         _ => entry.aaaa.iter().map(|ip| RData::AAAA(AAAA(*ip))).collect(),
     };
+    if !answers.is_empty() {
+        let n = answers.len();
+        answers.rotate_left(rotate % n);
+    }
     if answers.is_empty() {
         // The zone as the client spelled it, so the SOA compresses into the
         // question (table names always end in the zone).

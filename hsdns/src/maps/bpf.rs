@@ -114,8 +114,22 @@ fn csum(bytes: &[u8]) -> u16 {
 }
 
 impl Backend for BpfMaps {
-    fn put_answer(&mut self, class: usize, slot: u32, bytes: &[u8], count: u16) -> Result<()> {
+    fn put_answer(
+        &mut self,
+        class: usize,
+        slot: u32,
+        bytes: &[u8],
+        count: u16,
+        stride: u16,
+    ) -> Result<()> {
         let (len, csum) = (bytes.len() as u16, csum(bytes));
+        // With a stride the kernel rotates by copying from `k * stride`, so
+        // the answer is stored twice in a row.
+        let stored = if stride != 0 {
+            [bytes, bytes].concat()
+        } else {
+            bytes.to_vec()
+        };
         let r = match class {
             0 => self.answers_s.set(
                 slot,
@@ -123,8 +137,8 @@ impl Backend for BpfMaps {
                     len,
                     count,
                     csum,
-                    _pad: 0,
-                    bytes: fill(bytes)?,
+                    stride,
+                    bytes: fill(&stored)?,
                 },
                 0,
             ),
@@ -134,8 +148,8 @@ impl Backend for BpfMaps {
                     len,
                     count,
                     csum,
-                    _pad: 0,
-                    bytes: fill(bytes)?,
+                    stride,
+                    bytes: fill(&stored)?,
                 },
                 0,
             ),
@@ -145,8 +159,8 @@ impl Backend for BpfMaps {
                     len,
                     count,
                     csum,
-                    _pad: 0,
-                    bytes: fill(bytes)?,
+                    stride,
+                    bytes: fill(&stored)?,
                 },
                 0,
             ),
@@ -182,7 +196,7 @@ impl Backend for BpfMaps {
             len: bytes.len() as u16,
             count: 1,
             csum: csum(bytes),
-            _pad: 0,
+            stride: 0,
             bytes: fill(bytes)?,
         };
         self.soa.set(index, a, 0).context("writing soa")

@@ -42,7 +42,16 @@ pub const QUARANTINE: Duration = Duration::from_secs(2);
 /// Where the bytes go. The BPF implementation is [`bpf::BpfMaps`]; tests use
 /// an in-memory one.
 pub trait Backend {
-    fn put_answer(&mut self, class: usize, slot: u32, bytes: &[u8], count: u16) -> Result<()>;
+    /// `stride` is the size of each record when the kernel may rotate them
+    /// (see `hsdns_common::AnswerS::stride`), else 0.
+    fn put_answer(
+        &mut self,
+        class: usize,
+        slot: u32,
+        bytes: &[u8],
+        count: u16,
+        stride: u16,
+    ) -> Result<()>;
     /// `key` is the lowercase wire-format name.
     fn put_name(&mut self, key: &[u8], rec: NameRecord) -> Result<()>;
     fn remove_name(&mut self, key: &[u8]) -> Result<()>;
@@ -279,8 +288,16 @@ impl<B: Backend> Syncer<B> {
             stats.names_full += 1;
             return Ok(NOT_INSTALLED);
         }
-        let a = self.place(answer::answer_section(table, name, RecordType::A), stats)?;
-        let aaaa = self.place(answer::answer_section(table, name, RecordType::AAAA), stats)?;
+        let a = self.place(
+            answer::answer_section(table, name, RecordType::A),
+            16,
+            stats,
+        )?;
+        let aaaa = self.place(
+            answer::answer_section(table, name, RecordType::AAAA),
+            28,
+            stats,
+        )?;
         let rec = NameRecord {
             a,
             aaaa,
@@ -315,11 +332,22 @@ impl<B: Backend> Syncer<B> {
     }
 
     /// Puts one answer into a fresh slot of the smallest class with room.
-    fn place(&mut self, want: Option<Encoded>, stats: &mut SyncStats) -> Result<AnswerRef> {
+    /// `record_len` is the size of one of its records with a compressed
+    /// owner (16 for A, 28 for AAAA).
+    fn place(
+        &mut self,
+        want: Option<Encoded>,
+        record_len: usize,
+        stats: &mut SyncStats,
+    ) -> Result<AnswerRef> {
         let Some(Encoded { bytes, count }) = want else {
             return Ok(REF_NODATA);
         };
-        let Some(class) = ANSWER_CLASSES.iter().position(|&c| bytes.len() <= c) else {
+        // The small class holds single records only: it is not doubled for
+        // rotation, which keeps the most common answer (one pod) at 40 bytes.
+        let first = usize::from(count > 1);
+        let Some(class) = (first..ANSWER_CLASSES.len()).find(|&c| bytes.len() <= ANSWER_CLASSES[c])
+        else {
             stats.answers_too_large += 1;
             return Ok(REF_PASS);
         };
@@ -330,7 +358,13 @@ impl<B: Backend> Syncer<B> {
             stats.answers_full += 1;
             return Ok(REF_PASS);
         };
-        self.backend.put_answer(class, slot, &bytes, count)?;
+        let stride = if class > 0 && count > 1 && bytes.len() == usize::from(count) * record_len {
+            record_len as u16
+        } else {
+            0
+        };
+        self.backend
+            .put_answer(class, slot, &bytes, count, stride)?;
         stats.answers_written += 1;
         Ok(answer_ref(class as u32, slot))
     }

@@ -26,7 +26,14 @@ struct Mem {
 }
 
 impl Backend for Mem {
-    fn put_answer(&mut self, class: usize, slot: u32, bytes: &[u8], count: u16) -> Result<()> {
+    fn put_answer(
+        &mut self,
+        class: usize,
+        slot: u32,
+        bytes: &[u8],
+        count: u16,
+        _stride: u16,
+    ) -> Result<()> {
         self.answers.insert((class, slot), (bytes.to_vec(), count));
         self.ops.push(Op::Answer(class, slot));
         Ok(())
