@@ -76,8 +76,14 @@ pub struct NameRecord {
     /// Which zone's SOA goes into a negative answer: index `zone * 256 + qname
     /// wire length` of the `soa` map.
     pub zone: u8,
-    pub _pad: [u8; 2],
+    /// `FLAG_APEX`: this name is the apex of the cluster zone.
+    pub flags: u8,
+    pub _pad: u8,
 }
+
+/// The name is the cluster zone's apex: names below it that are missing
+/// from the maps follow the NXDOMAIN rule of `Config::nxdomain`.
+pub const FLAG_APEX: u8 = 1;
 
 /// Largest answer section of each answer class, in bytes. A record with a
 /// compressed owner takes 16 bytes for A and 28 for AAAA: the small class
@@ -169,6 +175,16 @@ pub struct Config {
     /// Zero until the daemon has written a complete record set: until then the
     /// kernel passes every query up, so partial data never looks authoritative.
     pub answering: u32,
+    /// Non-zero: a name missing from the maps that provably does not exist
+    /// gets NXDOMAIN from the kernel. The daemon sets it only while the maps
+    /// hold every name of the zone (nothing left out for lack of room), as
+    /// absence then proves non-existence. The rule: under the zone, not under
+    /// `pod.<zone>`, and either the label before the zone is not `svc`, or at
+    /// least two labels stand before `svc` (a service or a name below one).
+    pub nxdomain: u32,
+    /// Wire length of the cluster zone's name, root label included. The
+    /// zone itself is the name in the maps flagged `FLAG_APEX`.
+    pub zone_len: u32,
     pub _pad: u32,
 }
 

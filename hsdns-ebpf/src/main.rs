@@ -66,7 +66,16 @@ mod prog {
     #[repr(C)]
     pub struct Scratch {
         pkt: [u8; PKT_MAX],
-        key: [u8; 256],
+        /// The lowercased name, zeroed past it. Only the first half is ever
+        /// written, so the second stays zero: a suffix of the name starting at
+        /// any label can be used as a key in place, up to 256 bytes long.
+        key: [u8; 512],
+        /// 1 at the offset of each label's length byte, 0 elsewhere.
+        is_start: [u8; 256],
+        /// For each label start but the first, the start of the label before
+        /// it: the name read backwards, which wire format does not allow.
+        /// Entries are valid only where `is_start` is set.
+        prev: [u8; 256],
         /// New Ethernet/IP/UDP/DNS headers of the reply, written as one block.
         out: [u8; OUT_MAX],
         opt: [u8; 16],
@@ -333,6 +342,7 @@ mod prog {
         // checksum as sent (its bytes stay in the packet unchanged).
         for i in 0..32 {
             s.key_words()[i] = 0;
+            s.start_words()[i] = 0;
         }
         let q = dns + 12;
         let end = dns + dns_len;
@@ -357,6 +367,8 @@ mod prog {
                 }
                 next = i + 1 + c as usize;
                 s.key[i] = c;
+                s.is_start[i] = 1;
+                s.prev[next & 255] = i as u8;
             } else {
                 s.key[i] = if c.is_ascii_uppercase() { c | 0x20 } else { c };
             }
@@ -401,7 +413,18 @@ mod prog {
             return Err(Verdict::Malformed);
         }
 
-        let rec = lookup_name(s, name_len).ok_or(Verdict::UnknownName)?;
+        let rec = match lookup_name(s, name_len) {
+            Some(rec) => rec,
+            None if provably_missing(s, name_len) => NameRecord {
+                a: REF_NODATA,
+                aaaa: REF_NODATA,
+                rcode: 3,
+                zone: 0,
+                flags: 0,
+                _pad: 0,
+            },
+            None => return Err(Verdict::UnknownName),
+        };
         let r = if qtype == 1 { rec.a } else { rec.aaaa };
         let rcode = rec.rcode as u32;
         let zone = rec.zone as u32;
@@ -481,26 +504,90 @@ mod prog {
     impl Scratch {
         #[inline(always)]
         fn key_words(&mut self) -> &mut [u64; 32] {
-            // SAFETY: same size, and the map value is 8-byte aligned with
-            // `key` at offset 512.
+            // SAFETY: the first 256 bytes of `key`; the map value is 8-byte
+            // aligned and `key` sits at offset 512.
             unsafe { &mut *(self.key.as_mut_ptr() as *mut [u64; 32]) }
+        }
+
+        #[inline(always)]
+        fn start_words(&mut self) -> &mut [u64; 32] {
+            // SAFETY: as above, `is_start` sits at offset 1024.
+            unsafe { &mut *(self.is_start.as_mut_ptr() as *mut [u64; 32]) }
         }
     }
 
     #[inline(always)]
     fn lookup_name(s: &Scratch, name_len: usize) -> Option<NameRecord> {
-        let key = s.key.as_ptr();
-        // SAFETY: the key buffer holds 256 bytes, zeroed past the name, so
+        lookup_key(s, 0, name_len)
+    }
+
+    /// Looks up the name (or suffix of it) of wire length `len` that starts
+    /// at `at` in the key buffer.
+    #[inline(always)]
+    fn lookup_key(s: &Scratch, at: usize, len: usize) -> Option<NameRecord> {
+        if at > 255 {
+            return None;
+        }
+        // SAFETY: at + 256 <= 512 bytes of key buffer, zero past the name, so
         // each tier reads its own key size from it.
         unsafe {
-            if name_len <= NAME_TIERS[0] {
+            let key = s.key.as_ptr().add(at);
+            if len <= NAME_TIERS[0] {
                 NAMES_64.get(&*(key as *const NameKey64)).copied()
-            } else if name_len <= NAME_TIERS[1] {
+            } else if len <= NAME_TIERS[1] {
                 NAMES_128.get(&*(key as *const NameKey128)).copied()
             } else {
                 NAMES_256.get(&*(key as *const NameKey256)).copied()
             }
         }
+    }
+
+    /// Whether a name missing from the maps provably does not exist (see
+    /// `Config::nxdomain` for the rule and when it holds).
+    #[inline(always)]
+    fn provably_missing(s: &mut Scratch, name_len: usize) -> bool {
+        let Some(cfg) = CONFIG.get(0) else {
+            return false;
+        };
+        if cfg.nxdomain == 0 {
+            return false;
+        }
+        let zone_len = cfg.zone_len as usize;
+        if zone_len < 2 || name_len <= zone_len {
+            return false;
+        }
+        // The zone must end the name and start at one of its labels. (The
+        // round trip hides the subtraction from the verifier, which cannot
+        // bound a difference of two ranges; the check below bounds it.)
+        let zone_start = merge(s, 7, (name_len - zone_len) as u32) as usize;
+        if zone_start > 255 || s.is_start[zone_start] != 1 {
+            return false;
+        }
+        // The suffix from there is a key in place (the key buffer is zero
+        // past the name), and must be the apex.
+        match lookup_key(s, zone_start, zone_len) {
+            Some(r) if r.flags & FLAG_APEX != 0 => {}
+            _ => return false,
+        }
+        // The label right before the zone: `svc`, `pod` or anything else.
+        let at = s.prev[zone_start & 255] as usize;
+        let is = |w: &[u8; 3]| {
+            s.key[at & 511] == 3
+                && s.key[(at + 1) & 511] == w[0]
+                && s.key[(at + 2) & 511] == w[1]
+                && s.key[(at + 3) & 511] == w[2]
+        };
+        if is(b"pod") {
+            return false;
+        }
+        if !is(b"svc") {
+            return true;
+        }
+        // Under svc: NXDOMAIN from two labels before it on (a service, or a
+        // name below one); `svc.<zone>` and namespaces are left alone. The
+        // first label starts at 0, so two labels stand before `svc` exactly
+        // when the one right before it does not start at 0.
+        at > 0 && s.prev[at & 255] > 0
     }
 
     #[inline(always)]

@@ -8,7 +8,11 @@ use hsdns_common::PIN_DIR;
 use crate::loader::ModeChoice;
 
 #[derive(Parser, Debug)]
-#[command(name = "hsdns", version, about = "Node-local DNS for Kubernetes, answered in XDP")]
+#[command(
+    name = "hsdns",
+    version,
+    about = "Node-local DNS for Kubernetes, answered in XDP"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub cmd: Command,

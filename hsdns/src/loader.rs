@@ -51,7 +51,9 @@ pub fn load(caps: &Capacities) -> Result<Ebpf> {
     for (name, n) in MAP_ANSWERS.iter().zip(caps.answers) {
         loader.map_max_entries(name, n);
     }
-    let mut ebpf = loader.load(OBJECT).context("loading the hsdns XDP object")?;
+    let mut ebpf = loader
+        .load(OBJECT)
+        .context("loading the hsdns XDP object")?;
     program(&mut ebpf)?
         .load()
         .context("the kernel rejected the XDP program")?;
@@ -134,11 +136,7 @@ pub enum ModeChoice {
 }
 
 /// Attaches the program to `iface`, returning the mode used.
-pub fn attach(
-    prog: &mut Xdp,
-    iface: &str,
-    choice: ModeChoice,
-) -> Result<(XdpMode, XdpLinkId)> {
+pub fn attach(prog: &mut Xdp, iface: &str, choice: ModeChoice) -> Result<(XdpMode, XdpLinkId)> {
     let driver = driver_name(iface).with_context(|| format!("interface {iface}"))?;
     let modes: &[XdpMode] = match choice {
         ModeChoice::Driver => &[XdpMode::Driver],

@@ -26,6 +26,8 @@ pub struct BpfMaps {
     config: Array<MapData, Config>,
     dns_addrs: HashMap<MapData, DnsAddr, u32>,
     counters: PerCpuArray<MapData, Counters>,
+    /// What `config` holds: every change rewrites the whole entry.
+    shadow: Config,
 }
 
 fn take(ebpf: &mut Ebpf, name: &str) -> Result<Map> {
@@ -47,16 +49,18 @@ impl BpfMaps {
             config: take(ebpf, MAP_CONFIG)?.try_into()?,
             dns_addrs: take(ebpf, MAP_DNS_ADDRS)?.try_into()?,
             counters: take(ebpf, MAP_COUNTERS)?.try_into()?,
+            shadow: Config::default(),
         })
     }
 
     /// Until this is on, the kernel passes every query up.
     pub fn set_answering(&mut self, on: bool) -> Result<()> {
-        let c = Config {
-            answering: on.into(),
-            _pad: 0,
-        };
-        self.config.set(0, c, 0).context("writing config")
+        self.shadow.answering = on.into();
+        self.write_config()
+    }
+
+    fn write_config(&mut self) -> Result<()> {
+        self.config.set(0, self.shadow, 0).context("writing config")
     }
 
     pub fn add_dns_addr(&mut self, addr: IpAddr) -> Result<()> {
@@ -200,5 +204,11 @@ impl Backend for BpfMaps {
             bytes: fill(bytes)?,
         };
         self.soa.set(index, a, 0).context("writing soa")
+    }
+
+    fn set_nxdomain(&mut self, on: bool, zone_len: u32) -> Result<()> {
+        self.shadow.nxdomain = on.into();
+        self.shadow.zone_len = zone_len;
+        self.write_config()
     }
 }

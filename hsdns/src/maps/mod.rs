@@ -24,8 +24,8 @@ use hickory_proto::{
     serialize::binary::BinEncodable as _,
 };
 use hsdns_common::{
-    ANSWER_CLASSES, AnswerRef, MAX_NAME_LEN, NameRecord, REF_NODATA, REF_PASS, SOA_BYTES,
-    answer_ref,
+    ANSWER_CLASSES, AnswerRef, FLAG_APEX, MAX_NAME_LEN, NameRecord, REF_NODATA, REF_PASS,
+    SOA_BYTES, answer_ref,
 };
 
 use crate::{
@@ -56,6 +56,10 @@ pub trait Backend {
     fn put_name(&mut self, key: &[u8], rec: NameRecord) -> Result<()>;
     fn remove_name(&mut self, key: &[u8]) -> Result<()>;
     fn put_soa(&mut self, index: u32, bytes: &[u8]) -> Result<()>;
+    /// Turns the kernel's NXDOMAIN answers for provably missing names on or
+    /// off (see `hsdns_common::Config::nxdomain`); `zone_len` is the wire
+    /// length of the zone name.
+    fn set_nxdomain(&mut self, on: bool, zone_len: u32) -> Result<()>;
 }
 
 /// What one sync changed.
@@ -146,6 +150,10 @@ pub struct Syncer<B> {
     refs: Vec<Refs>,
     name_caps: [u32; 3],
     name_counts: [u32; 3],
+    /// Whether negative answers in the kernel are wanted (configuration).
+    nxdomain_wanted: bool,
+    /// What the kernel was last told.
+    nxdomain_on: bool,
 }
 
 /// The lowercase wire-format name: the kernel's key.
@@ -172,7 +180,22 @@ impl<B: Backend> Syncer<B> {
             refs: Vec::new(),
             name_caps: caps.names,
             name_counts: [0; 3],
+            nxdomain_wanted: false,
+            nxdomain_on: false,
         }
+    }
+
+    /// Whether the kernel should answer NXDOMAIN for names that provably do
+    /// not exist. Takes effect at the next sync, and only while every name
+    /// of the table is in the maps: a name left out for lack of room would
+    /// otherwise get NXDOMAIN while it exists.
+    pub fn set_nxdomain(&mut self, wanted: bool) {
+        self.nxdomain_wanted = wanted;
+    }
+
+    /// Whether the kernel currently answers NXDOMAIN.
+    pub fn nxdomain_active(&self) -> bool {
+        self.nxdomain_on
     }
 
     pub fn backend(&self) -> &B {
@@ -243,6 +266,8 @@ impl<B: Backend> Syncer<B> {
         }
         self.refs = refs;
         self.prev = Some(Arc::clone(table));
+        let complete = !self.refs.contains(&NOT_INSTALLED);
+        self.apply_nxdomain(self.nxdomain_wanted && complete, table)?;
         if stats.names_full + stats.answers_full > 0 {
             // Once per sync, not per name: at scale a full map would flood.
             log::warn!(
@@ -256,6 +281,16 @@ impl<B: Backend> Syncer<B> {
             );
         }
         Ok(stats)
+    }
+
+    fn apply_nxdomain(&mut self, on: bool, table: &RecordTable) -> Result<()> {
+        if on != self.nxdomain_on {
+            let zone_len = answer::wire_len(&table.zone().zone) as u32;
+            self.backend.set_nxdomain(on, zone_len)?;
+            self.nxdomain_on = on;
+            log::info!("kernel NXDOMAIN answers {}", if on { "on" } else { "off" });
+        }
+        Ok(())
     }
 
     fn remove(&mut self, name: &Name, r: Refs, now: Instant, stats: &mut SyncStats) -> Result<()> {
@@ -286,6 +321,9 @@ impl<B: Backend> Syncer<B> {
         let t = tier(key.len());
         if old.is_none() && self.name_counts[t] >= self.name_caps[t] {
             stats.names_full += 1;
+            // Absence no longer proves anything: stop negative answers now,
+            // not at the end of the sync.
+            self.apply_nxdomain(false, table)?;
             return Ok(NOT_INSTALLED);
         }
         let a = self.place(
@@ -303,12 +341,18 @@ impl<B: Backend> Syncer<B> {
             aaaa,
             rcode: 0,
             zone: 0,
-            _pad: [0; 2],
+            flags: if *name == table.zone().zone {
+                FLAG_APEX
+            } else {
+                0
+            },
+            _pad: 0,
         };
         if let Err(e) = self.backend.put_name(&key, rec) {
             // The kernel keeps whatever it had; better to withdraw the name
             // entirely than to leave it answering stale records.
             log::warn!("writing {name} failed ({e:#}); withdrawing it to userspace");
+            self.apply_nxdomain(false, table)?;
             self.release(a, now);
             self.release(aaaa, now);
             if let Some(o) = old {

@@ -23,6 +23,7 @@ struct Mem {
     names: Map<Vec<u8>, NameRecord>,
     soa: Map<u32, Vec<u8>>,
     ops: Vec<Op>,
+    nxdomain: Option<u32>,
 }
 
 impl Backend for Mem {
@@ -50,6 +51,10 @@ impl Backend for Mem {
     }
     fn put_soa(&mut self, index: u32, bytes: &[u8]) -> Result<()> {
         self.soa.insert(index, bytes.to_vec());
+        Ok(())
+    }
+    fn set_nxdomain(&mut self, on: bool, zone_len: u32) -> Result<()> {
+        self.nxdomain = on.then_some(zone_len);
         Ok(())
     }
 }
@@ -293,4 +298,30 @@ fn soa_entries_cover_every_question_length_in_the_zone() {
     let want: Vec<u32> = std::iter::once(15).chain(17..=255).collect();
     assert_eq!(have, want);
     assert_eq!(n, want.len());
+}
+
+#[test]
+fn negative_answers_only_while_every_name_is_in_the_maps() {
+    let eps: Vec<(String, String)> = (0..10)
+        .map(|i| (format!("web-{i}"), format!("169.254.1.{}", i + 1)))
+        .collect();
+    let eps: Vec<(&str, &str)> = eps.iter().map(|(h, i)| (h.as_str(), i.as_str())).collect();
+    let small = table(&headless("app", "web", &eps[..2]));
+    let big = table(&headless("app", "web", &eps));
+    let mut s = Syncer::new(Mem::default(), &caps(8, [64, 64, 64]));
+    s.set_nxdomain(true);
+    s.sync(&small).unwrap();
+    // "cluster.local." is 15 bytes on the wire.
+    assert_eq!(s.backend().nxdomain, Some(15));
+    s.sync(&big).unwrap();
+    assert_eq!(
+        s.backend().nxdomain,
+        None,
+        "11 names, room for 8: absence proves nothing"
+    );
+    s.sync(&small).unwrap();
+    assert_eq!(s.backend().nxdomain, Some(15), "complete again");
+    s.set_nxdomain(false);
+    s.sync(&small).unwrap();
+    assert_eq!(s.backend().nxdomain, None, "switched off by configuration");
 }
