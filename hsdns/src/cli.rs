@@ -51,12 +51,41 @@ pub struct SourceArgs {
 pub struct RunArgs {
     #[command(flatten)]
     pub source: SourceArgs,
-    /// Interfaces to attach to (where pod queries arrive). Repeatable.
-    #[arg(long = "interface", short = 'i', required = true, value_name = "IFACE")]
+    /// Interfaces to attach to besides the automatic selection (uplinks,
+    /// or everything when --no-auto-attach). Repeatable.
+    #[arg(long = "interface", short = 'i', value_name = "IFACE")]
     pub interfaces: Vec<String>,
-    /// Destination addresses the kernel answers for (port 53). Repeatable.
+    /// Do not attach to pod interfaces automatically (at start and as they
+    /// appear); only to --interface.
+    #[arg(long)]
+    pub no_auto_attach: bool,
+    /// Automatic selection: attach to interfaces whose name matches (`*`
+    /// wildcards, e.g. cali*, lxc*, veth*). Without any: every veth.
+    #[arg(long = "include", value_name = "PATTERN")]
+    pub include: Vec<String>,
+    /// Automatic selection: never attach to these (`*` wildcards).
+    #[arg(long = "exclude", value_name = "PATTERN")]
+    pub exclude: Vec<String>,
+    /// Node-local addresses: held by --local-interface and answered by the
+    /// kernel (port 53). Repeatable.
     #[arg(long = "dns-addr", default_value = "169.254.20.10", value_name = "IP")]
     pub dns_addrs: Vec<IpAddr>,
+    /// Further addresses the kernel answers for without holding them, e.g.
+    /// the cluster DNS service IP, so pods still pointed at kube-dns are
+    /// answered from the kernel (replies come from that address). Repeatable.
+    #[arg(long = "intercept-addr", value_name = "IP")]
+    pub intercept_addrs: Vec<IpAddr>,
+    /// Dummy interface holding the node-local addresses, created if absent
+    /// (and removed at exit if created).
+    #[arg(long, default_value = "hsdns0", value_name = "NAME")]
+    pub local_interface: String,
+    /// Leave interfaces and addresses alone (something else manages them).
+    #[arg(long)]
+    pub no_local_interface: bool,
+    /// Do not answer NXDOMAIN in the kernel for names that provably do not
+    /// exist (for clusters whose upstream serves other names in the zone).
+    #[arg(long)]
+    pub no_nxdomain: bool,
     /// XDP attach mode.
     #[arg(long, value_enum, default_value = "auto")]
     pub xdp_mode: ModeChoice,

@@ -1,6 +1,7 @@
 //! Wiring: source -> record table -> maps -> attached program, until a signal.
 
 use std::{
+    collections::HashMap,
     fs,
     path::Path,
     sync::Arc,
@@ -8,13 +9,19 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
-use aya::maps::{Map, MapData, PerCpuArray};
+use aya::{
+    Ebpf,
+    maps::{Map, MapData, PerCpuArray},
+    programs::xdp::XdpLinkId,
+};
+use futures::StreamExt as _;
 use hickory_proto::rr::Name;
 use hsdns_common::{Counters, MAP_COUNTERS};
 
 use crate::{
     cli::{RunArgs, SourceArgs},
-    loader::{self, Capacities},
+    links::{self, Link, LinkEvent, Selector},
+    loader::{self, Capacities, ModeChoice},
     maps::{Syncer, bpf::BpfMaps, bpf::sum_counters},
     records::{RecordTable, ZoneConfig},
     source,
@@ -47,6 +54,44 @@ pub fn build_table(args: &SourceArgs) -> Result<RecordTable> {
 }
 
 pub fn run(args: RunArgs) -> Result<()> {
+    if args.interfaces.is_empty() && args.no_auto_attach {
+        bail!("nothing to attach to: give --interface, or drop --no-auto-attach");
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(serve(args))
+}
+
+/// Interfaces the program is attached to, by index.
+struct Attached {
+    links: HashMap<u32, (String, XdpLinkId)>,
+}
+
+impl Attached {
+    fn attach(&mut self, ebpf: &mut Ebpf, link: &Link, mode: ModeChoice) -> Result<()> {
+        if self.links.contains_key(&link.index) {
+            return Ok(());
+        }
+        let prog = loader::program(ebpf)?;
+        let (_, id) = loader::attach(prog, &link.name, mode)?;
+        self.links.insert(link.index, (link.name.clone(), id));
+        Ok(())
+    }
+
+    fn forget(&mut self, ebpf: &mut Ebpf, index: u32) {
+        if let Some((name, id)) = self.links.remove(&index) {
+            // The kernel detached it with the interface; dropping our
+            // handle is all that is left (an error here says just that).
+            if let Ok(prog) = loader::program(ebpf) {
+                let _ = prog.detach(id);
+            }
+            log::info!("{name} is gone");
+        }
+    }
+}
+
+async fn serve(args: RunArgs) -> Result<()> {
     let table = Arc::new(build_table(&args.source)?);
     log::info!("record table: {} names", table.len());
     let caps = Capacities {
@@ -57,14 +102,43 @@ pub fn run(args: RunArgs) -> Result<()> {
             .try_into()
             .context("--answer-capacity")?,
     };
-    let mut ebpf = loader::load(&caps)?;
+    let netlink = links::connect()?;
+    let local = if args.no_local_interface {
+        None
+    } else {
+        let l = links::ensure_local(&netlink, &args.local_interface, &args.dns_addrs).await?;
+        log::info!(
+            "{} holds {:?}{}",
+            l.name,
+            args.dns_addrs,
+            if l.created { " (created)" } else { "" }
+        );
+        Some(l)
+    };
+    let result = serve_with_maps(&args, &caps, table, &netlink).await;
+    if let Some(l) = &local
+        && let Err(e) = links::release_local(&netlink, l).await
+    {
+        log::warn!("cleaning up {}: {e:#}", l.name);
+    }
+    result
+}
+
+async fn serve_with_maps(
+    args: &RunArgs,
+    caps: &Capacities,
+    table: Arc<RecordTable>,
+    netlink: &rtnetlink::Handle,
+) -> Result<()> {
+    let mut ebpf = loader::load(caps)?;
     let _pins = loader::pin_maps(&ebpf, &args.pin_dir)?;
     let mut maps = BpfMaps::take(&mut ebpf)?;
     maps.set_answering(false)?;
-    for addr in &args.dns_addrs {
+    for addr in args.dns_addrs.iter().chain(&args.intercept_addrs) {
         maps.add_dns_addr(*addr)?;
     }
-    let mut syncer = Syncer::new(maps, &caps);
+    let mut syncer = Syncer::new(maps, caps);
+    syncer.set_nxdomain(!args.no_nxdomain);
     let soa = syncer.write_soa(&table)?;
     let stats = syncer.sync(&table)?;
     log::info!(
@@ -72,21 +146,72 @@ pub fn run(args: RunArgs) -> Result<()> {
         syncer.names_installed(),
         stats.answers_written
     );
-    let prog = loader::program(&mut ebpf)?;
-    for iface in &args.interfaces {
-        loader::attach(prog, iface, args.xdp_mode)?;
+
+    // Subscribe before listing, so no interface slips in between.
+    let mut events = if args.no_auto_attach {
+        None
+    } else {
+        Some(Box::pin(links::monitor()?))
+    };
+    let selector = Selector {
+        include: args.include.clone(),
+        exclude: args.exclude.clone(),
+    };
+    let mut attached = Attached {
+        links: HashMap::new(),
+    };
+    let all = links::list(netlink).await?;
+    for name in &args.interfaces {
+        let link = all
+            .iter()
+            .find(|l| &l.name == name)
+            .with_context(|| format!("--interface {name}: no such interface"))?;
+        attached.attach(&mut ebpf, link, args.xdp_mode)?;
+    }
+    if events.is_some() {
+        for link in all.iter().filter(|l| selector.matches(l)) {
+            attached.attach(&mut ebpf, link, args.xdp_mode)?;
+        }
+    }
+    if attached.links.is_empty() {
+        log::warn!("no interface matches yet; waiting for pod interfaces to appear");
     }
     // Only now does the kernel answer: the maps hold the whole table.
     syncer.backend_mut().set_answering(true)?;
     if let Some(f) = &args.ready_file {
         fs::write(f, b"ready\n").with_context(|| format!("writing {}", f.display()))?;
     }
-    log::info!("ready: answering for {:?}", args.dns_addrs);
+    log::info!(
+        "ready: answering for {:?} on {} interfaces",
+        args.dns_addrs
+            .iter()
+            .chain(&args.intercept_addrs)
+            .collect::<Vec<_>>(),
+        attached.links.len()
+    );
 
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(wait_for_signal())?;
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            Some(ev) = async { events.as_mut()?.next().await }, if events.is_some() => {
+                match ev {
+                    LinkEvent::New(link) if selector.matches(&link) => {
+                        // A pod interface that cannot be attached is logged,
+                        // not fatal: its queries go up the normal path.
+                        if let Err(e) = attached.attach(&mut ebpf, &link, args.xdp_mode) {
+                            log::warn!("{}: {e:#}", link.name);
+                        }
+                    }
+                    LinkEvent::New(_) => {}
+                    LinkEvent::Removed { index } => attached.forget(&mut ebpf, index),
+                }
+            }
+        }
+    }
     log::info!("shutting down");
     // Pass everything up before the program goes, then detach by dropping.
     syncer.backend_mut().set_answering(false)?;
@@ -95,17 +220,6 @@ pub fn run(args: RunArgs) -> Result<()> {
     drop(ebpf);
     if let Some(f) = &args.ready_file {
         let _ = fs::remove_file(f);
-    }
-    Ok(())
-}
-
-async fn wait_for_signal() -> Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
     }
     Ok(())
 }

@@ -6,6 +6,7 @@
 pub mod cli;
 pub mod daemon;
 pub mod dns;
+pub mod links;
 pub mod loader;
 pub mod maps;
 pub mod records;
