@@ -6,7 +6,7 @@ pub mod resolver;
 pub mod testing;
 
 pub use answer::{Encoded, answer_section, opt_record, soa_authority};
-pub use resolver::{PassReason, Verdict, respond};
+pub use resolver::{PassReason, Verdict, respond, respond_any_type};
 
 #[cfg(test)]
 mod tests;

@@ -16,18 +16,24 @@
 //!    query;
 //! 6. bytes after the last record: malformed;
 //! 7. name not in the table: unknown name;
-//! 8. reply larger than the client accepts: too large.
+//! 8. a name whose A/AAAA answers live in userspace only
+//!    ([`NameEntry::kernel_answerable`](crate::records::NameEntry::kernel_answerable)):
+//!    userspace only;
+//! 9. reply larger than the client accepts: too large.
+//!
+//! [`respond_any_type`] is the userspace server's answerer for everything
+//! the kernel passes up: every type, NXDOMAIN, truncation.
 //!
 //! The reply is built from scratch with hickory (never from the precomputed
 //! pieces of `answer`), so equality with the kernel's reply is evidence.
-use hickory_proto::op::{Header, Message, MessageType, OpCode, Query};
-use hickory_proto::rr::rdata::{A, AAAA};
-use hickory_proto::rr::{DNSClass, RData, Record, RecordType};
+use hickory_proto::op::{Edns, Header, Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, PTR, TXT};
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable as _, BinDecoder};
 use hsdns_common::{Counters, EDNS_UDP_SIZE, MAX_NAME_LEN, PLAIN_UDP_SIZE};
 
 use super::answer::{HEADER_LEN, OPT_RECORD_LEN, server_edns};
-use crate::records::RecordTable;
+use crate::records::{DNS_VERSION_TTL, RecordTable};
 
 /// What to do with a query.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,6 +52,9 @@ pub enum PassReason {
     UnknownName,
     TooLarge,
     Malformed,
+    /// The name exists but its A/AAAA answers come from userspace (a CNAME,
+    /// or a name only the upstream knows): the syncer marks it "pass".
+    UserspaceOnly,
     /// hickory failed to encode a reply (a bug, never expected).
     Internal,
 }
@@ -59,6 +68,7 @@ impl PassReason {
             Self::UnknownName => "pass_unknown_name",
             Self::TooLarge => "pass_too_large",
             Self::Malformed => "pass_malformed",
+            Self::UserspaceOnly => "pass_userspace_only",
             Self::Internal => "pass_internal",
         }
     }
@@ -71,6 +81,7 @@ impl PassReason {
             Self::UnknownName => &mut counters.pass_unknown_name,
             Self::TooLarge => &mut counters.pass_too_large,
             Self::Malformed => &mut counters.pass_malformed,
+            Self::UserspaceOnly => &mut counters.pass_userspace_only,
             Self::Internal => &mut counters.pass_internal,
         };
         *field += 1;
@@ -120,31 +131,37 @@ fn reply(table: &RecordTable, query: &[u8], rotate: usize) -> Result<Vec<u8>, Pa
         return Err(UnsupportedType);
     }
 
+    let rest = &query[decoder.index()..];
     let client_payload = if counts.additionals == 1 {
-        let rest = &query[decoder.index()..];
         if rest.len() < OPT_RECORD_LEN {
             return Err(Malformed);
         }
-        // Owner byte 0 (root), TYPE, CLASS, ext-RCODE, VERSION, flags,
-        // RDLENGTH: the kernel reads these offsets, hickory would accept a
-        // compressed root owner or options.
+        // Owner byte 0 (root), TYPE, CLASS (the payload size), ext-RCODE,
+        // VERSION, flags, RDLENGTH, at the offsets the kernel reads. Options
+        // (a client COOKIE, padding, ECS) are skipped unread and never
+        // echoed, as RFC 6891/7873 allow a server that does not implement
+        // them; hickory would also accept a compressed root owner.
         let rtype = u16::from_be_bytes([rest[1], rest[2]]);
         let version = rest[6];
-        let rdlength = u16::from_be_bytes([rest[9], rest[10]]);
-        if rest[0] != 0 || rtype != u16::from(RecordType::OPT) || version != 0 || rdlength != 0 {
+        let rdlength = usize::from(u16::from_be_bytes([rest[9], rest[10]]));
+        if rest[0] != 0 || rtype != u16::from(RecordType::OPT) || version != 0 {
             return Err(UnsupportedQuery);
         }
-        let opt = Record::read(&mut decoder).map_err(|_| Malformed)?;
-        let edns = hickory_proto::op::Edns::from(&opt);
-        Some(edns.max_payload())
+        if rest.len() != OPT_RECORD_LEN + rdlength {
+            return Err(Malformed);
+        }
+        Some(u16::from_be_bytes([rest[3], rest[4]]))
     } else {
+        if !rest.is_empty() {
+            return Err(Malformed);
+        }
         None
     };
-    if !decoder.is_empty() {
-        return Err(Malformed);
-    }
 
     let entry = table.get(question.name()).ok_or(UnknownName)?;
+    if !entry.kernel_answerable() {
+        return Err(UserspaceOnly);
+    }
     let qname = question.name().clone();
     let ttl = table.zone().ttl;
     let mut msg = Message::response(meta.id, OpCode::Query);
@@ -209,4 +226,196 @@ fn plain_name_len(bytes: &[u8]) -> Option<usize> {
             return Some(pos);
         }
     }
+}
+
+/// Largest reply over TCP (RFC 1035 4.2.2: a two-byte length prefix).
+const TCP_MAX: usize = u16::MAX as usize;
+
+/// Answers any question the table can answer: what the userspace server
+/// calls for queries the kernel passes up (and may call for any query).
+///
+/// `max_udp` is the transport: `Some(n)` for UDP, where the reply must fit
+/// the client's buffer (its EDNS payload size, 512 without EDNS) clamped to
+/// `512..=n`; `None` for TCP (up to 65535 bytes).
+///
+/// [`Verdict::Answer`] is a complete authoritative reply:
+/// - A/AAAA/SRV/TXT/CNAME/SOA records of a name in the table; an SRV answer
+///   carries its targets' A/AAAA records in the additional section;
+/// - for an ExternalName service, the CNAME for every question type (RFC
+///   1034 3.6.2; the server may chase it, this function never does);
+/// - NODATA (the zone's SOA in the authority section) for a name in the
+///   table without records of the asked type;
+/// - NXDOMAIN with the SOA for [`RecordTable::is_nxdomain`] names;
+/// - the PTR records of the zone's addresses (`in-addr.arpa.`/`ip6.arpa.`,
+///   no additional section);
+/// - when the reply does not fit: first without the additional section
+///   (optional data, RFC 2181 9), then header, question and OPT with TC set,
+///   so the client retries over TCP.
+///
+/// [`Verdict::Pass`] means "not ours, forward upstream", with the reason:
+/// a name outside the zone that is not a known PTR name, a name under the
+/// zone the table cannot prove absent (`pod.<zone>`, a namespace without
+/// services), `ns.dns.<zone>` (only the upstream knows its addresses), NS
+/// at the apex (the upstream has the glue), ANY, zone transfers, classes
+/// other than IN, non-PTR types at reverse names (no SOA of ours for those
+/// zones), and messages that are not one standard query (including EDNS
+/// versions other than 0, which the upstream answers with BADVERS).
+pub fn respond_any_type(table: &RecordTable, query: &[u8], max_udp: Option<u16>) -> Verdict {
+    match reply_any_type(table, query, max_udp) {
+        Ok(bytes) => Verdict::Answer(bytes),
+        Err(reason) => Verdict::Pass(reason),
+    }
+}
+
+fn reply_any_type(
+    table: &RecordTable,
+    query: &[u8],
+    max_udp: Option<u16>,
+) -> Result<Vec<u8>, PassReason> {
+    use PassReason::*;
+    let q = Message::from_vec(query).map_err(|_| Malformed)?;
+    let meta = &q.metadata;
+    if meta.message_type != MessageType::Query
+        || meta.op_code != OpCode::Query
+        || q.queries.len() != 1
+        || q.edns.as_ref().is_some_and(|e| e.version() != 0)
+    {
+        return Err(UnsupportedQuery);
+    }
+    let question = &q.queries[0];
+    let qtype = question.query_type();
+    if question.query_class() != DNSClass::IN
+        || matches!(
+            qtype,
+            RecordType::ANY | RecordType::AXFR | RecordType::IXFR | RecordType::OPT
+        )
+    {
+        return Err(UnsupportedType);
+    }
+    let mut qname = question.name().clone();
+    qname.set_fqdn(true);
+    let ttl = table.zone().ttl;
+    let zone = &table.zone().zone;
+
+    let mut msg = Message::response(meta.id, OpCode::Query);
+    msg.metadata.authoritative = true;
+    msg.metadata.recursion_desired = meta.recursion_desired;
+    msg.metadata.checking_disabled = meta.checking_disabled;
+    msg.add_query(question.clone());
+    if q.edns.is_some() {
+        msg.set_edns(server_edns());
+    }
+    let rr = |data: RData| Record::from_rdata(qname.clone(), ttl, data);
+
+    if !zone.zone_of(&qname) {
+        // Reverse names: answered for the zone's addresses, else upstream.
+        let targets = table.ptr(&qname).ok_or(UnknownName)?;
+        if qtype != RecordType::PTR {
+            return Err(UnsupportedType);
+        }
+        msg.add_answers(targets.into_iter().map(|t| rr(RData::PTR(PTR(t)))));
+        return finish(msg, q.edns.as_ref(), max_udp);
+    }
+
+    // The zone as the client spelled it, so the SOA compresses into the
+    // question.
+    let zone_as_asked = qname.trim_to(zone.iter().len());
+    let soa_rr = || {
+        Record::from_rdata(
+            zone_as_asked.clone(),
+            ttl,
+            RData::SOA(table.soa(&zone_as_asked)),
+        )
+    };
+    let Some(entry) = table.get(&qname) else {
+        if !table.is_nxdomain(&qname) {
+            return Err(UnknownName);
+        }
+        msg.metadata.response_code = ResponseCode::NXDomain;
+        msg.add_authority(soa_rr());
+        return finish(msg, q.edns.as_ref(), max_udp);
+    };
+    if entry.upstream_only() {
+        return Err(UserspaceOnly);
+    }
+    let is_apex = qname == *zone;
+    if let Some(target) = entry.cname() {
+        msg.add_answer(rr(RData::CNAME(CNAME(target.clone()))));
+        return finish(msg, q.edns.as_ref(), max_udp);
+    }
+    match qtype {
+        RecordType::A => msg.add_answers(entry.a.iter().map(|ip| rr(RData::A(A(*ip))))),
+        RecordType::AAAA => msg.add_answers(entry.aaaa.iter().map(|ip| rr(RData::AAAA(AAAA(*ip))))),
+        RecordType::TXT => msg.add_answers(entry.txt().map(|text| {
+            Record::from_rdata(
+                qname.clone(),
+                DNS_VERSION_TTL,
+                RData::TXT(TXT::new(vec![text.to_owned()])),
+            )
+        })),
+        RecordType::SRV => {
+            let records = table.srv(&qname).unwrap_or_default();
+            // Each target's addresses once, A before AAAA, in record order.
+            let mut seen: Vec<&Name> = Vec::new();
+            let mut extra = Vec::new();
+            for srv in &records {
+                if seen.contains(&&srv.target) {
+                    continue;
+                }
+                seen.push(&srv.target);
+                if let Some(t) = table.get(&srv.target) {
+                    let owner = || srv.target.clone();
+                    extra.extend(
+                        t.a.iter()
+                            .map(|ip| Record::from_rdata(owner(), ttl, RData::A(A(*ip)))),
+                    );
+                    extra.extend(
+                        t.aaaa
+                            .iter()
+                            .map(|ip| Record::from_rdata(owner(), ttl, RData::AAAA(AAAA(*ip)))),
+                    );
+                }
+            }
+            msg.add_additionals(extra);
+            msg.add_answers(records.into_iter().map(|srv| rr(RData::SRV(srv))))
+        }
+        RecordType::SOA if is_apex => msg.add_answer(soa_rr()),
+        RecordType::NS if is_apex => return Err(UnsupportedType),
+        _ => &mut msg,
+    };
+    if msg.answers.is_empty() {
+        msg.add_authority(soa_rr());
+    }
+    finish(msg, q.edns.as_ref(), max_udp)
+}
+
+/// Encodes `msg` within the size the transport and the client allow,
+/// dropping the additional section first, then everything but the
+/// question (TC set).
+fn finish(
+    mut msg: Message,
+    edns: Option<&Edns>,
+    max_udp: Option<u16>,
+) -> Result<Vec<u8>, PassReason> {
+    let limit = match max_udp {
+        None => TCP_MAX,
+        Some(cap) => {
+            let client = edns.map_or(PLAIN_UDP_SIZE, Edns::max_payload);
+            usize::from(client.clamp(PLAIN_UDP_SIZE, cap.max(PLAIN_UDP_SIZE)))
+        }
+    };
+    let encode = |m: &Message| m.to_vec().map_err(|_| PassReason::Internal);
+    let wire = encode(&msg)?;
+    if wire.len() <= limit && wire[2] & 0x02 == 0 {
+        return Ok(wire);
+    }
+    msg.additionals.clear();
+    let wire = encode(&msg)?;
+    if wire.len() <= limit && wire[2] & 0x02 == 0 {
+        return Ok(wire);
+    }
+    msg.answers.clear();
+    msg.authorities.clear();
+    msg.metadata.truncation = true;
+    encode(&msg)
 }

@@ -7,7 +7,7 @@ use proptest::prelude::*;
 
 use super::answer::wire_len;
 use super::testing::kernel_style_reply;
-use super::{PassReason, Verdict, respond};
+use super::{PassReason, Verdict, respond, respond_any_type};
 use crate::records::{RecordTable, ZoneConfig};
 use crate::source::{embedded_seed, parse_manifests};
 
@@ -178,7 +178,8 @@ fn assert_pass(table: &RecordTable, query: &[u8], reason: PassReason) {
 fn every_seed_name_and_type_matches_the_kernel_assembly() {
     let t = seed();
     let mut answered = 0;
-    for (name, _) in t.iter() {
+    // Names answered in userspace (ns.dns.<zone>) are passed by both.
+    for (name, _) in t.iter().filter(|(_, e)| e.kernel_answerable()) {
         let name = name.to_ascii();
         for qtype in [RecordType::A, RecordType::AAAA] {
             for upper in [&[][..], &[true], &[true, false], &[false, false, true]] {
@@ -207,7 +208,7 @@ fn every_seed_name_and_type_matches_the_kernel_assembly() {
             }
         }
     }
-    assert_eq!(answered, 4 * 2 * 4 * 5 * 4);
+    assert_eq!(answered, (t.len() as u16 - 1) * 2 * 4 * 5 * 4);
 }
 
 #[test]
@@ -455,12 +456,25 @@ fn edns_rules() {
     let opt_at = good.len() - 11;
     assert_eq!(good[opt_at..opt_at + 3], [0, 0, 41]);
 
-    // A cookie option (RFC 7873): RDLENGTH 12.
+    // A client cookie option (RFC 7873): answered as a server without
+    // cookie support does, the option ignored and not echoed.
     let mut cookie = good.clone();
     set_u16(&mut cookie, opt_at + 9, 12);
     cookie.extend_from_slice(&[0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8]);
     assert!(Message::from_vec(&cookie).unwrap().edns.is_some());
-    assert_pass(&t, &cookie, PassReason::UnsupportedQuery);
+    assert_answered(&t, &cookie);
+    let Verdict::Answer(reply) = respond(&t, &cookie) else {
+        unreachable!()
+    };
+    let reply = Message::from_vec(&reply).unwrap();
+    assert!(
+        reply.edns.unwrap().options().as_ref().is_empty(),
+        "no option echoed"
+    );
+    // Options that overrun the message are malformed.
+    let mut overrun = cookie.clone();
+    set_u16(&mut overrun, opt_at + 9, 13);
+    assert_pass(&t, &overrun, PassReason::Malformed);
 
     let mut v1 = good.clone();
     v1[opt_at + 6] = 1;
@@ -544,10 +558,11 @@ fn question_rules() {
         &query("example.com.", RecordType::A, PLAIN),
         PassReason::UnknownName,
     );
-    assert_pass(
-        &t,
-        &query("cluster.local.", RecordType::A, PLAIN),
-        PassReason::UnknownName,
+    // The apex exists without addresses: NODATA, as the kernel answers.
+    assert!(
+        assert_answered(&t, &query("cluster.local.", RecordType::A, PLAIN))
+            .answers
+            .is_empty()
     );
 
     // Compression pointer in the question, even one hickory resolves.
@@ -748,7 +763,8 @@ proptest! {
         edns in proptest::option::of(any::<u16>()),
     ) {
         prop_assume!(!table.is_empty());
-        let (name, _) = table.iter().nth(pick.index(table.len())).unwrap();
+        let (name, entry) = table.iter().nth(pick.index(table.len())).unwrap();
+        prop_assume!(entry.kernel_answerable());
         let qtype = if aaaa { RecordType::AAAA } else { RecordType::A };
         let mut q = query_for(&cased(&name.to_ascii(), &upper), qtype, DNSClass::IN, Opts { id, rd: false, cd: false, edns });
         // Every header bit the kernel does not look at, randomised; the
@@ -778,6 +794,251 @@ proptest! {
         let t = seed();
         if let Verdict::Answer(_) = respond(&t, &bytes) {
             assert_answered(&t, &bytes);
+        }
+    }
+}
+
+// ---- respond_any_type: the userspace answers for what the kernel passes ----
+
+fn ask(t: &RecordTable, name: &str, qtype: RecordType, max_udp: Option<u16>) -> Message {
+    match respond_any_type(t, &query(name, qtype, PLAIN), max_udp) {
+        Verdict::Answer(bytes) => Message::from_vec(&bytes).unwrap(),
+        other => panic!("{name} {qtype}: {other:?}"),
+    }
+}
+
+fn rdata(rrs: &[hickory_proto::rr::Record]) -> Vec<String> {
+    rrs.iter()
+        .map(|r| format!("{} {} {}", r.name, r.record_type(), r.data))
+        .collect()
+}
+
+#[test]
+fn any_type_conformance_seed() {
+    let t = seed();
+    let m = ask(
+        &t,
+        "_web._tcp.nginx-headless.test.svc.cluster.local.",
+        RecordType::SRV,
+        Some(1232),
+    );
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert!(m.metadata.authoritative);
+    assert_eq!(
+        rdata(&m.answers),
+        (0..3)
+            .map(|i| format!(
+                "_web._tcp.nginx-headless.test.svc.cluster.local. SRV 0 16 80 nginx-{i}.nginx-headless.test.svc.cluster.local."
+            ))
+            .collect::<Vec<_>>()
+    );
+    // Additional: each target's A then AAAA.
+    assert_eq!(m.additionals.len(), 6);
+    assert_eq!(
+        rdata(&m.additionals)[..2],
+        [
+            "nginx-0.nginx-headless.test.svc.cluster.local. A 169.254.10.10",
+            "nginx-0.nginx-headless.test.svc.cluster.local. AAAA fd00:10::10"
+        ]
+    );
+    let m = ask(
+        &t,
+        "10.10.254.169.in-addr.arpa.",
+        RecordType::PTR,
+        Some(1232),
+    );
+    assert_eq!(
+        rdata(&m.answers),
+        ["10.10.254.169.in-addr.arpa. PTR nginx-0.nginx-headless.test.svc.cluster.local."]
+    );
+    let m = ask(&t, "dns-version.cluster.local.", RecordType::TXT, None);
+    assert_eq!(rdata(&m.answers), ["dns-version.cluster.local. TXT 1.1.0"]);
+    assert_eq!(m.answers[0].ttl, 28800);
+    let m = ask(&t, "Cluster.Local.", RecordType::SOA, None);
+    assert_eq!(m.answers.len(), 1);
+    assert_eq!(m.answers[0].record_type(), RecordType::SOA);
+    // A/AAAA as the kernel gives them.
+    let m = ask(
+        &t,
+        "nginx-1.nginx-headless.test.svc.cluster.local.",
+        RecordType::AAAA,
+        None,
+    );
+    assert_eq!(
+        rdata(&m.answers),
+        ["nginx-1.nginx-headless.test.svc.cluster.local. AAAA fd00:10::11"]
+    );
+    // NODATA with SOA: existing names without the type.
+    for (n, q) in [
+        ("nginx-headless.test.svc.cluster.local.", RecordType::SRV),
+        ("test.svc.cluster.local.", RecordType::A),
+        (
+            "_web._tcp.nginx-headless.test.svc.cluster.local.",
+            RecordType::A,
+        ),
+        ("dns-version.cluster.local.", RecordType::A),
+        ("svc.cluster.local.", RecordType::TXT),
+    ] {
+        let m = ask(&t, n, q, Some(1232));
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{n}");
+        assert!(m.answers.is_empty(), "{n}");
+        assert_eq!(m.authorities[0].record_type(), RecordType::SOA, "{n}");
+    }
+    // NXDOMAIN with SOA.
+    for n in [
+        "nginx-0.nginx-headless.test.test.svc.cluster.local.",
+        "example.com.svc.cluster.local.",
+        "example.com.cluster.local.",
+    ] {
+        let m = ask(&t, n, RecordType::SRV, Some(1232));
+        assert_eq!(m.metadata.response_code, ResponseCode::NXDomain, "{n}");
+        assert_eq!(m.authorities[0].record_type(), RecordType::SOA, "{n}");
+    }
+    // Forwarded upstream.
+    for (n, q) in [
+        ("example.com.", RecordType::A),
+        ("1.2.3.4.in-addr.arpa.", RecordType::PTR),
+        ("10.10.254.169.in-addr.arpa.", RecordType::A),
+        ("x.test.pod.cluster.local.", RecordType::A),
+        ("ns.dns.cluster.local.", RecordType::A),
+        ("cluster.local.", RecordType::NS),
+        ("cluster.local.", RecordType::ANY),
+    ] {
+        assert!(
+            matches!(
+                respond_any_type(&t, &query(n, q, PLAIN), Some(1232)),
+                Verdict::Pass(_)
+            ),
+            "{n} {q}"
+        );
+    }
+}
+
+const DUAL: &str = "apiVersion: v1
+kind: Service
+metadata: {name: kubernetes, namespace: default}
+spec:
+  clusterIP: 10.3.0.1
+  clusterIPs: [10.3.0.1, '2001:db8::1']
+  ports: [{name: https, port: 443, protocol: TCP}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: foo, namespace: default}
+spec: {type: ExternalName, externalName: www.example.com}
+";
+
+#[test]
+fn any_type_conformance_dual_stack_cluster_ip_and_external_name() {
+    let t = RecordTable::build(
+        &ZoneConfig::default(),
+        &parse_manifests("dual.yaml", DUAL).unwrap(),
+        1,
+    );
+    let svc = "kubernetes.default.svc.cluster.local.";
+    assert_eq!(
+        rdata(&ask(&t, svc, RecordType::A, None).answers),
+        [format!("{svc} A 10.3.0.1")]
+    );
+    assert_eq!(
+        rdata(&ask(&t, svc, RecordType::AAAA, None).answers),
+        [format!("{svc} AAAA 2001:db8::1")]
+    );
+    let m = ask(
+        &t,
+        "_https._tcp.kubernetes.default.svc.cluster.local.",
+        RecordType::SRV,
+        None,
+    );
+    assert_eq!(
+        rdata(&m.answers),
+        [format!(
+            "_https._tcp.kubernetes.default.svc.cluster.local. SRV 0 50 443 {svc}"
+        )]
+    );
+    assert_eq!(
+        rdata(&m.additionals),
+        [
+            format!("{svc} A 10.3.0.1"),
+            format!("{svc} AAAA 2001:db8::1")
+        ]
+    );
+    let m = ask(&t, "1.0.3.10.in-addr.arpa.", RecordType::PTR, None);
+    assert_eq!(
+        rdata(&m.answers),
+        [format!("1.0.3.10.in-addr.arpa. PTR {svc}")]
+    );
+    let v6 = "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa.";
+    assert_eq!(
+        rdata(&ask(&t, v6, RecordType::PTR, None).answers),
+        [format!("{v6} PTR {svc}")]
+    );
+    // ExternalName: the CNAME for every type; the kernel passes A/AAAA.
+    for q in [RecordType::A, RecordType::AAAA, RecordType::CNAME] {
+        let m = ask(&t, "foo.default.svc.cluster.local.", q, None);
+        assert_eq!(
+            rdata(&m.answers),
+            ["foo.default.svc.cluster.local. CNAME www.example.com."]
+        );
+    }
+    assert_eq!(
+        respond(
+            &t,
+            &query("foo.default.svc.cluster.local.", RecordType::A, PLAIN)
+        ),
+        Verdict::Pass(PassReason::UserspaceOnly)
+    );
+}
+
+#[test]
+fn any_type_truncates_additional_first_then_sets_tc() {
+    let t = headless_with(40);
+    let n = "big.test.svc.cluster.local.";
+    let q = query(
+        n,
+        RecordType::A,
+        Opts {
+            edns: None,
+            ..PLAIN
+        },
+    );
+    let Verdict::Answer(b) = respond_any_type(&t, &q, Some(1232)) else {
+        panic!()
+    };
+    let m = Message::from_vec(&b).unwrap();
+    assert!(m.metadata.truncation && m.answers.is_empty());
+    let Verdict::Answer(b) = respond_any_type(&t, &q, None) else {
+        panic!()
+    };
+    let m = Message::from_vec(&b).unwrap();
+    assert!(!m.metadata.truncation);
+    assert_eq!(m.answers.len(), 40);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn table_names_are_never_nxdomain_and_kernel_answers_match(table in table_strategy()) {
+        for (name, entry) in table.iter() {
+            prop_assert!(!table.is_nxdomain(name));
+            for qtype in [RecordType::A, RecordType::AAAA] {
+                let want: Vec<RData> = match qtype {
+                    RecordType::A => entry.a.iter().map(|ip| RData::A(A(*ip))).collect(),
+                    _ => entry.aaaa.iter().map(|ip| RData::AAAA(AAAA(*ip))).collect(),
+                };
+                let section = super::answer_section(&table, name, qtype);
+                prop_assert_eq!(section.map(|s| usize::from(s.count)), (!want.is_empty()).then_some(want.len()));
+                if entry.kernel_answerable() {
+                    let q = query_for(name, qtype, DNSClass::IN, PLAIN);
+                    if let Verdict::Answer(bytes) = respond_any_type(&table, &q, None) {
+                        let got: Vec<RData> = Message::from_vec(&bytes).unwrap().answers.iter().map(|r| r.data.clone()).collect();
+                        prop_assert_eq!(got, want);
+                    } else {
+                        prop_assert!(false, "{} not answered", name);
+                    }
+                }
+            }
         }
     }
 }

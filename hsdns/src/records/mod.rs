@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use anyhow::{Context as _, Result, bail};
 use hickory_proto::rr::Name;
-use hickory_proto::rr::rdata::SOA;
+use hickory_proto::rr::rdata::{SOA, SRV};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
 
@@ -83,11 +83,86 @@ impl ZoneConfig {
     }
 }
 
-/// The addresses of one name, each list sorted and free of duplicates.
+/// The schema version `dns-version.<zone>` announces (spec 2.2).
+pub const DNS_SCHEMA_VERSION: &str = "1.1.0";
+/// TTL of the `dns-version` TXT record: CoreDNS's (and the spec example's).
+/// The record never changes while the daemon runs.
+pub const DNS_VERSION_TTL: u32 = 28800;
+
+/// What one name holds: its addresses (the only records the kernel answers),
+/// and for the few names that have them, the other records.
+///
+/// `a` and `aaaa` are sorted and free of duplicates. A name whose lists are
+/// both empty still exists: A/AAAA questions for it get NODATA (unless
+/// [`NameEntry::kernel_answerable`] says otherwise).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NameEntry {
     pub a: Vec<Ipv4Addr>,
     pub aaaa: Vec<Ipv6Addr>,
+    /// Boxed so the common entry (a pod name: addresses only) pays one
+    /// pointer for it.
+    other: Option<Box<Other>>,
+}
+
+/// Records other than A/AAAA, stored in a form the records are derived from
+/// on demand (see [`RecordTable::srv`]): rendering them for every name of a
+/// 150,000-pod cluster would cost more than the rest of the table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Other {
+    /// `_<port>._<proto>.<svc>.<ns>.svc.<zone>`: the SRV set.
+    Srv(SrvSet),
+    /// An ExternalName service (spec 2.5): the CNAME target.
+    Cname(Name),
+    /// `dns-version.<zone>` (spec 2.2).
+    SchemaVersion,
+    /// `ns.dns.<zone>`, the name in the SOA: it exists (CoreDNS answers it
+    /// with its own service addresses), but only the upstream cluster DNS
+    /// knows those addresses, so every question for it is passed up.
+    Upstream,
+}
+
+/// The SRV records of one `_<port>._<proto>` name. Priority is always 0 and
+/// every record has the same weight, as CoreDNS gives them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct SrvSet {
+    weight: u16,
+    /// `(port, target)`, sorted and free of duplicates.
+    targets: Box<[(u16, Target)]>,
+}
+
+/// A target name relative to a service: the service itself, or an endpoint
+/// under it (`<label>.<svc>.<ns>.svc.<zone>`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Target {
+    Service,
+    /// An endpoint with a hostname.
+    Host(Box<str>),
+    /// An endpoint without one, named after its address ([`dashed`]).
+    Ip(IpAddr),
+}
+
+impl Target {
+    fn endpoint(host: Option<&str>, ip: IpAddr) -> Self {
+        match host {
+            Some(h) => Target::Host(h.into()),
+            None => Target::Ip(ip),
+        }
+    }
+
+    fn under(&self, service: &Name) -> Option<Name> {
+        match self {
+            Target::Service => Some(service.clone()),
+            Target::Host(h) => service.prepend_label(h.as_bytes()).ok(),
+            Target::Ip(ip) => service.prepend_label(dashed(*ip).as_bytes()).ok(),
+        }
+    }
+}
+
+/// One PTR record: a target under `services[service]`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct PtrTarget {
+    service: u32,
+    target: Target,
 }
 
 impl NameEntry {
@@ -107,16 +182,78 @@ impl NameEntry {
         self.aaaa.shrink_to_fit();
     }
 
-    fn is_empty(&self) -> bool {
-        self.a.is_empty() && self.aaaa.is_empty()
+    fn with(other: Other) -> Self {
+        NameEntry {
+            other: Some(Box::new(other)),
+            ..NameEntry::default()
+        }
+    }
+
+    fn has_addresses(&self) -> bool {
+        !self.a.is_empty() || !self.aaaa.is_empty()
+    }
+
+    /// Whether the kernel may answer A/AAAA questions for this name from
+    /// `a`/`aaaa` (records, or NODATA when empty). False for an ExternalName
+    /// service (its answer is a CNAME, which the kernel never sends) and for
+    /// `ns.dns.<zone>` (only the upstream knows its addresses): the syncer
+    /// must mark both types "pass" for such a name, and userspace answers
+    /// them with [`crate::dns::resolver::respond_any_type`].
+    pub fn kernel_answerable(&self) -> bool {
+        !matches!(
+            self.other.as_deref(),
+            Some(Other::Cname(_) | Other::Upstream)
+        )
+    }
+
+    /// The CNAME target of an ExternalName service.
+    pub fn cname(&self) -> Option<&Name> {
+        match self.other.as_deref() {
+            Some(Other::Cname(target)) => Some(target),
+            _ => None,
+        }
+    }
+
+    /// The TXT text of `dns-version.<zone>`.
+    pub fn txt(&self) -> Option<&'static str> {
+        match self.other.as_deref() {
+            Some(Other::SchemaVersion) => Some(DNS_SCHEMA_VERSION),
+            _ => None,
+        }
+    }
+
+    /// Whether the name has SRV records ([`RecordTable::srv`] renders them).
+    pub fn has_srv(&self) -> bool {
+        matches!(self.other.as_deref(), Some(Other::Srv(_)))
+    }
+
+    /// Whether only the upstream cluster DNS can answer for this name.
+    pub fn upstream_only(&self) -> bool {
+        matches!(self.other.as_deref(), Some(Other::Upstream))
     }
 }
 
-/// Every name of the cluster zone the responder answers for.
+/// Every name of the cluster zone, with its records, and the reverse
+/// (PTR) records of the zone's addresses.
 ///
-/// Only names with at least one address are present: a headless Service
-/// without ready endpoints is absent, so queries for it go to the
-/// fallback resolver instead of getting an authoritative answer from us.
+/// **Completeness invariant**: a name under `<zone>` outside `pod.<zone>`
+/// that is not in [`RecordTable::iter`] does not exist. [`Self::is_nxdomain`]
+/// turns that into the NXDOMAIN rule the kernel and userspace share. So the
+/// table lists, besides the names with addresses, every name that exists
+/// without them: the apex, `svc.<zone>`, `dns-version.<zone>` (TXT),
+/// `ns.dns.<zone>` (answered upstream), each namespace that holds a service
+/// (`<ns>.svc.<zone>`), ExternalName services (CNAME), SRV names
+/// `_<port>._<proto>.<svc>.<ns>.svc.<zone>` and the empty non-terminals
+/// `_<proto>.<svc>.<ns>.svc.<zone>` above them.
+///
+/// Names the spec says must not exist are absent: a headless service
+/// without a ready endpoint (spec 2.4.1: NXDOMAIN), a service with no usable
+/// address (no clusterIP allocated, an ExternalName that is not a domain
+/// name: CoreDNS answers NXDOMAIN for both).
+///
+/// PTR names (`in-addr.arpa.`, `ip6.arpa.`) are outside the zone and kept
+/// apart, so [`Self::iter`] (what the kernel maps hold) yields names under
+/// the zone only, and a cluster's reverse names never take kernel map room.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RecordTable {
     zone: ZoneConfig,
@@ -124,6 +261,120 @@ pub struct RecordTable {
     /// Keys are lowercase FQDNs; `Name`'s ordering ignores case, so lookups
     /// with a query's mixed-case name (0x20 encoding) find them directly.
     names: BTreeMap<Name, NameEntry>,
+    /// Service names the PTR targets are relative to.
+    services: Vec<Name>,
+    /// Address to PTR targets, sorted and free of duplicates.
+    ptr: BTreeMap<IpAddr, Box<[PtrTarget]>>,
+}
+
+/// Under `svc.<zone>`, names with at least this many labels before `svc`
+/// (services, and names below them) that are not in the table get NXDOMAIN;
+/// the kernel applies the same rule (`hsdns_common::Config::nxdomain`).
+/// Namespaces are left alone: one without services exists all the same.
+pub const NXDOMAIN_MIN_LABELS_BEFORE_SVC: usize = 2;
+
+/// Collects the records of one build.
+#[derive(Default)]
+struct Builder {
+    names: BTreeMap<Name, NameEntry>,
+    services: Vec<Name>,
+    ptr: BTreeMap<IpAddr, Vec<PtrTarget>>,
+}
+
+impl Builder {
+    fn entry(&mut self, name: Name) -> &mut NameEntry {
+        self.names.entry(name).or_default()
+    }
+
+    /// Adds a name that exists without records of its own, unless present.
+    fn exists(&mut self, name: Name) {
+        self.names.entry(name).or_default();
+    }
+
+    fn other(&mut self, name: Name, other: Other) {
+        self.names.insert(name, NameEntry::with(other));
+    }
+
+    /// Registers a service name as a PTR target base; returns its index.
+    fn service_index(&mut self, name: &Name) -> u32 {
+        self.services.push(name.clone());
+        (self.services.len() - 1) as u32
+    }
+
+    /// SRV names and the empty non-terminal `_<proto>.<svc>` above them.
+    fn srv(&mut self, svc_name: &Name, sets: BTreeMap<(String, String), SrvCollect>) {
+        for ((port, proto), set) in sets {
+            let Some(proto_name) = svc_name.prepend_label(format!("_{proto}").as_bytes()).ok()
+            else {
+                continue;
+            };
+            let Some(srv_name) = proto_name.prepend_label(format!("_{port}").as_bytes()).ok()
+            else {
+                continue;
+            };
+            let mut targets = set.targets;
+            targets.sort_unstable();
+            targets.dedup();
+            self.exists(proto_name);
+            self.other(
+                srv_name,
+                Other::Srv(SrvSet {
+                    weight: coredns_weight(set.entries),
+                    targets: targets.into_boxed_slice(),
+                }),
+            );
+        }
+    }
+}
+
+/// SRV records of one name while building, and how many (address, port)
+/// pairs produced them: CoreDNS computes the weight from that count, before
+/// merging the records of a dual-stack endpoint.
+#[derive(Default)]
+struct SrvCollect {
+    entries: usize,
+    targets: Vec<(u16, Target)>,
+}
+
+/// CoreDNS's SRV weight (plugin/backend_lookup.go `SRV`): every record has
+/// priority 0 and weight 0 in Kubernetes, so each of the `n` services gets
+/// `floor(100 * 100 / (100 * n))`, at least 1.
+fn coredns_weight(n: usize) -> u16 {
+    (100 / n.max(1)).max(1) as u16
+}
+
+/// The label CoreDNS gives an endpoint without a hostname
+/// (plugin/kubernetes `endpointHostname`): the address with `-` for `.` and
+/// `:`, and a trailing `0` when the IPv6 text ends in `::`. The address is
+/// in its canonical text form (RFC 5952), as the EndpointSlice controller
+/// writes it.
+pub fn dashed(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string().replace('.', "-"),
+        IpAddr::V6(v6) => {
+            let mut s = v6.to_string().replace([':', '.'], "-");
+            if s.ends_with('-') {
+                s.push('0');
+            }
+            s
+        }
+    }
+}
+
+/// `ports` as `(name, protocol, port)` with name and protocol lowercase,
+/// unnamed and out-of-range ports left out (spec: "Unnamed ports do not
+/// have an SRV record").
+fn named_ports<'a>(
+    ports: impl Iterator<Item = (Option<&'a str>, Option<&'a str>, Option<i32>)>,
+) -> Vec<(String, String, u16)> {
+    ports
+        .filter_map(|(name, proto, port)| {
+            let name = name.filter(|n| !n.is_empty())?.to_ascii_lowercase();
+            let proto = proto.unwrap_or("TCP").to_ascii_lowercase();
+            let port = u16::try_from(port?).ok().filter(|&p| p != 0)?;
+            Some((name, proto, port))
+        })
+        .collect()
 }
 
 impl RecordTable {
@@ -149,7 +400,20 @@ impl RecordTable {
             }
         }
 
-        let mut names: BTreeMap<Name, NameEntry> = BTreeMap::new();
+        let mut b = Builder::default();
+        let under = |labels: &[&str]| {
+            Name::from_labels(labels.iter().map(|l| l.as_bytes()))
+                .and_then(|n| n.append_domain(&zone.zone))
+                .expect("a zone leaves room for its fixed names")
+        };
+        b.exists(zone.zone.clone());
+        b.exists(under(&["svc"]));
+        // `dns.<zone>` stays out, as in CoreDNS (NXDOMAIN): in the table,
+        // its NODATA answer's SOA would compress against the question
+        // ("ns" + pointer) unlike the kernel's precomputed authority bytes.
+        b.other(under(&["ns", "dns"]), Other::Upstream);
+        b.other(under(&["dns-version"]), Other::SchemaVersion);
+
         for svc in &objects.services {
             let (Some(ns), Some(name)) = (
                 svc.metadata.namespace.as_deref(),
@@ -165,6 +429,9 @@ impl RecordTable {
                 );
                 continue;
             };
+            // CoreDNS answers NODATA for a namespace that exists; one with a
+            // service certainly does.
+            b.exists(svc_name.base_name());
             match kind(svc) {
                 Kind::Headless => {
                     let publish_not_ready = svc
@@ -172,35 +439,46 @@ impl RecordTable {
                         .as_ref()
                         .and_then(|s| s.publish_not_ready_addresses)
                         .unwrap_or(false);
-                    let mut entry = NameEntry::default();
-                    for slice in slices
+                    let slices = slices
                         .get(&(ns, name))
                         .map(Vec::as_slice)
-                        .unwrap_or_default()
-                    {
-                        add_slice(&mut names, &mut entry, &svc_name, slice, publish_not_ready);
-                    }
-                    let merged = names.entry(svc_name).or_default();
-                    merged.a.append(&mut entry.a);
-                    merged.aaaa.append(&mut entry.aaaa);
+                        .unwrap_or_default();
+                    add_headless(&mut b, &svc_name, slices, publish_not_ready);
                 }
-                Kind::ClusterIp => {
-                    let entry = names.entry(svc_name).or_default();
-                    for ip in cluster_ips(svc) {
-                        entry.push(ip);
-                    }
-                }
+                Kind::ClusterIp => add_cluster_ip(&mut b, &svc_name, svc),
+                Kind::ExternalName(target) => b.other(svc_name, Other::Cname(target)),
                 Kind::Other => {}
             }
         }
-        names.retain(|_, entry| {
+
+        let Builder {
+            mut names,
+            services,
+            ptr,
+        } = b;
+        for entry in names.values_mut() {
             entry.finish();
-            !entry.is_empty()
-        });
+        }
+        let ptr = ptr
+            .into_iter()
+            .map(|(ip, mut targets)| {
+                // CoreDNS (plugin/kubernetes/reverse.go) answers a service
+                // address with the service alone, even if some endpoint
+                // shares it.
+                if targets.iter().any(|t| t.target == Target::Service) {
+                    targets.retain(|t| t.target == Target::Service);
+                }
+                targets.sort_unstable();
+                targets.dedup();
+                (ip, targets.into_boxed_slice())
+            })
+            .collect();
         RecordTable {
             zone,
             serial,
             names,
+            services,
+            ptr,
         }
     }
 
@@ -223,7 +501,8 @@ impl RecordTable {
         }
     }
 
-    /// Names are lowercase FQDNs, in DNSSEC canonical order.
+    /// Every name under the zone (see the completeness invariant above):
+    /// lowercase FQDNs, in DNSSEC canonical order.
     pub fn iter(&self) -> impl Iterator<Item = (&Name, &NameEntry)> {
         self.names.iter()
     }
@@ -240,13 +519,97 @@ impl RecordTable {
     pub fn soa(&self, zone_as_asked: &Name) -> SOA {
         self.zone.soa(self.serial, zone_as_asked)
     }
+
+    /// Whether `name` provably does not exist: under the zone, not under
+    /// `pod.<zone>` (pod names are not listed), not in the table, and either
+    /// the label before the zone is not `svc`, or at least
+    /// [`NXDOMAIN_MIN_LABELS_BEFORE_SVC`] labels stand before `svc`. The
+    /// apex, `svc.<zone>` and namespaces (`<ns>.svc.<zone>`) are never
+    /// NXDOMAIN: a namespace without services exists all the same. This is
+    /// the kernel's rule (`hsdns_common::Config::nxdomain`), so both give
+    /// the same answer.
+    pub fn is_nxdomain(&self, name: &Name) -> bool {
+        let zone = &self.zone.zone;
+        let (labels, zone_labels) = (name.iter().len(), zone.iter().len());
+        if labels <= zone_labels || !zone.zone_of(name) || self.get(name).is_some() {
+            return false;
+        }
+        // Labels before the zone; the last of them is `svc` or not, and the
+        // rest (`before_zone - 1`) stand before `svc`.
+        let before_zone = labels - zone_labels;
+        let last = name
+            .iter()
+            .nth(before_zone - 1)
+            .expect("the name has labels before the zone");
+        if last.eq_ignore_ascii_case(b"pod") {
+            return false;
+        }
+        !last.eq_ignore_ascii_case(b"svc") || before_zone > NXDOMAIN_MIN_LABELS_BEFORE_SVC
+    }
+
+    /// The SRV records of `name` (lowercase targets, priority 0), or `None`
+    /// when it has none. The additional section of an SRV answer carries
+    /// the targets' addresses: `self.get(target)`.
+    pub fn srv(&self, name: &Name) -> Option<Vec<SRV>> {
+        let Some(Other::Srv(set)) = self.get(name)?.other.as_deref() else {
+            return None;
+        };
+        // `_<port>._<proto>.<service>`: targets are relative to the service.
+        let service = name.to_lowercase().trim_to(name.iter().len() - 2);
+        Some(
+            set.targets
+                .iter()
+                .filter_map(|(port, target)| {
+                    let mut t = target.under(&service)?;
+                    t.set_fqdn(true);
+                    Some(SRV::new(0, set.weight, *port, t))
+                })
+                .collect(),
+        )
+    }
+
+    /// The PTR targets of a reverse name (`<d>.<c>.<b>.<a>.in-addr.arpa.` or
+    /// the 32 nibbles under `ip6.arpa.`), or `None` when the address is not
+    /// one of the table's. Only the canonical spelling of a full address is
+    /// recognised (in any letter case).
+    pub fn ptr(&self, name: &Name) -> Option<Vec<Name>> {
+        let mut name = name.clone();
+        name.set_fqdn(true);
+        let net = name.parse_arpa_name().ok()?;
+        let ip = net.addr();
+        // parse_arpa_name accepts prefixes and "010" for 10; the name must
+        // be exactly the one for the full address.
+        if net.prefix_len() != net.max_prefix_len() || Name::from(ip) != name {
+            return None;
+        }
+        self.ptr_targets(ip)
+    }
+
+    /// The PTR targets for `ip`, or `None` when it has none.
+    pub fn ptr_targets(&self, ip: IpAddr) -> Option<Vec<Name>> {
+        let targets = self.ptr.get(&ip)?;
+        Some(
+            targets
+                .iter()
+                .filter_map(|t| t.target.under(&self.services[t.service as usize]))
+                .collect(),
+        )
+    }
+
+    /// How many addresses have PTR records.
+    pub fn ptr_len(&self) -> usize {
+        self.ptr.len()
+    }
 }
 
 enum Kind {
     Headless,
     ClusterIp,
-    /// ExternalName (a CNAME, not in this table yet) and Services without an
-    /// allocated address.
+    /// An ExternalName service whose `externalName` is a domain name.
+    ExternalName(Name),
+    /// Services without an allocated address, and ExternalName services
+    /// whose `externalName` is not a domain name: CoreDNS answers NXDOMAIN
+    /// for both, so they have no name.
     Other,
 }
 
@@ -255,7 +618,20 @@ fn kind(svc: &Service) -> Kind {
         return Kind::Other;
     };
     if spec.type_.as_deref() == Some("ExternalName") {
-        return Kind::Other;
+        // CoreDNS publishes the CNAME only when the target is not an IP
+        // address (msg.Service.HostType).
+        let target = spec
+            .external_name
+            .as_deref()
+            .filter(|t| !t.is_empty() && t.parse::<IpAddr>().is_err())
+            .and_then(|t| Name::from_ascii(t).ok());
+        return match target {
+            Some(mut t) => {
+                t.set_fqdn(true);
+                Kind::ExternalName(t)
+            }
+            None => Kind::Other,
+        };
     }
     match spec.cluster_ip.as_deref() {
         Some("None") => Kind::Headless,
@@ -302,36 +678,115 @@ fn published(ep: &Endpoint, publish_not_ready: bool) -> bool {
     ready && !terminating
 }
 
-/// Adds a slice's published endpoints to the service entry `svc` and to
-/// their hostname names (`<hostname>.<svc name>`).
-fn add_slice(
-    names: &mut BTreeMap<Name, NameEntry>,
-    svc: &mut NameEntry,
+/// A ClusterIP service (spec 2.3): its addresses, an SRV name per named
+/// port with the service as target, and a PTR per address.
+fn add_cluster_ip(b: &mut Builder, svc_name: &Name, svc: &Service) {
+    let ips: Vec<IpAddr> = cluster_ips(svc).collect();
+    let index = b.service_index(svc_name);
+    let entry = b.entry(svc_name.clone());
+    for &ip in &ips {
+        entry.push(ip);
+    }
+    for &ip in &ips {
+        b.ptr.entry(ip).or_default().push(PtrTarget {
+            service: index,
+            target: Target::Service,
+        });
+    }
+    let ports = svc.spec.as_ref().and_then(|s| s.ports.as_deref());
+    let ports = named_ports(
+        ports
+            .unwrap_or_default()
+            .iter()
+            .map(|p| (p.name.as_deref(), p.protocol.as_deref(), Some(p.port))),
+    );
+    let mut sets: BTreeMap<(String, String), SrvCollect> = BTreeMap::new();
+    for (name, proto, port) in ports {
+        let set = sets.entry((name, proto)).or_default();
+        // CoreDNS makes one service per cluster IP, then merges the
+        // identical records: a dual-stack service gets weight 50.
+        set.entries += ips.len();
+        set.targets.push((port, Target::Service));
+    }
+    b.srv(svc_name, sets);
+}
+
+/// A headless service (spec 2.4): the published endpoints' addresses under
+/// the service and under each endpoint's name (its hostname, else its
+/// dashed address), SRV names per named port of each slice, and a PTR per
+/// endpoint address. Without a published endpoint the service has no name.
+fn add_headless(
+    b: &mut Builder,
     svc_name: &Name,
-    slice: &EndpointSlice,
+    slices: &[&EndpointSlice],
     publish_not_ready: bool,
 ) {
-    if !matches!(slice.address_type.as_str(), "IPv4" | "IPv6") {
-        return;
-    }
-    for ep in slice
-        .endpoints
-        .iter()
-        .filter(|ep| published(ep, publish_not_ready))
-    {
-        let ips = ep.addresses.iter().filter_map(|a| a.parse::<IpAddr>().ok());
-        let host = ep.hostname.as_deref().filter(|h| is_dns1123_label(h));
-        match host.and_then(|h| svc_name.prepend_label(h.as_bytes()).ok()) {
-            Some(host_name) => {
-                let host = names.entry(host_name).or_default();
-                for ip in ips {
-                    svc.push(ip);
-                    host.push(ip);
+    let mut svc = NameEntry::default();
+    let mut endpoints: BTreeMap<Name, NameEntry> = BTreeMap::new();
+    let mut sets: BTreeMap<(String, String), SrvCollect> = BTreeMap::new();
+    let mut ptrs: Vec<(IpAddr, Target)> = Vec::new();
+    for slice in slices {
+        if !matches!(slice.address_type.as_str(), "IPv4" | "IPv6") {
+            continue;
+        }
+        // Headless SRV records carry the slice's ports (the pods' ports),
+        // as CoreDNS's do.
+        let ports = named_ports(
+            slice
+                .ports
+                .as_deref()
+                .unwrap_or_default()
+                .iter()
+                .map(|p| (p.name.as_deref(), p.protocol.as_deref(), p.port)),
+        );
+        for ep in slice
+            .endpoints
+            .iter()
+            .filter(|ep| published(ep, publish_not_ready))
+        {
+            let host = ep.hostname.as_deref().filter(|h| is_dns1123_label(h));
+            // An invalid hostname (only possible for objects that skipped
+            // validation) names nothing: its addresses still belong to the
+            // service, but a dashed name would be one it never asked for.
+            let named = ep.hostname.is_none() || host.is_some();
+            for ip in ep.addresses.iter().filter_map(|a| a.parse::<IpAddr>().ok()) {
+                svc.push(ip);
+                if !named {
+                    continue;
                 }
+                let target = Target::endpoint(host, ip);
+                let Some(ep_name) = target.under(svc_name) else {
+                    continue;
+                };
+                endpoints.entry(ep_name).or_default().push(ip);
+                for (name, proto, port) in &ports {
+                    let set = sets.entry((name.clone(), proto.clone())).or_default();
+                    set.entries += 1;
+                    set.targets.push((*port, target.clone()));
+                }
+                ptrs.push((ip, target));
             }
-            None => ips.for_each(|ip| svc.push(ip)),
         }
     }
+    if !svc.has_addresses() {
+        return; // spec 2.4.1: NXDOMAIN
+    }
+    let index = b.service_index(svc_name);
+    for (ip, target) in ptrs {
+        b.ptr.entry(ip).or_default().push(PtrTarget {
+            service: index,
+            target,
+        });
+    }
+    for (name, mut entry) in endpoints {
+        let merged = b.entry(name);
+        merged.a.append(&mut entry.a);
+        merged.aaaa.append(&mut entry.aaaa);
+    }
+    let merged = b.entry(svc_name.clone());
+    merged.a.append(&mut svc.a);
+    merged.aaaa.append(&mut svc.aaaa);
+    b.srv(svc_name, sets);
 }
 
 #[cfg(test)]
@@ -363,7 +818,9 @@ mod tests {
     fn seed_table_has_the_service_and_each_pod_dual_stack() {
         let t = RecordTable::build(&ZoneConfig::default(), &embedded_seed(), 42);
         assert_eq!(t.serial(), 42);
-        assert_eq!(t.len(), 4);
+        // apex, svc, ns.dns, dns-version, the namespace, the service, three
+        // pods, `_tcp` and `_web._tcp`.
+        assert_eq!(t.len(), 11);
         let svc = t
             .get(&name("nginx-headless.test.svc.cluster.local."))
             .unwrap();
@@ -467,7 +924,17 @@ endpoints:
         );
         // not ready: no hostname record either
         assert!(t.get(&name("db-2.db.ns.svc.cluster.local.")).is_none());
-        assert_eq!(t.len(), 2);
+        // the endpoint without a hostname is named after its address
+        assert_eq!(
+            t.get(&name("169-254-0-1.db.ns.svc.cluster.local."))
+                .unwrap()
+                .a,
+            [v4("169.254.0.1")]
+        );
+        // fixed names, the namespace, the service, three endpoints (db-0,
+        // and the two hostname-less ones: 169.254.0.3 also appears without
+        // a hostname in db-2); no ports so no SRV
+        assert_eq!(t.len(), 4 + 1 + 1 + 3);
     }
 
     #[test]
@@ -508,9 +975,12 @@ endpoints:
             t.get(&name("old.ns.svc.cluster.local.")).unwrap().a,
             [v4("169.254.7.2")]
         );
-        assert!(t.get(&name("ext.ns.svc.cluster.local.")).is_none());
+        let ext = t.get(&name("ext.ns.svc.cluster.local.")).unwrap();
+        assert_eq!(ext.cname(), Some(&name("x.example.")));
+        assert!(!ext.kernel_answerable() && ext.a.is_empty() && ext.aaaa.is_empty());
         assert!(t.get(&name("pending.ns.svc.cluster.local.")).is_none());
-        assert_eq!(t.len(), 2);
+        // fixed names, the namespace, api, old, ext
+        assert_eq!(t.len(), 4 + 1 + 3);
     }
 
     #[test]
@@ -557,7 +1027,15 @@ endpoints:
                 .a
                 .is_empty()
         );
-        assert_eq!(t.len(), 4);
+        // the bad hostname's address still belongs to the service
+        assert_eq!(
+            t.get(&name("nginx-headless.test.svc.cluster.local."))
+                .unwrap()
+                .a
+                .len(),
+            3
+        );
+        assert_eq!(t.len(), 11);
     }
 
     #[test]
@@ -570,5 +1048,229 @@ endpoints:
             (soa.serial, soa.refresh, soa.retry, soa.expire, soa.minimum),
             (77, 7200, 1800, 86400, 5)
         );
+    }
+
+    fn srv_of(t: &RecordTable, n: &str) -> Vec<(u16, u16, u16, String)> {
+        t.srv(&name(n))
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.priority, r.weight, r.port, r.target.to_ascii()))
+            .collect()
+    }
+
+    #[test]
+    fn fixed_names_exist_without_addresses() {
+        let t = RecordTable::build(&ZoneConfig::default(), &embedded_seed(), 1);
+        for n in [
+            "cluster.local.",
+            "svc.cluster.local.",
+            "test.svc.cluster.local.",
+            "_tcp.nginx-headless.test.svc.cluster.local.",
+        ] {
+            let e = t.get(&name(n)).unwrap();
+            assert!(
+                e.a.is_empty() && e.aaaa.is_empty() && e.kernel_answerable(),
+                "{n}"
+            );
+        }
+        let v = t.get(&name("dns-version.cluster.local.")).unwrap();
+        assert_eq!(v.txt(), Some("1.1.0"));
+        assert!(v.kernel_answerable());
+        let ns = t.get(&name("ns.dns.cluster.local.")).unwrap();
+        assert!(ns.upstream_only() && !ns.kernel_answerable());
+        assert!(t.get(&name("dns.cluster.local.")).is_none());
+        assert!(t.get(&name("pod.cluster.local.")).is_none());
+        // Only names under the zone are iterated (PTR names are apart).
+        assert!(t.iter().all(|(n, _)| t.zone().zone.zone_of(n)));
+        assert_eq!(t.ptr_len(), 6);
+    }
+
+    #[test]
+    fn seed_srv_and_ptr_follow_the_spec_and_coredns() {
+        let t = RecordTable::build(&ZoneConfig::default(), &embedded_seed(), 1);
+        // 3 endpoints x 2 families: CoreDNS's weight is floor(100 / 6).
+        assert_eq!(
+            srv_of(&t, "_web._tcp.nginx-headless.test.svc.cluster.local."),
+            [0, 1, 2].map(|i| (
+                0,
+                16,
+                80,
+                format!("nginx-{i}.nginx-headless.test.svc.cluster.local.")
+            ))
+        );
+        assert!(
+            t.srv(&name("_web._udp.nginx-headless.test.svc.cluster.local."))
+                .is_none()
+        );
+        assert!(
+            t.srv(&name("nginx-headless.test.svc.cluster.local."))
+                .is_none()
+        );
+        let pod0 = vec![name("nginx-0.nginx-headless.test.svc.cluster.local.")];
+        assert_eq!(
+            t.ptr(&name("10.10.254.169.in-addr.arpa.")),
+            Some(pod0.clone())
+        );
+        assert_eq!(
+            t.ptr(&name("10.10.254.169.IN-ADDR.arpa")),
+            Some(pod0.clone())
+        );
+        assert_eq!(
+            t.ptr(&Name::from(IpAddr::V6(v6("fd00:10::10")))),
+            Some(pod0)
+        );
+        // Not canonical, partial, or unknown: no PTR.
+        assert!(t.ptr(&name("010.10.254.169.in-addr.arpa.")).is_none());
+        assert!(t.ptr(&name("10.254.169.in-addr.arpa.")).is_none());
+        assert!(t.ptr(&name("9.10.254.169.in-addr.arpa.")).is_none());
+    }
+
+    const CLUSTER_IP: &str = "apiVersion: v1
+kind: Service
+metadata: {name: api, namespace: ns}
+spec:
+  clusterIP: 169.254.7.1
+  clusterIPs: [169.254.7.1, 'fd00::7:1']
+  ports:
+  - {name: HTTPS, port: 443}
+  - {name: dns, port: 53, protocol: UDP}
+  - {port: 8080}
+";
+
+    #[test]
+    fn cluster_ip_srv_targets_the_service_and_ptr_names_it() {
+        let t = table(CLUSTER_IP);
+        // Two cluster IPs: CoreDNS merges two identical records, weight 50.
+        assert_eq!(
+            srv_of(&t, "_https._tcp.api.ns.svc.cluster.local."),
+            [(0, 50, 443, "api.ns.svc.cluster.local.".to_owned())]
+        );
+        assert_eq!(
+            srv_of(&t, "_dns._udp.api.ns.svc.cluster.local."),
+            [(0, 50, 53, "api.ns.svc.cluster.local.".to_owned())]
+        );
+        assert!(t.get(&name("_udp.api.ns.svc.cluster.local.")).is_some());
+        // Unnamed ports have no SRV record.
+        assert_eq!(t.iter().filter(|(_, e)| e.has_srv()).count(), 2);
+        let api = Some(vec![name("api.ns.svc.cluster.local.")]);
+        assert_eq!(t.ptr_targets("169.254.7.1".parse().unwrap()), api);
+        assert_eq!(t.ptr_targets("fd00::7:1".parse().unwrap()), api);
+    }
+
+    const NAMELESS: &str = "apiVersion: v1
+kind: Service
+metadata: {name: h, namespace: ns}
+spec: {clusterIP: None, ports: [{name: web, port: 80}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: h-4, namespace: ns, labels: {kubernetes.io/service-name: h}}
+addressType: IPv4
+ports: [{name: web, port: 8080, protocol: TCP}, {port: 9}]
+endpoints:
+- addresses: [169.254.10.10]
+- addresses: [169.254.10.11]
+  hostname: h-1
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: h-6, namespace: ns, labels: {kubernetes.io/service-name: h}}
+addressType: IPv6
+ports: [{name: web, port: 8080, protocol: TCP}]
+endpoints:
+- addresses: ['fd00:10::']
+- addresses: ['fd00::1:0:0:10']
+";
+
+    #[test]
+    fn endpoints_without_hostname_are_named_after_their_address() {
+        assert_eq!(dashed("169.254.10.10".parse().unwrap()), "169-254-10-10");
+        assert_eq!(dashed("fd00:10::10".parse().unwrap()), "fd00-10--10");
+        assert_eq!(dashed("fd00:10::".parse().unwrap()), "fd00-10--0");
+        let t = table(NAMELESS);
+        let get = |n: &str| t.get(&name(n)).unwrap();
+        assert_eq!(
+            get("169-254-10-10.h.ns.svc.cluster.local.").a,
+            [v4("169.254.10.10")]
+        );
+        assert_eq!(get("h-1.h.ns.svc.cluster.local.").a, [v4("169.254.10.11")]);
+        assert_eq!(
+            get("fd00-10--0.h.ns.svc.cluster.local.").aaaa,
+            [v6("fd00:10::")]
+        );
+        assert_eq!(
+            get("fd00--1-0-0-10.h.ns.svc.cluster.local.").aaaa,
+            [v6("fd00::1:0:0:10")]
+        );
+        // Headless SRV carries the slices' (pod) ports, as CoreDNS's does;
+        // four endpoints: weight 25.
+        assert_eq!(
+            srv_of(&t, "_web._tcp.h.ns.svc.cluster.local."),
+            [
+                "h-1.h.ns.svc.cluster.local.",
+                "169-254-10-10.h.ns.svc.cluster.local.",
+                "fd00--1-0-0-10.h.ns.svc.cluster.local.",
+                "fd00-10--0.h.ns.svc.cluster.local.",
+            ]
+            .map(|n| (0, 25, 8080, n.to_owned()))
+        );
+        assert_eq!(
+            t.ptr_targets("169.254.10.10".parse().unwrap()),
+            Some(vec![name("169-254-10-10.h.ns.svc.cluster.local.")])
+        );
+    }
+
+    #[test]
+    fn headless_without_ready_endpoints_has_no_name_but_its_namespace_does() {
+        let yaml = HEADLESS.replace("ready: true", "ready: false").replace(
+            "- addresses: [169.254.0.1]\n",
+            "- addresses: [169.254.0.1]\n  conditions: {ready: false}\n",
+        );
+        let yaml = yaml.split("---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: db-2").next().unwrap();
+        let t = table(yaml);
+        assert!(t.get(&name("db.ns.svc.cluster.local.")).is_none());
+        assert!(t.is_nxdomain(&name("db.ns.svc.cluster.local.")));
+        assert!(t.get(&name("ns.svc.cluster.local.")).is_some());
+        assert_eq!(t.ptr_len(), 0);
+    }
+
+    #[test]
+    fn is_nxdomain_follows_the_kernel_rule() {
+        let t = RecordTable::build(&ZoneConfig::default(), &embedded_seed(), 1);
+        let nx = |n: &str| t.is_nxdomain(&name(n));
+        // The search-list misses of `nginx-0.nginx-headless.test` (ndots:5,
+        // search test.svc.cluster.local svc.cluster.local cluster.local):
+        // the first is tried before the hit, the others when it is absent.
+        assert!(nx("nginx-0.nginx-headless.test.test.svc.cluster.local."));
+        assert!(!nx("nginx-0.nginx-headless.test.svc.cluster.local.")); // the hit
+        assert!(nx("nginx-0.nginx-headless.test.cluster.local."));
+        // `example.com` from namespace test.
+        assert!(nx("example.com.test.svc.cluster.local."));
+        assert!(nx("example.com.svc.cluster.local."));
+        assert!(nx("example.com.cluster.local."));
+        assert!(nx("nginx-9.nginx-headless.test.svc.cluster.local."));
+        assert!(nx("_web._udp.nginx-headless.test.svc.cluster.local."));
+        assert!(nx("dns.cluster.local."));
+        // Left alone: pod names, namespace levels, the apex, other zones.
+        for n in [
+            "169-254-10-10.test.pod.cluster.local.",
+            "pod.cluster.local.",
+            "other.svc.cluster.local.",
+            "svc.cluster.local.",
+            "cluster.local.",
+            "local.",
+            "example.com.",
+            "10.10.254.169.in-addr.arpa.",
+        ] {
+            assert!(!nx(n), "{n}");
+        }
+        // Existing names never are, in any case.
+        for (n, _) in t.iter() {
+            assert!(!t.is_nxdomain(n), "{n}");
+            assert!(
+                !t.is_nxdomain(&n.to_ascii().to_uppercase().parse().unwrap()),
+                "{n}"
+            );
+        }
     }
 }
