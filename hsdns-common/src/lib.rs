@@ -204,7 +204,8 @@ pub struct Counters {
     pub pass_not_ready: u64,
     /// IPv4 fragment or IPv6 extension header.
     pub pass_fragment: u64,
-    /// Not a plain query: QR=1, OPCODE, counts, EDNS version or options.
+    /// Not a plain query: QR=1, OPCODE, TC, counts, an additional record
+    /// that is not an EDNS version 0 OPT.
     pub pass_unsupported_query: u64,
     /// Not class IN, or a QTYPE other than A/AAAA.
     pub pass_unsupported_type: u64,

@@ -22,7 +22,7 @@ pub struct Cli {
 pub enum Command {
     /// Load the XDP program, fill its maps from the record source, attach it,
     /// and serve until SIGINT/SIGTERM.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the record table the source yields, one record per line.
     Records(SourceArgs),
     /// Print the kernel's verdict counters from the pinned map.

@@ -11,3 +11,4 @@ pub mod loader;
 pub mod maps;
 pub mod records;
 pub mod source;
+pub mod testing;

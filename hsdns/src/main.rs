@@ -5,7 +5,7 @@ fn main() -> std::process::ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
     let result = match cli.cmd {
-        Command::Run(args) => hsdns::daemon::run(args),
+        Command::Run(args) => hsdns::daemon::run(*args),
         Command::Records(args) => hsdns::daemon::print_records(&args),
         Command::Stats { pin_dir } => hsdns::daemon::print_stats(&pin_dir),
     };

@@ -14,8 +14,8 @@ use aya::{
     programs::{TestRun as _, TestRunOptions},
 };
 use hickory_proto::{
-    op::{Edns, Message, Query},
-    rr::{Name, RecordType, rdata::opt::EdnsOption},
+    op::Message,
+    rr::{RecordType, rdata::opt::EdnsOption},
 };
 use hsdns::{
     dns::resolver::{self, Verdict as UserVerdict},
@@ -23,18 +23,9 @@ use hsdns::{
     maps::{Syncer, bpf::BpfMaps},
     records::{RecordTable, ZoneConfig},
     source,
+    testing::*,
 };
 use hsdns_common::Counters;
-
-const XDP_PASS: u32 = 2;
-const XDP_TX: u32 = 3;
-
-const CLIENT4: Ipv4Addr = Ipv4Addr::new(169, 254, 10, 10);
-const DNS4: Ipv4Addr = Ipv4Addr::new(169, 254, 20, 10);
-const CLIENT6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x10, 0, 0, 0, 0, 0, 0x10);
-const DNS6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x20, 0, 0, 0, 0, 0, 0x10);
-const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x10];
-const NODE_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
 
 fn require_root() {
     // SAFETY: geteuid has no preconditions.
@@ -83,6 +74,10 @@ struct Kernel {
 
 impl Kernel {
     fn new(answering: bool) -> Self {
+        Self::with_nxdomain(answering, false)
+    }
+
+    fn with_nxdomain(answering: bool, nxdomain: bool) -> Self {
         require_root();
         let caps = Capacities::default();
         let mut ebpf = loader::load(&caps).expect("load");
@@ -91,6 +86,7 @@ impl Kernel {
         maps.add_dns_addr(IpAddr::V6(DNS6)).unwrap();
         let table = table();
         let mut syncer = Syncer::new(maps, &caps);
+        syncer.set_nxdomain(nxdomain);
         syncer.write_soa(&table).unwrap();
         syncer.sync(&table).unwrap();
         syncer.backend_mut().set_answering(answering).unwrap();
@@ -118,132 +114,6 @@ impl Kernel {
         out.truncate(r.data_size_out as usize);
         (r.return_value, out)
     }
-}
-
-#[derive(Clone)]
-struct Frame {
-    vlan: Option<u16>,
-    src: IpAddr,
-    dst: IpAddr,
-    ip_options: Vec<u8>,
-    /// IPv4 flags and fragment offset field.
-    frag: u16,
-    proto: u8,
-    sport: u16,
-    dport: u16,
-    payload: Vec<u8>,
-}
-
-impl Frame {
-    fn v4(payload: Vec<u8>) -> Self {
-        Self {
-            vlan: None,
-            src: CLIENT4.into(),
-            dst: DNS4.into(),
-            ip_options: vec![],
-            frag: 0,
-            proto: 17,
-            sport: 40000,
-            dport: 53,
-            payload,
-        }
-    }
-
-    fn v6(payload: Vec<u8>) -> Self {
-        Self {
-            src: CLIENT6.into(),
-            dst: DNS6.into(),
-            ..Self::v4(payload)
-        }
-    }
-
-    fn bytes(&self) -> Vec<u8> {
-        let mut p = Vec::new();
-        p.extend_from_slice(&NODE_MAC);
-        p.extend_from_slice(&CLIENT_MAC);
-        if let Some(tci) = self.vlan {
-            p.extend_from_slice(&[0x81, 0x00]);
-            p.extend_from_slice(&tci.to_be_bytes());
-        }
-        let mut l4 = Vec::new();
-        l4.extend_from_slice(&self.sport.to_be_bytes());
-        l4.extend_from_slice(&self.dport.to_be_bytes());
-        l4.extend_from_slice(&((8 + self.payload.len()) as u16).to_be_bytes());
-        l4.extend_from_slice(&[0, 0]);
-        l4.extend_from_slice(&self.payload);
-        if self.proto == 17 {
-            let c = l4_checksum(self.src, self.dst, &l4);
-            l4[6..8].copy_from_slice(&c.to_be_bytes());
-        }
-        match (self.src, self.dst) {
-            (IpAddr::V4(s), IpAddr::V4(d)) => {
-                p.extend_from_slice(&[0x08, 0x00]);
-                let ihl = 20 + self.ip_options.len();
-                let mut h = vec![0x40 | (ihl / 4) as u8, 0];
-                h.extend_from_slice(&((ihl + l4.len()) as u16).to_be_bytes());
-                h.extend_from_slice(&[0x12, 0x34]);
-                h.extend_from_slice(&self.frag.to_be_bytes());
-                h.extend_from_slice(&[64, self.proto, 0, 0]);
-                h.extend_from_slice(&s.octets());
-                h.extend_from_slice(&d.octets());
-                h.extend_from_slice(&self.ip_options);
-                let c = !fold(sum16(&h));
-                h[10..12].copy_from_slice(&c.to_be_bytes());
-                p.extend_from_slice(&h);
-            }
-            (IpAddr::V6(s), IpAddr::V6(d)) => {
-                p.extend_from_slice(&[0x86, 0xdd]);
-                p.extend_from_slice(&[0x60, 0, 0, 0]);
-                p.extend_from_slice(&(l4.len() as u16).to_be_bytes());
-                p.extend_from_slice(&[self.proto, 64]);
-                p.extend_from_slice(&s.octets());
-                p.extend_from_slice(&d.octets());
-            }
-            _ => unreachable!(),
-        }
-        p.extend_from_slice(&l4);
-        p
-    }
-}
-
-fn sum16(b: &[u8]) -> u32 {
-    hsdns_common::csum_add_bytes(0, b)
-}
-
-fn fold(s: u32) -> u16 {
-    hsdns_common::csum_fold(s)
-}
-
-fn l4_checksum(src: IpAddr, dst: IpAddr, l4: &[u8]) -> u16 {
-    let mut pseudo = Vec::new();
-    match (src, dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => {
-            pseudo.extend_from_slice(&s.octets());
-            pseudo.extend_from_slice(&d.octets());
-        }
-        (IpAddr::V6(s), IpAddr::V6(d)) => {
-            pseudo.extend_from_slice(&s.octets());
-            pseudo.extend_from_slice(&d.octets());
-        }
-        _ => unreachable!(),
-    }
-    pseudo.extend_from_slice(&[0, 17]);
-    pseudo.extend_from_slice(&(l4.len() as u16).to_be_bytes());
-    let c = !fold(sum16(&pseudo) + sum16(l4));
-    if c == 0 { 0xffff } else { c }
-}
-
-fn query(name: &str, qtype: RecordType, edns: Option<u16>) -> Vec<u8> {
-    let mut m = Message::query();
-    m.metadata.id = 0xbeef;
-    m.metadata.recursion_desired = true;
-    m.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
-    if let Some(size) = edns {
-        let mut e = Edns::new();
-        e.set_max_payload(size);
-        m.set_edns(e);
-    }
-    m.to_vec().unwrap()
 }
 
 /// Parses a reply frame, checks every header invariant against the query
@@ -592,6 +462,10 @@ fn passes_queries_it_cannot_answer_exactly() {
         .options_mut()
         .insert(EdnsOption::Unknown(10, vec![1, 2, 3, 4, 5, 6, 7, 8]));
     let cookie = cookie.to_vec().unwrap();
+    // A client cookie is ignored, not echoed: answered.
+    let (a, m) = expect_same(&mut k, &Frame::v4(cookie.clone()));
+    assert_eq!(a, XDP_TX, "EDNS with a cookie option");
+    assert!(m.unwrap().edns.unwrap().options().as_ref().is_empty());
     let mut v1 = query(POD, RecordType::A, Some(1232));
     let n = v1.len();
     v1[n - 5] = 1; // EDNS version 1
@@ -616,7 +490,6 @@ fn passes_queries_it_cannot_answer_exactly() {
             |c| c.pass_unsupported_query,
             "NSCOUNT=1",
         ),
-        (cookie, |c| c.pass_unsupported_query, "EDNS cookie option"),
         (v1, |c| c.pass_unsupported_query, "EDNS version 1"),
         (
             query(POD, RecordType::A, None)[..10].to_vec(),
@@ -749,4 +622,83 @@ fn multi_address_answers_rotate_like_round_robin() {
             UserVerdict::Answer(dns)
         );
     }
+}
+
+#[test]
+fn provably_missing_names_get_nxdomain_from_the_kernel() {
+    let mut k = Kernel::with_nxdomain(true, true);
+    // What an ndots:5 client in namespace `test` sends first for
+    // `nginx-0.nginx-headless.test`, and other names that cannot exist.
+    let missing = [
+        "nginx-0.nginx-headless.test.test.svc.cluster.local.",
+        "nginx-0.nginx-headless.test.svc.cluster.local.svc.cluster.local.",
+        "nginx-0.nginx-headless.test.cluster.local.",
+        "example.com.svc.cluster.local.",
+        "EXAMPLE.com.Cluster.Local.",
+        "nginx-9.nginx-headless.test.svc.cluster.local.",
+        "nosuch.test.svc.cluster.local.",
+    ];
+    for name in missing {
+        for (f, edns) in [
+            (Frame::v4 as fn(Vec<u8>) -> Frame, None),
+            (Frame::v6, Some(1232)),
+        ] {
+            let frame = f(query(name, RecordType::A, edns));
+            let before = k.counters();
+            let (action, out) = k.run(&frame.bytes());
+            assert_eq!(action, XDP_TX, "{name}");
+            let dns = check_reply(&frame, &out);
+            let expected = resolver::respond_any_type(&k.table, &frame.payload, Some(1232));
+            assert_eq!(
+                UserVerdict::Answer(dns.clone()),
+                expected,
+                "{name}: kernel and userspace"
+            );
+            let m = Message::from_vec(&dns).unwrap();
+            assert_eq!(
+                m.metadata.response_code,
+                hickory_proto::op::ResponseCode::NXDomain
+            );
+            assert_eq!(m.authorities[0].record_type(), RecordType::SOA);
+            assert_eq!(k.counters().answered_nxdomain - before.answered_nxdomain, 1);
+        }
+    }
+    // Left to userspace: pod names, namespaces, the svc level, names whose
+    // SOA would compress differently, names outside the zone.
+    for name in [
+        "169-254-10-10.test.pod.cluster.local.",
+        "other.svc.cluster.local.",
+        "x.dns.cluster.local.",
+        "x.hostmaster.cluster.local.",
+        "example.com.",
+    ] {
+        let f = Frame::v4(query(name, RecordType::A, None));
+        expect_pass(&mut k, &f, |c| c.pass_unknown_name, name);
+    }
+    // An existing namespace is a name without addresses: NODATA.
+    let (a, m) = expect_same(
+        &mut k,
+        &Frame::v4(query("test.svc.cluster.local.", RecordType::A, None)),
+    );
+    assert_eq!(a, XDP_TX);
+    assert_eq!(
+        m.unwrap().metadata.response_code,
+        hickory_proto::op::ResponseCode::NoError
+    );
+    // Existing names still answer.
+    assert_eq!(
+        expect_same(&mut k, &Frame::v4(query(POD, RecordType::A, None))).0,
+        XDP_TX
+    );
+}
+
+#[test]
+fn nxdomain_stays_off_when_disabled() {
+    let mut k = Kernel::with_nxdomain(true, false);
+    let f = Frame::v4(query(
+        "nginx-0.nginx-headless.test.test.svc.cluster.local.",
+        RecordType::A,
+        None,
+    ));
+    expect_pass(&mut k, &f, |c| c.pass_unknown_name, "nxdomain off");
 }

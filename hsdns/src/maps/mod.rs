@@ -31,7 +31,7 @@ use hsdns_common::{
 use crate::{
     dns::answer::{self, Encoded},
     loader::Capacities,
-    records::RecordTable,
+    records::{NameEntry, RecordTable},
 };
 
 /// How long a replaced answer slot stays untouched before reuse. XDP runs
@@ -130,9 +130,10 @@ struct Refs {
 }
 
 /// The name is not in the kernel's maps (they were full): it passes up.
+/// Not a value the kernel ever sees (slot references stay below 3 << 30).
 const NOT_INSTALLED: Refs = Refs {
-    a: REF_PASS,
-    aaaa: REF_PASS,
+    a: u32::MAX - 2,
+    aaaa: u32::MAX - 2,
 };
 
 /// Keeps the BPF maps equal to the newest record table.
@@ -256,8 +257,8 @@ impl<B: Backend> Syncer<B> {
                 {
                     r
                 }
-                Some((_, r)) => self.install(table, name, Some(r), now, &mut stats)?,
-                None => self.install(table, name, None, now, &mut stats)?,
+                Some((_, r)) => self.install(table, name, entry, Some(r), now, &mut stats)?,
+                None => self.install(table, name, entry, None, now, &mut stats)?,
             };
             refs.push(r);
         }
@@ -312,6 +313,7 @@ impl<B: Backend> Syncer<B> {
         &mut self,
         table: &RecordTable,
         name: &Name,
+        entry: &NameEntry,
         old: Option<Refs>,
         now: Instant,
         stats: &mut SyncStats,
@@ -326,16 +328,15 @@ impl<B: Backend> Syncer<B> {
             self.apply_nxdomain(false, table)?;
             return Ok(NOT_INSTALLED);
         }
-        let a = self.place(
-            answer::answer_section(table, name, RecordType::A),
-            16,
-            stats,
-        )?;
-        let aaaa = self.place(
-            answer::answer_section(table, name, RecordType::AAAA),
-            28,
-            stats,
-        )?;
+        // ExternalName CNAMEs and the like: the name exists, but its A/AAAA
+        // answers are not the kernel's to give.
+        let (a, aaaa) = if entry.kernel_answerable() {
+            let a = answer::answer_section(table, name, RecordType::A);
+            let aaaa = answer::answer_section(table, name, RecordType::AAAA);
+            (self.place(a, 16, stats)?, self.place(aaaa, 28, stats)?)
+        } else {
+            (REF_PASS, REF_PASS)
+        };
         let rec = NameRecord {
             a,
             aaaa,
