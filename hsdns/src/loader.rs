@@ -91,7 +91,10 @@ pub fn pin_maps(ebpf: &Ebpf, dir: &Path) -> Result<Pins> {
             dir.display()
         )
     })?;
-    let mut pins = Pins { paths: Vec::new() };
+    let mut pins = Pins {
+        dir: dir.to_path_buf(),
+        paths: Vec::new(),
+    };
     for name in PINNED_MAPS {
         let path = dir.join(name);
         match fs::remove_file(&path) {
@@ -112,6 +115,7 @@ pub fn pin_maps(ebpf: &Ebpf, dir: &Path) -> Result<Pins> {
 /// Pinned paths, removed on drop so a stopped daemon leaves no stale maps
 /// that look live.
 pub struct Pins {
+    dir: PathBuf,
     paths: Vec<PathBuf>,
 }
 
@@ -124,6 +128,8 @@ impl Drop for Pins {
                 log::warn!("removing pin {}: {e}", p.display());
             }
         }
+        // Only if empty: an operator's own pins there stay.
+        let _ = fs::remove_dir(&self.dir);
     }
 }
 

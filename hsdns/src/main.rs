@@ -2,6 +2,17 @@ use clap::Parser as _;
 use hsdns::cli::{Cli, Command};
 
 fn main() -> std::process::ExitCode {
+    // A parent may have blocked these (masks are inherited across exec);
+    // the daemon must see them to detach and clean up.
+    // SAFETY: plain sigset manipulation on this thread before any other
+    // thread exists.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+    }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
     let result = match cli.cmd {

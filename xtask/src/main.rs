@@ -1,1 +1,338 @@
-fn main() {}
+//! `cargo xtask`: everything around the build. On a fresh machine it first
+//! installs what the build needs, idempotently: a second run changes nothing.
+
+use std::{
+    env,
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    about = "hsdns build, demo, tests and benchmarks"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install the toolchain pieces and Debian packages the build and tests
+    /// need (rust-src, bpf-linker on the toolchain's own LLVM, bpftool,
+    /// dnsperf, dig, iproute2). Idempotent.
+    Setup,
+    /// Setup, then build the daemon (with its XDP object) and the examples.
+    Build,
+    /// Setup, build, and run the demo: network namespaces, the seed
+    /// scenario, answers from the kernel. Needs root.
+    Demo,
+    /// Setup, then format check, clippy and every test (kernel and network
+    /// namespace tests included). Needs root.
+    Test,
+    /// Setup, build, and run the benchmarks; results go to results/.
+    Bench {
+        /// Single test runs per kernel case.
+        #[arg(long, default_value_t = 20_000)]
+        runs: usize,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let r = match cli.cmd {
+        Cmd::Setup => setup(),
+        Cmd::Build => setup().and_then(|()| build()),
+        Cmd::Demo => setup()
+            .and_then(|()| require_root("the demo"))
+            .and_then(|()| build())
+            .and_then(|()| demo()),
+        Cmd::Test => setup()
+            .and_then(|()| require_root("the tests"))
+            .and_then(|()| test()),
+        Cmd::Bench { runs } => setup()
+            .and_then(|()| require_root("the benchmarks"))
+            .and_then(|()| build())
+            .and_then(|()| bench(runs)),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    c.current_dir(workspace());
+    c
+}
+
+/// Runs a command, failing with its description when it fails.
+fn run(mut c: Command, what: &str) -> Result<()> {
+    eprintln!("xtask: {what}");
+    let status = c
+        .status()
+        .with_context(|| format!("{what}: cannot start {:?}", c.get_program()))?;
+    if !status.success() {
+        bail!("{what} failed ({status})");
+    }
+    Ok(())
+}
+
+fn output(c: &mut Command) -> Option<String> {
+    let out = c.output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn require_root(what: &str) -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc_geteuid() } != 0 {
+        bail!(
+            "{what} load BPF programs and create network namespaces: run as root \
+             (e.g. sudo -E cargo xtask ...)"
+        );
+    }
+    Ok(())
+}
+
+unsafe extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}
+
+fn setup() -> Result<()> {
+    rust_src()?;
+    bpf_linker()?;
+    debian_packages()?;
+    Ok(())
+}
+
+/// The stable toolchain builds the XDP object with RUSTC_BOOTSTRAP=1 and
+/// `-Z build-std=core`, which needs the standard library's sources.
+fn rust_src() -> Result<()> {
+    let sysroot = output(Command::new("rustc").args(["+stable", "--print", "sysroot"]))
+        .context("rustc +stable is not available: install rustup's stable toolchain")?;
+    let src = Path::new(sysroot.trim()).join("lib/rustlib/src/rust/library/core");
+    if src.exists() {
+        return Ok(());
+    }
+    let mut c = Command::new("rustup");
+    c.args(["component", "add", "rust-src", "--toolchain", "stable"]);
+    run(c, "installing rust-src for the stable toolchain")
+}
+
+/// LLVM major version of the stable rustc.
+fn rustc_llvm() -> Result<(String, PathBuf)> {
+    let vv = output(Command::new("rustc").args(["+stable", "-vV"])).context("rustc -vV")?;
+    let llvm = vv
+        .lines()
+        .find_map(|l| l.strip_prefix("LLVM version: "))
+        .context("rustc -vV names no LLVM version")?
+        .trim()
+        .to_string();
+    let sysroot = output(Command::new("rustc").args(["+stable", "--print", "sysroot"]))
+        .context("rustc --print sysroot")?;
+    Ok((llvm, PathBuf::from(sysroot.trim())))
+}
+
+/// bpf-linker must use the LLVM rustc uses. It is built against the
+/// toolchain's own libLLVM: LLVM_PREFIX points at a folder whose lib/ links
+/// to it twice, as `libLLVM.so` (for the build) and under the library's own
+/// file name (the installed binary's rpath looks for that).
+fn bpf_linker() -> Result<()> {
+    let (llvm, sysroot) = rustc_llvm()?;
+    let major = llvm.split('.').next().unwrap_or_default().to_string();
+    let libdir = sysroot.join("lib");
+    let lib = std::fs::read_dir(&libdir)
+        .with_context(|| format!("reading {}", libdir.display()))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.starts_with("libLLVM.so.") || (n.starts_with("libLLVM-") && n.ends_with(".so")))
+        .with_context(|| format!("no libLLVM in {}", libdir.display()))?;
+    // Resolve a linker-script stub (libLLVM-22-rust-...so) to the real file.
+    let real = std::fs::canonicalize(libdir.join(&lib))?;
+    let real_name = real
+        .file_name()
+        .context("libLLVM file name")?
+        .to_string_lossy()
+        .into_owned();
+    if linked_llvm_ok(&real_name) {
+        return Ok(());
+    }
+    let home = env::var_os("HOME").context("HOME is not set")?;
+    let prefix = PathBuf::from(home).join(".cache/hsdns/llvm");
+    let plib = prefix.join("lib");
+    std::fs::create_dir_all(&plib)?;
+    for name in ["libLLVM.so", real_name.as_str()] {
+        let link = plib.join(name);
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&real, &link)
+            .with_context(|| format!("linking {}", link.display()))?;
+    }
+    let mut c = Command::new("cargo");
+    c.args([
+        "+stable",
+        "install",
+        "--locked",
+        "--force",
+        "bpf-linker",
+        "--no-default-features",
+        "--features",
+        &format!("llvm-{major}"),
+    ])
+    .env("LLVM_PREFIX", &prefix);
+    run(
+        c,
+        &format!("building bpf-linker against the toolchain's LLVM {llvm} (about a minute)"),
+    )?;
+    if !linked_llvm_ok(&real_name) {
+        bail!("bpf-linker was installed but does not load {real_name}: is ~/.cargo/bin on PATH?");
+    }
+    Ok(())
+}
+
+/// Whether the bpf-linker on PATH loads exactly the toolchain's libLLVM
+/// (its --version does not say which LLVM it uses; the dynamic linker does).
+fn linked_llvm_ok(real_name: &str) -> bool {
+    let Some(path) = output(Command::new("sh").args(["-c", "command -v bpf-linker"])) else {
+        return false;
+    };
+    output(Command::new("ldd").arg(path.trim()))
+        .is_some_and(|l| l.lines().any(|l| l.contains(&format!("{real_name} => /"))))
+}
+
+const PACKAGES: [(&str, &str); 4] = [
+    ("bpftool", "inspecting the pinned maps (demo, README)"),
+    ("dnsperf", "the end-to-end benchmark's load generator"),
+    (
+        "bind9-dnsutils",
+        "dig, the real client of the demo and the network tests",
+    ),
+    (
+        "iproute2",
+        "network namespaces and veth pairs for the demo and tests",
+    ),
+];
+
+fn debian_packages() -> Result<()> {
+    let missing: Vec<&str> = PACKAGES
+        .iter()
+        .map(|(p, _)| *p)
+        .filter(|p| {
+            !output(Command::new("dpkg-query").args(["-W", "-f", "${Status}", p]))
+                .is_some_and(|s| s.contains("install ok installed"))
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    require_root("installing Debian packages")?;
+    let mut c = Command::new("apt-get");
+    c.arg("update").arg("-qq");
+    run(c, "apt-get update")?;
+    let mut c = Command::new("apt-get");
+    c.args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive");
+    run(c, &format!("installing {}", missing.join(" ")))
+}
+
+fn build() -> Result<()> {
+    let mut c = cargo();
+    c.args(["build", "--release", "-p", "hsdns", "--bins", "--examples"]);
+    run(c, "building hsdns (release)")
+}
+
+fn demo() -> Result<()> {
+    let exe = workspace().join("target/release/examples/demo");
+    run(Command::new(exe), "running the demo")
+}
+
+fn test() -> Result<()> {
+    let mut c = cargo();
+    c.args(["fmt", "--all", "--check"]);
+    run(c, "checking formatting")?;
+    let mut c = cargo();
+    c.args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]);
+    run(c, "clippy")?;
+    // Network-namespace tests share fixed interface names and addresses:
+    // one test thread. Unit and kernel tests are cheap either way.
+    let mut c = cargo();
+    c.args(["test", "--workspace", "--", "--test-threads=1"]);
+    run(c, "running every test")
+}
+
+fn bench(runs: usize) -> Result<()> {
+    let results = workspace().join("results");
+    std::fs::create_dir_all(&results)?;
+    let exe = workspace().join("target/release/examples");
+    let kernel = output(Command::new(exe.join("bench_kernel")).arg(runs.to_string()))
+        .context("kernel benchmark failed")?;
+    let scale = output(&mut Command::new(exe.join("scale"))).context("scale benchmark failed")?;
+    let machine = format!(
+        "{} cores, kernel {}",
+        output(&mut Command::new("nproc"))
+            .unwrap_or_default()
+            .trim(),
+        output(Command::new("uname").arg("-r"))
+            .unwrap_or_default()
+            .trim()
+    );
+    std::fs::write(results.join("kernel.jsonl"), &kernel)?;
+    std::fs::write(results.join("scale.json"), &scale)?;
+    let mut md = format!(
+        "# hsdns benchmark results\n\nMachine: {machine}. Command: `cargo xtask bench --runs {runs}`.\n\n\
+         ## Cost of one answer in the kernel (BPF_PROG_TEST_RUN, single runs)\n\n\
+         | case | mean ns | median ns | x floor |\n|---|---|---|---|\n"
+    );
+    for line in kernel.lines() {
+        let field = |k: &str| {
+            line.split(&format!("\"{k}\":"))
+                .nth(1)
+                .map(|r| {
+                    r.split([',', '}'])
+                        .next()
+                        .unwrap_or("")
+                        .trim_matches('"')
+                        .to_string()
+                })
+                .unwrap_or_default()
+        };
+        md.push_str(&format!(
+            "| {} | {} | {} | {} |\n",
+            field("case"),
+            field("mean_ns"),
+            field("median_ns"),
+            field("ratio")
+        ));
+    }
+    md.push_str(&format!(
+        "\n## Cluster scale (10,000 services, 150,000 pods)\n\n```json\n{scale}```\n"
+    ));
+    std::fs::write(results.join("RESULTS.md"), &md)?;
+    print!("{md}");
+    Ok(())
+}
