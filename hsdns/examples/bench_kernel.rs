@@ -95,17 +95,17 @@ fn main() -> Result<()> {
     tcp.proto = 6;
     let cases: Vec<(&str, Frame, u32)> = vec![
         (
-            "A hit, 1 address",
+            "A hit (1 address)",
             Frame::v4(query(pod, RecordType::A, None)),
             XDP_TX,
         ),
         (
-            "A hit, 3 addresses",
+            "A hit (3 addresses)",
             Frame::v4(query(svc, RecordType::A, Some(1232))),
             XDP_TX,
         ),
         (
-            "A hit, 20 addresses",
+            "A hit (20 addresses)",
             Frame::v4(query(
                 "multi20.bench.svc.cluster.local.",
                 RecordType::A,
