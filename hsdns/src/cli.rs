@@ -82,6 +82,23 @@ pub struct RunArgs {
     /// Leave interfaces and addresses alone (something else manages them).
     #[arg(long)]
     pub no_local_interface: bool,
+    /// Serve DNS in userspace too, on every --dns-addr port 53 (UDP and
+    /// TCP): what the kernel passes up is answered from the record table or
+    /// forwarded to these upstreams (ip or ip:port). Repeatable.
+    #[arg(long = "upstream", value_name = "ADDR", value_parser = parse_upstream)]
+    pub upstreams: Vec<std::net::SocketAddr>,
+    /// Like --upstream, with the nameservers of this resolv.conf.
+    #[arg(long, value_name = "PATH")]
+    pub resolv_conf: Option<PathBuf>,
+    /// Per-upstream timeout of a forwarded query, in milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    pub upstream_timeout_ms: u64,
+    /// Forwarded queries in flight at most; beyond, SERVFAIL at once.
+    #[arg(long, default_value_t = 1000)]
+    pub max_inflight: usize,
+    /// Cached upstream answers at most.
+    #[arg(long, default_value_t = 10_000)]
+    pub cache_entries: usize,
     /// Do not answer NXDOMAIN in the kernel for names that provably do not
     /// exist (for clusters whose upstream serves other names in the zone).
     #[arg(long)]
@@ -102,4 +119,13 @@ pub struct RunArgs {
     /// answers (a readiness signal for scripts and probes).
     #[arg(long, value_name = "PATH")]
     pub ready_file: Option<PathBuf>,
+}
+
+fn parse_upstream(s: &str) -> Result<std::net::SocketAddr, String> {
+    if let Ok(a) = s.parse() {
+        return Ok(a);
+    }
+    s.parse::<IpAddr>()
+        .map(|ip| std::net::SocketAddr::new(ip, 53))
+        .map_err(|_| format!("{s:?} is not an IP address or ip:port"))
 }

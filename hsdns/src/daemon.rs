@@ -24,6 +24,7 @@ use crate::{
     loader::{self, Capacities, ModeChoice},
     maps::{Syncer, bpf::BpfMaps, bpf::sum_counters},
     records::{RecordTable, ZoneConfig},
+    server::{self, Server, ServerConfig},
     source,
 };
 
@@ -61,6 +62,15 @@ pub fn run(args: RunArgs) -> Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(serve(args))
+}
+
+/// A task that ends with its owner.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Interfaces the program is attached to, by index.
@@ -176,6 +186,33 @@ async fn serve_with_maps(
     if attached.links.is_empty() {
         log::warn!("no interface matches yet; waiting for pod interfaces to appear");
     }
+    let mut upstreams = args.upstreams.clone();
+    if let Some(rc) = &args.resolv_conf {
+        upstreams.extend(server::resolv_conf_upstreams(rc)?);
+    }
+    let (_tables, tables_rx) = tokio::sync::watch::channel(table.clone());
+    let _server = if upstreams.is_empty() {
+        None
+    } else {
+        let cfg = ServerConfig {
+            listen: args
+                .dns_addrs
+                .iter()
+                .map(|ip| std::net::SocketAddr::new(*ip, 53))
+                .collect(),
+            upstreams: upstreams.clone(),
+            timeout: std::time::Duration::from_millis(args.upstream_timeout_ms),
+            max_inflight: args.max_inflight,
+            cache_entries: args.cache_entries,
+        };
+        let srv = Server::new(cfg, tables_rx);
+        let bound = srv.bind().await?;
+        log::info!(
+            "userspace server on {:?}, upstreams {upstreams:?}",
+            bound.local_addrs()
+        );
+        Some(AbortOnDrop(tokio::spawn(srv.serve(bound))))
+    };
     // Only now does the kernel answer: the maps hold the whole table.
     syncer.backend_mut().set_answering(true)?;
     if let Some(f) = &args.ready_file {

@@ -10,5 +10,6 @@ pub mod links;
 pub mod loader;
 pub mod maps;
 pub mod records;
+pub mod server;
 pub mod source;
 pub mod testing;
