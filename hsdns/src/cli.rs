@@ -39,6 +39,14 @@ pub struct SourceArgs {
     /// (deploy/examples/seed.yaml) is used.
     #[arg(long = "manifests", value_name = "PATH")]
     pub manifests: Vec<PathBuf>,
+    /// Watch the Kubernetes API with this kubeconfig instead of reading
+    /// manifests.
+    #[arg(long, value_name = "PATH", conflicts_with = "manifests")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Watch the Kubernetes API with the in-cluster service account (or
+    /// $KUBECONFIG) instead of reading manifests.
+    #[arg(long, conflicts_with_all = ["manifests", "kubeconfig"])]
+    pub kube: bool,
     /// The cluster zone.
     #[arg(long, default_value = "cluster.local")]
     pub zone: String,

@@ -28,14 +28,8 @@ use crate::{
     source,
 };
 
-/// Reads the configured source and builds the record table. The SOA serial
-/// is the build time, as CoreDNS reports the time of its last change.
-pub fn build_table(args: &SourceArgs) -> Result<RecordTable> {
-    let objects = if args.manifests.is_empty() {
-        source::embedded_seed()
-    } else {
-        source::load_paths(&args.manifests)?
-    };
+/// The zone of `--zone`/`--ttl`.
+pub fn zone_config(args: &SourceArgs) -> Result<ZoneConfig> {
     let mut zone = Name::from_ascii(&args.zone)
         .with_context(|| format!("--zone {:?} is not a domain name", args.zone))?
         .to_lowercase();
@@ -43,15 +37,30 @@ pub fn build_table(args: &SourceArgs) -> Result<RecordTable> {
     if zone.is_root() {
         bail!("--zone must not be the root");
     }
-    let cfg = ZoneConfig {
+    Ok(ZoneConfig {
         zone,
         ttl: args.ttl,
-    };
-    let serial = SystemTime::now()
+    })
+}
+
+/// The SOA serial: the daemon's start time, as CoreDNS reports the time of
+/// its last change. Fixed for the daemon's life, so the kernel's negative
+/// answers are never rewritten (and never torn).
+fn serial() -> u32 {
+    SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as u32)
-        .unwrap_or(1);
-    Ok(RecordTable::build(&cfg, &objects, serial))
+        .unwrap_or(1)
+}
+
+/// Reads the manifest source and builds the record table.
+pub fn build_table(args: &SourceArgs) -> Result<RecordTable> {
+    let objects = if args.manifests.is_empty() {
+        source::embedded_seed()
+    } else {
+        source::load_paths(&args.manifests)?
+    };
+    Ok(RecordTable::build(&zone_config(args)?, &objects, serial()))
 }
 
 pub fn run(args: RunArgs) -> Result<()> {
@@ -62,6 +71,16 @@ pub fn run(args: RunArgs) -> Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(serve(args))
+}
+
+/// Turns kernel answers on and signals readiness.
+fn become_ready(syncer: &mut Syncer<BpfMaps>, args: &RunArgs) -> Result<()> {
+    syncer.backend_mut().set_answering(true)?;
+    if let Some(f) = &args.ready_file {
+        fs::write(f, b"ready\n").with_context(|| format!("writing {}", f.display()))?;
+    }
+    log::info!("ready");
+    Ok(())
 }
 
 /// A task that ends with its owner.
@@ -102,7 +121,18 @@ impl Attached {
 }
 
 async fn serve(args: RunArgs) -> Result<()> {
-    let table = Arc::new(build_table(&args.source)?);
+    let live = args.source.kube || args.source.kubeconfig.is_some();
+    let (table, objects) = if live {
+        let client = source::kube::client(args.source.kubeconfig.as_deref()).await?;
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        tokio::spawn(source::kube::watch(client, tx));
+        // Empty until the first complete list: nothing is answered before.
+        let cfg = zone_config(&args.source)?;
+        let empty = RecordTable::build(&cfg, &source::Objects::default(), serial());
+        (Arc::new(empty), Some(rx))
+    } else {
+        (Arc::new(build_table(&args.source)?), None)
+    };
     log::info!("record table: {} names", table.len());
     let caps = Capacities {
         names: args.name_capacity[..]
@@ -125,7 +155,7 @@ async fn serve(args: RunArgs) -> Result<()> {
         );
         Some(l)
     };
-    let result = serve_with_maps(&args, &caps, table, &netlink).await;
+    let result = serve_with_maps(&args, &caps, table, objects, &netlink).await;
     if let Some(l) = &local
         && let Err(e) = links::release_local(&netlink, l).await
     {
@@ -137,7 +167,8 @@ async fn serve(args: RunArgs) -> Result<()> {
 async fn serve_with_maps(
     args: &RunArgs,
     caps: &Capacities,
-    table: Arc<RecordTable>,
+    mut table: Arc<RecordTable>,
+    mut objects: Option<tokio::sync::watch::Receiver<Option<Arc<source::Objects>>>>,
     netlink: &rtnetlink::Handle,
 ) -> Result<()> {
     let mut ebpf = loader::load(caps)?;
@@ -190,7 +221,7 @@ async fn serve_with_maps(
     if let Some(rc) = &args.resolv_conf {
         upstreams.extend(server::resolv_conf_upstreams(rc)?);
     }
-    let (_tables, tables_rx) = tokio::sync::watch::channel(table.clone());
+    let (tables_tx, tables_rx) = tokio::sync::watch::channel(table.clone());
     let _server = if upstreams.is_empty() {
         None
     } else {
@@ -213,10 +244,10 @@ async fn serve_with_maps(
         );
         Some(AbortOnDrop(tokio::spawn(srv.serve(bound))))
     };
-    // Only now does the kernel answer: the maps hold the whole table.
-    syncer.backend_mut().set_answering(true)?;
-    if let Some(f) = &args.ready_file {
-        fs::write(f, b"ready\n").with_context(|| format!("writing {}", f.display()))?;
+    // Only now does the kernel answer: the maps hold the whole table (with
+    // the live source, once its first complete list is in).
+    if objects.is_none() {
+        become_ready(&mut syncer, args)?;
     }
     log::info!(
         "ready: answering for {:?} on {} interfaces",
@@ -234,6 +265,19 @@ async fn serve_with_maps(
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
+            Ok(()) = async { objects.as_mut().expect("guarded").changed().await }, if objects.is_some() => {
+                let Some(snapshot) = objects.as_mut().expect("guarded").borrow_and_update().clone() else {
+                    continue;
+                };
+                let first = !syncer.backend().answering();
+                table = Arc::new(RecordTable::build(table.zone(), &snapshot, table.serial()));
+                let stats = syncer.sync(&table)?;
+                log::info!("synced {} names ({stats:?})", table.len());
+                let _ = tables_tx.send(table.clone());
+                if first {
+                    become_ready(&mut syncer, args)?;
+                }
+            }
             Some(ev) = async { events.as_mut()?.next().await }, if events.is_some() => {
                 match ev {
                     LinkEvent::New(link) if selector.matches(&link) => {

@@ -282,7 +282,37 @@ fn test() -> Result<()> {
     // one test thread. Unit and kernel tests are cheap either way.
     let mut c = cargo();
     c.args(["test", "--workspace", "--", "--test-threads=1"]);
-    run(c, "running every test")
+    eprintln!("xtask: running every test");
+    // Stream cargo's output and add up its per-binary results, so the run
+    // closes with one total line rather than the last binary's (often a
+    // doc-test binary with nothing in it).
+    c.stdout(std::process::Stdio::piped());
+    let mut child = c.spawn().context("running cargo test")?;
+    let out = child.stdout.take().context("cargo test stdout")?;
+    let (mut passed, mut failed, mut ignored) = (0u64, 0u64, 0u64);
+    for line in std::io::BufRead::lines(std::io::BufReader::new(out)) {
+        let line = line?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            let num = |what: &str| {
+                rest.split(';')
+                    .find_map(|p| {
+                        let n = p.trim().strip_suffix(what)?.trim();
+                        n.rsplit(' ').next()?.parse::<u64>().ok()
+                    })
+                    .unwrap_or(0)
+            };
+            passed += num("passed");
+            failed += num("failed");
+            ignored += num("ignored");
+        }
+    }
+    let status = child.wait()?;
+    println!("tests: {passed} passed, {failed} failed, {ignored} skipped");
+    if !status.success() {
+        bail!("tests failed ({status})");
+    }
+    Ok(())
 }
 
 fn bench(runs: usize) -> Result<()> {

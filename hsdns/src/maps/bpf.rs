@@ -59,6 +59,11 @@ impl BpfMaps {
         self.write_config()
     }
 
+    /// Whether the kernel is told to answer.
+    pub fn answering(&self) -> bool {
+        self.shadow.answering != 0
+    }
+
     fn write_config(&mut self) -> Result<()> {
         self.config.set(0, self.shadow, 0).context("writing config")
     }

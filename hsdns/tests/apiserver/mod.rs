@@ -1,0 +1,326 @@
+//! An in-process Kubernetes API server for Services and EndpointSlices that
+//! speaks the real list/watch HTTP protocol to kube-rs's real client: lists
+//! with a resourceVersion, watches streaming ADDED/MODIFIED/DELETED/BOOKMARK
+//! events as chunked JSON lines, 410 Gone for compacted history, dropped
+//! connections, and an "unreachable" switch. Loopback only.
+#![allow(dead_code)]
+
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+};
+
+use serde_json::{Value, json};
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::{TcpListener, TcpStream},
+    sync::broadcast,
+};
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+pub enum Kind {
+    Service,
+    EndpointSlice,
+}
+
+impl Kind {
+    fn list_kind(self) -> &'static str {
+        match self {
+            Kind::Service => "ServiceList",
+            Kind::EndpointSlice => "EndpointSliceList",
+        }
+    }
+    fn api_version(self) -> &'static str {
+        match self {
+            Kind::Service => "v1",
+            Kind::EndpointSlice => "discovery.k8s.io/v1",
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Event {
+    rv: u64,
+    kind: Kind,
+    typ: &'static str,
+    object: Value,
+}
+
+struct State {
+    rv: u64,
+    /// Events at or below this resourceVersion are forgotten: watching from
+    /// an older version gets 410 Gone.
+    compacted: u64,
+    objects: BTreeMap<(Kind, String, String), Value>,
+    history: Vec<Event>,
+    down: bool,
+}
+
+pub struct ApiServer {
+    pub addr: SocketAddr,
+    state: Arc<Mutex<State>>,
+    events: broadcast::Sender<Option<Event>>,
+}
+
+impl ApiServer {
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(Mutex::new(State {
+            rv: 100,
+            compacted: 0,
+            objects: BTreeMap::new(),
+            history: vec![],
+            down: false,
+        }));
+        let (events, _) = broadcast::channel(4096);
+        let (st, ev) = (state.clone(), events.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((conn, _)) = listener.accept().await else {
+                    continue;
+                };
+                if st.lock().unwrap().down {
+                    // Unreachable: the connection is refused by closing it.
+                    drop(conn);
+                    continue;
+                }
+                let (st, ev) = (st.clone(), ev.clone());
+                tokio::spawn(async move {
+                    let _ = serve(conn, st, ev).await;
+                });
+            }
+        });
+        Self {
+            addr,
+            state,
+            events,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A kubeconfig file pointing at this server.
+    pub fn kubeconfig(&self, path: &std::path::Path) {
+        std::fs::write(
+            path,
+            format!(
+                "apiVersion: v1\nkind: Config\ncurrent-context: t\n\
+                 clusters: [{{name: t, cluster: {{server: \"{}\"}}}}]\n\
+                 contexts: [{{name: t, context: {{cluster: t, user: t}}}}]\n\
+                 users: [{{name: t, user: {{}}}}]\n",
+                self.url()
+            ),
+        )
+        .unwrap();
+    }
+
+    /// Creates or replaces an object (its JSON as `kubectl get -o json`
+    /// prints it), as ADDED or MODIFIED.
+    pub fn apply(&self, kind: Kind, mut obj: Value) {
+        let mut s = self.state.lock().unwrap();
+        s.rv += 1;
+        let rv = s.rv;
+        obj["metadata"]["resourceVersion"] = json!(rv.to_string());
+        obj["apiVersion"] = json!(kind.api_version());
+        let key = key(kind, &obj);
+        let typ = if s.objects.contains_key(&key) {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
+        s.objects.insert(key, obj.clone());
+        let e = Event {
+            rv,
+            kind,
+            typ,
+            object: obj,
+        };
+        s.history.push(e.clone());
+        let _ = self.events.send(Some(e));
+    }
+
+    pub fn delete(&self, kind: Kind, ns: &str, name: &str) {
+        let mut s = self.state.lock().unwrap();
+        let Some(mut obj) = s.objects.remove(&(kind, ns.into(), name.into())) else {
+            return;
+        };
+        s.rv += 1;
+        let rv = s.rv;
+        obj["metadata"]["resourceVersion"] = json!(rv.to_string());
+        let e = Event {
+            rv,
+            kind,
+            typ: "DELETED",
+            object: obj,
+        };
+        s.history.push(e.clone());
+        let _ = self.events.send(Some(e));
+    }
+
+    /// Deletes every object of a namespace (the namespace was deleted).
+    pub fn delete_namespace(&self, ns: &str) {
+        let keys: Vec<(Kind, String, String)> = self
+            .state
+            .lock()
+            .unwrap()
+            .objects
+            .keys()
+            .filter(|(_, n, _)| n == ns)
+            .cloned()
+            .collect();
+        for (k, n, name) in keys {
+            self.delete(k, &n, &name);
+        }
+    }
+
+    /// Ends every open watch (as an API server restart or a load balancer
+    /// timeout would).
+    pub fn drop_watches(&self) {
+        let _ = self.events.send(None);
+    }
+
+    /// Forgets the history: watches resuming from before now get 410 Gone.
+    pub fn compact(&self) {
+        let mut s = self.state.lock().unwrap();
+        s.compacted = s.rv;
+        s.history.clear();
+    }
+
+    /// Unreachable (connections closed at once) or back.
+    pub fn set_down(&self, down: bool) {
+        self.state.lock().unwrap().down = down;
+        if down {
+            self.drop_watches();
+        }
+    }
+}
+
+fn key(kind: Kind, obj: &Value) -> (Kind, String, String) {
+    let m = &obj["metadata"];
+    (
+        kind,
+        m["namespace"].as_str().unwrap_or("").into(),
+        m["name"].as_str().unwrap_or("").into(),
+    )
+}
+
+async fn serve(
+    mut conn: TcpStream,
+    state: Arc<Mutex<State>>,
+    events: broadcast::Sender<Option<Event>>,
+) -> std::io::Result<()> {
+    // One request per connection (we answer with Connection: close).
+    let mut req = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = conn.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        req.extend_from_slice(&buf[..n]);
+    }
+    let head = String::from_utf8_lossy(&req).into_owned();
+    let target = head.split_whitespace().nth(1).unwrap_or("/").to_string();
+    let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+    let params: BTreeMap<&str, &str> = query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .collect();
+    let kind = match path {
+        "/api/v1/services" => Kind::Service,
+        "/apis/discovery.k8s.io/v1/endpointslices" => Kind::EndpointSlice,
+        _ => {
+            let body = json!({"kind":"Status","apiVersion":"v1","status":"Failure","code":404,"reason":"NotFound","message":path}).to_string();
+            let resp = format!(
+                "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            conn.write_all(resp.as_bytes()).await?;
+            return Ok(());
+        }
+    };
+    if params.get("watch") != Some(&"true") && params.get("watch") != Some(&"1") {
+        let (items, rv) = {
+            let s = state.lock().unwrap();
+            let items: Vec<Value> = s
+                .objects
+                .iter()
+                .filter(|((k, _, _), _)| *k == kind)
+                .map(|(_, v)| v.clone())
+                .collect();
+            (items, s.rv)
+        };
+        let body = json!({
+            "apiVersion": kind.api_version(),
+            "kind": kind.list_kind(),
+            "metadata": {"resourceVersion": rv.to_string()},
+            "items": items,
+        })
+        .to_string();
+        let resp = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        conn.write_all(resp.as_bytes()).await?;
+        return Ok(());
+    }
+    let from: u64 = params
+        .get("resourceVersion")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    // Subscribe before reading history so nothing falls in between.
+    let mut rx = events.subscribe();
+    conn.write_all(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+    )
+    .await?;
+    let (backlog, gone, mut sent) = {
+        let s = state.lock().unwrap();
+        let gone = from < s.compacted;
+        let backlog: Vec<Event> = s
+            .history
+            .iter()
+            .filter(|e| e.kind == kind && e.rv > from)
+            .cloned()
+            .collect();
+        (backlog, gone, from)
+    };
+    if gone {
+        let line = json!({"type":"ERROR","object":{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"too old resource version","reason":"Expired","code":410}});
+        chunk(&mut conn, &line).await?;
+        conn.write_all(b"0\r\n\r\n").await?;
+        return Ok(());
+    }
+    for e in backlog {
+        sent = e.rv;
+        chunk(&mut conn, &json!({"type": e.typ, "object": e.object})).await?;
+    }
+    if params.get("allowWatchBookmarks") == Some(&"true") {
+        let rv = state.lock().unwrap().rv;
+        let bookmark = json!({"type":"BOOKMARK","object":{"apiVersion": kind.api_version(), "kind": if kind == Kind::Service {"Service"} else {"EndpointSlice"}, "metadata":{"resourceVersion": rv.to_string()}}});
+        chunk(&mut conn, &bookmark).await?;
+    }
+    loop {
+        match rx.recv().await {
+            Ok(Some(e)) if e.kind == kind && e.rv > sent => {
+                sent = e.rv;
+                chunk(&mut conn, &json!({"type": e.typ, "object": e.object})).await?;
+            }
+            Ok(Some(_)) => {}
+            // Dropped: end the stream without the final chunk, as a broken
+            // connection would.
+            Ok(None) | Err(_) => return Ok(()),
+        }
+    }
+}
+
+async fn chunk(conn: &mut TcpStream, v: &Value) -> std::io::Result<()> {
+    let mut line = v.to_string();
+    line.push('\n');
+    conn.write_all(format!("{:x}\r\n{line}\r\n", line.len()).as_bytes())
+        .await
+}

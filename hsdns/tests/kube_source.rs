@@ -1,0 +1,251 @@
+//! The live Kubernetes source against an in-process API server speaking the
+//! real list/watch protocol to kube-rs's real client.
+
+mod apiserver;
+
+use std::{sync::Arc, time::Duration};
+
+use apiserver::{ApiServer, Kind};
+use hickory_proto::rr::Name;
+use hsdns::{
+    records::{RecordTable, ZoneConfig},
+    source::{self, Objects},
+};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+fn headless(ns: &str, name: &str, publish_not_ready: bool) -> Value {
+    json!({"kind": "Service", "metadata": {"name": name, "namespace": ns},
+           "spec": {"clusterIP": "None", "clusterIPs": ["None"], "publishNotReadyAddresses": publish_not_ready,
+                    "ports": [{"name": "web", "port": 80}]}})
+}
+
+fn cluster_ip(ns: &str, name: &str, ip: &str) -> Value {
+    json!({"kind": "Service", "metadata": {"name": name, "namespace": ns},
+           "spec": {"clusterIP": ip, "clusterIPs": [ip], "ports": [{"name": "web", "port": 80}]}})
+}
+
+/// (hostname, address, ready) endpoints.
+fn slice(ns: &str, name: &str, svc: &str, eps: &[(&str, &str, bool)]) -> Value {
+    let endpoints: Vec<Value> = eps
+        .iter()
+        .map(|(h, ip, ready)| json!({"addresses": [ip], "hostname": h, "conditions": {"ready": ready}}))
+        .collect();
+    json!({"kind": "EndpointSlice",
+           "metadata": {"name": name, "namespace": ns, "labels": {"kubernetes.io/service-name": svc}},
+           "addressType": "IPv4", "ports": [{"name": "web", "port": 80}], "endpoints": endpoints})
+}
+
+async fn start(api: &ApiServer) -> watch::Receiver<Option<Arc<Objects>>> {
+    let dir = std::env::temp_dir().join(format!(
+        "hsdns-kc-{}-{}",
+        std::process::id(),
+        api.addr.port()
+    ));
+    api.kubeconfig(&dir);
+    let client = source::kube::client(Some(&dir)).await.expect("client");
+    let (tx, rx) = watch::channel(None);
+    tokio::spawn(source::kube::watch(client, tx));
+    rx
+}
+
+fn table(o: &Objects) -> RecordTable {
+    RecordTable::build(&ZoneConfig::default(), o, 1)
+}
+
+fn addrs(t: &RecordTable, name: &str) -> Option<Vec<String>> {
+    let e = t.get(&Name::from_ascii(name).unwrap())?;
+    let mut v: Vec<String> = e.a.iter().map(|a| a.to_string()).collect();
+    v.sort();
+    Some(v)
+}
+
+/// Waits (at most 15 s) for a snapshot whose table satisfies `pred`.
+async fn until(
+    rx: &mut watch::Receiver<Option<Arc<Objects>>>,
+    what: &str,
+    pred: impl Fn(&RecordTable) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(o) = rx.borrow_and_update().clone()
+            && pred(&table(&o))
+        {
+            return;
+        }
+        match tokio::time::timeout_at(deadline, rx.changed()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => panic!("the source stopped before: {what}"),
+            Err(_) => panic!("timed out waiting for: {what}"),
+        }
+    }
+}
+
+const SVC: &str = "nginx-headless.test.svc.cluster.local.";
+
+fn pod(i: usize) -> String {
+    format!("nginx-{i}.nginx-headless.test.svc.cluster.local.")
+}
+
+fn seed_slice(n: usize) -> Value {
+    let hosts: Vec<(String, String)> = (0..n)
+        .map(|i| (format!("nginx-{i}"), format!("169.254.10.{}", 10 + i)))
+        .collect();
+    let eps: Vec<(&str, &str, bool)> = hosts
+        .iter()
+        .map(|(h, a)| (h.as_str(), a.as_str(), true))
+        .collect();
+    slice("test", "nginx-headless-abc", "nginx-headless", &eps)
+}
+
+#[tokio::test]
+async fn snapshots_follow_the_cluster() {
+    let api = ApiServer::start().await;
+    api.apply(Kind::Service, headless("test", "nginx-headless", false));
+    api.apply(Kind::EndpointSlice, seed_slice(3));
+    let mut rx = start(&api).await;
+    until(&mut rx, "the seed", |t| {
+        addrs(t, SVC).is_some_and(|a| a.len() == 3)
+    })
+    .await;
+    // Scale up and down.
+    api.apply(Kind::EndpointSlice, seed_slice(5));
+    until(&mut rx, "nginx-4 after scale up", |t| {
+        addrs(t, &pod(4)).is_some()
+    })
+    .await;
+    api.apply(Kind::EndpointSlice, seed_slice(1));
+    until(&mut rx, "scale down to one", |t| {
+        addrs(t, &pod(1)).is_none() && addrs(t, SVC) == Some(vec!["169.254.10.10".into()])
+    })
+    .await;
+    // A not-ready endpoint is left out until publishNotReadyAddresses.
+    api.apply(
+        Kind::EndpointSlice,
+        slice(
+            "test",
+            "nginx-headless-abc",
+            "nginx-headless",
+            &[
+                ("nginx-0", "169.254.10.10", true),
+                ("nginx-1", "169.254.10.11", false),
+            ],
+        ),
+    );
+    until(&mut rx, "nginx-1 not ready", |t| {
+        addrs(t, &pod(0)).is_some() && addrs(t, &pod(1)).is_none()
+    })
+    .await;
+    api.apply(Kind::Service, headless("test", "nginx-headless", true));
+    until(&mut rx, "publishNotReadyAddresses", |t| {
+        addrs(t, &pod(1)).is_some()
+    })
+    .await;
+    // Headless becomes ClusterIP: the service name is its cluster IP.
+    api.apply(
+        Kind::Service,
+        cluster_ip("test", "nginx-headless", "169.254.96.20"),
+    );
+    until(&mut rx, "ClusterIP", |t| {
+        addrs(t, SVC) == Some(vec!["169.254.96.20".into()]) && addrs(t, &pod(0)).is_none()
+    })
+    .await;
+    // The namespace goes away.
+    api.delete_namespace("test");
+    until(&mut rx, "namespace deleted", |t| addrs(t, SVC).is_none()).await;
+}
+
+#[tokio::test]
+async fn order_and_several_slices_do_not_matter() {
+    let api = ApiServer::start().await;
+    // The slices arrive before their service, split in two.
+    api.apply(
+        Kind::EndpointSlice,
+        slice("test", "a", "web", &[("web-0", "169.254.11.1", true)]),
+    );
+    api.apply(
+        Kind::EndpointSlice,
+        slice("test", "b", "web", &[("web-1", "169.254.11.2", true)]),
+    );
+    let mut rx = start(&api).await;
+    until(&mut rx, "first snapshot", |_| true).await;
+    api.apply(Kind::Service, headless("test", "web", false));
+    until(&mut rx, "both slices", |t| {
+        addrs(t, "web.test.svc.cluster.local.").is_some_and(|a| a.len() == 2)
+    })
+    .await;
+    // web-1 moves from slice b to slice a.
+    api.apply(
+        Kind::EndpointSlice,
+        slice(
+            "test",
+            "a",
+            "web",
+            &[
+                ("web-0", "169.254.11.1", true),
+                ("web-1", "169.254.11.2", true),
+            ],
+        ),
+    );
+    api.apply(Kind::EndpointSlice, slice("test", "b", "web", &[]));
+    until(&mut rx, "moved", |t| {
+        addrs(t, "web-1.web.test.svc.cluster.local.") == Some(vec!["169.254.11.2".into()])
+            && addrs(t, "web.test.svc.cluster.local.").is_some_and(|a| a.len() == 2)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn dropped_connections_and_410_gone_lose_nothing() {
+    let api = ApiServer::start().await;
+    api.apply(Kind::Service, headless("test", "nginx-headless", false));
+    api.apply(Kind::EndpointSlice, seed_slice(2));
+    let mut rx = start(&api).await;
+    until(&mut rx, "the seed", |t| addrs(t, &pod(1)).is_some()).await;
+    // The watch breaks; a change made meanwhile still arrives.
+    api.drop_watches();
+    api.apply(Kind::EndpointSlice, seed_slice(3));
+    until(&mut rx, "change across a reconnect", |t| {
+        addrs(t, &pod(2)).is_some()
+    })
+    .await;
+    // History compacted: resuming gets 410 Gone, the watcher relists.
+    api.compact();
+    api.drop_watches();
+    api.apply(Kind::EndpointSlice, seed_slice(4));
+    until(&mut rx, "change after a relist", |t| {
+        addrs(t, &pod(3)).is_some()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_unreachable_api_server_publishes_nothing_until_it_answers() {
+    let api = ApiServer::start().await;
+    api.apply(Kind::Service, headless("test", "nginx-headless", false));
+    api.apply(Kind::EndpointSlice, seed_slice(1));
+    api.set_down(true);
+    let mut rx = start(&api).await;
+    let early = tokio::time::timeout(Duration::from_millis(1500), rx.changed()).await;
+    assert!(early.is_err(), "no snapshot while the API server is down");
+    assert!(rx.borrow().is_none());
+    api.set_down(false);
+    until(&mut rx, "the first list once it is back", |t| {
+        addrs(t, &pod(0)).is_some()
+    })
+    .await;
+    // Down mid-run: the last good state stays, changes arrive after.
+    api.set_down(true);
+    api.apply(Kind::EndpointSlice, seed_slice(2));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        rx.borrow()
+            .as_ref()
+            .is_some_and(|o| addrs(&table(o), &pod(0)).is_some())
+    );
+    api.set_down(false);
+    until(&mut rx, "the change after recovery", |t| {
+        addrs(t, &pod(1)).is_some()
+    })
+    .await;
+}
