@@ -104,6 +104,8 @@ mod prog {
         Malformed,
         UserspaceOnly,
         Internal,
+        /// The frame has no room for the reply.
+        NoRoom,
         /// The packet was already being rewritten when a helper failed:
         /// it can no longer go up as it came.
         Dropped,
@@ -173,6 +175,7 @@ mod prog {
             Verdict::Malformed => &mut c.pass_malformed,
             Verdict::UserspaceOnly => &mut c.pass_userspace_only,
             Verdict::Internal => &mut c.pass_internal,
+            Verdict::NoRoom => &mut c.pass_no_room,
             Verdict::Dropped => &mut c.dropped_internal,
         };
         *field += 1;
@@ -878,7 +881,9 @@ mod prog {
         // SAFETY: ctx.ctx is the program's context; no packet pointer is
         // held across these helpers (all access goes through load/store).
         if unsafe { bpf_xdp_adjust_tail(ctx.ctx, delta) } != 0 {
-            return Err(Verdict::Internal);
+            // Generic (skb) XDP gives the frame only the skb's own tailroom,
+            // often under 64 bytes: larger answers go up to userspace.
+            return Err(Verdict::NoRoom);
         }
         if strip > 0 && unsafe { bpf_xdp_adjust_head(ctx.ctx, strip as i32) } != 0 {
             if unsafe { bpf_xdp_adjust_tail(ctx.ctx, -delta) } != 0 {

@@ -250,7 +250,7 @@ async fn serve_with_maps(
         become_ready(&mut syncer, args)?;
     }
     log::info!(
-        "ready: answering for {:?} on {} interfaces",
+        "kernel answers for {:?} on {} interfaces (once the maps are complete)",
         args.dns_addrs
             .iter()
             .chain(&args.intercept_addrs)

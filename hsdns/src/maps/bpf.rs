@@ -104,6 +104,7 @@ pub fn sum_counters<'a>(values: impl Iterator<Item = &'a Counters>) -> Counters 
         t.pass_malformed += c.pass_malformed;
         t.pass_userspace_only += c.pass_userspace_only;
         t.pass_internal += c.pass_internal;
+        t.pass_no_room += c.pass_no_room;
         t.dropped_internal += c.dropped_internal;
     }
     t
