@@ -881,8 +881,8 @@ mod prog {
         // SAFETY: ctx.ctx is the program's context; no packet pointer is
         // held across these helpers (all access goes through load/store).
         if unsafe { bpf_xdp_adjust_tail(ctx.ctx, delta) } != 0 {
-            // Generic (skb) XDP gives the frame only the skb's own tailroom,
-            // often under 64 bytes: larger answers go up to userspace.
+            // Generic (skb) XDP gives the frame only the skb's own tailroom
+            // (see Counters::pass_no_room): larger answers go up.
             return Err(Verdict::NoRoom);
         }
         if strip > 0 && unsafe { bpf_xdp_adjust_head(ctx.ctx, strip as i32) } != 0 {
