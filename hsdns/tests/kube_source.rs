@@ -249,3 +249,29 @@ async fn an_unreachable_api_server_publishes_nothing_until_it_answers() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn dual_stack_and_clusterip_to_headless() {
+    let api = ApiServer::start().await;
+    api.apply(Kind::Service, cluster_ip("test", "web", "169.254.96.30"));
+    let mut v6 = slice("test", "web-v6", "web", &[("web-0", "fd00:10::20", true)]);
+    v6["addressType"] = json!("IPv6");
+    api.apply(
+        Kind::EndpointSlice,
+        slice("test", "web-v4", "web", &[("web-0", "169.254.12.1", true)]),
+    );
+    api.apply(Kind::EndpointSlice, v6);
+    let mut rx = start(&api).await;
+    until(&mut rx, "the ClusterIP", |t| {
+        addrs(t, "web.test.svc.cluster.local.") == Some(vec!["169.254.96.30".into()])
+            && addrs(t, "web-0.web.test.svc.cluster.local.").is_none()
+    })
+    .await;
+    // ClusterIP becomes headless: both families of the endpoint appear.
+    api.apply(Kind::Service, headless("test", "web", false));
+    until(&mut rx, "dual-stack endpoint names", |t| {
+        t.get(&Name::from_ascii("web-0.web.test.svc.cluster.local.").unwrap())
+            .is_some_and(|e| e.a.len() == 1 && e.aaaa.len() == 1)
+    })
+    .await;
+}
