@@ -219,10 +219,11 @@ pub struct Counters {
     pub pass_userspace_only: u64,
     /// A helper failed (adjusting the packet, a dangling answer reference).
     pub pass_internal: u64,
-    /// The frame could not grow to the reply's size. On a veth in generic
-    /// (skb) mode the frame is the skb's own buffer: measured, a reply 59
-    /// bytes longer than the query (three A records and an OPT) fit, one
-    /// 811 bytes longer (50 records) did not. Native-mode frames have a page.
+    /// The frame could not grow to the reply's size. On a veth the frame is
+    /// the sender's skb buffer. Measured: in generic (skb) mode a reply 59
+    /// bytes longer than the query (three A records and an OPT) fit, one 811
+    /// bytes longer (50 records) did not; in native (driver) mode not even
+    /// one record fit (the skb is used as is when its headroom suffices).
     pub pass_no_room: u64,
     /// A helper failed after the rewrite began (cannot happen with the
     /// bounds checked before it; counted so it would not go unseen).
