@@ -157,6 +157,7 @@ pub struct Server {
     tables: watch::Receiver<Arc<RecordTable>>,
     cache: Mutex<Cache>,
     inflight: Semaphore,
+    rotation: AtomicU64,
     pub stats: Stats,
 }
 
@@ -184,6 +185,7 @@ impl Server {
                 cap: cfg.cache_entries,
             }),
             inflight: Semaphore::new(cfg.max_inflight),
+            rotation: AtomicU64::new(0),
             cfg,
             tables,
             stats: Stats::default(),
@@ -271,7 +273,10 @@ impl Server {
     pub async fn handle(&self, query: &[u8], udp: bool) -> Option<Vec<u8>> {
         let table = self.tables.borrow().clone();
         let max_udp = udp.then_some(hsdns_common::EDNS_UDP_SIZE);
-        if let resolver::Verdict::Answer(reply) = resolver::respond_any_type(&table, query, max_udp)
+        // Successive answers start one address further, as the kernel's do.
+        let rotate = self.rotation.fetch_add(1, Ordering::Relaxed) as usize;
+        if let resolver::Verdict::Answer(reply) =
+            resolver::respond_any_type_rotated(&table, query, max_udp, rotate)
         {
             self.stats.local.fetch_add(1, Ordering::Relaxed);
             if reply.get(2).is_some_and(|f| f & 0x02 != 0) {

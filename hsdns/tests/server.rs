@@ -239,6 +239,10 @@ async fn table_names_are_answered_locally_over_udp_and_tcp() {
     let m = ask_tcp(r.addr, &q).await;
     assert!(!m.metadata.truncation);
     assert_eq!(m.answers.len(), 100);
+    // Successive answers start with a different address, as the kernel's.
+    let first = |m: &Message| m.answers[0].data.clone();
+    let again = ask_tcp(r.addr, &q).await;
+    assert_ne!(first(&m), first(&again), "rotated");
     assert_eq!(
         up.queries.load(Ordering::SeqCst),
         0,

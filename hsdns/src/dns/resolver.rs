@@ -261,7 +261,18 @@ const TCP_MAX: usize = u16::MAX as usize;
 /// zones), and messages that are not one standard query (including EDNS
 /// versions other than 0, which the upstream answers with BADVERS).
 pub fn respond_any_type(table: &RecordTable, query: &[u8], max_udp: Option<u16>) -> Verdict {
-    match reply_any_type(table, query, max_udp) {
+    respond_any_type_rotated(table, query, max_udp, 0)
+}
+
+/// [`respond_any_type`] with A/AAAA answers rotated left by `rotate`
+/// places, as the kernel rotates them (each reply starts one further).
+pub fn respond_any_type_rotated(
+    table: &RecordTable,
+    query: &[u8],
+    max_udp: Option<u16>,
+    rotate: usize,
+) -> Verdict {
+    match reply_any_type(table, query, max_udp, rotate) {
         Ok(bytes) => Verdict::Answer(bytes),
         Err(reason) => Verdict::Pass(reason),
     }
@@ -271,6 +282,7 @@ fn reply_any_type(
     table: &RecordTable,
     query: &[u8],
     max_udp: Option<u16>,
+    rotate: usize,
 ) -> Result<Vec<u8>, PassReason> {
     use PassReason::*;
     let q = Message::from_vec(query).map_err(|_| Malformed)?;
@@ -344,8 +356,16 @@ fn reply_any_type(
         return finish(msg, q.edns.as_ref(), max_udp);
     }
     match qtype {
-        RecordType::A => msg.add_answers(entry.a.iter().map(|ip| rr(RData::A(A(*ip))))),
-        RecordType::AAAA => msg.add_answers(entry.aaaa.iter().map(|ip| rr(RData::AAAA(AAAA(*ip))))),
+        RecordType::A => {
+            let k = rotate % entry.a.len().max(1);
+            let (head, tail) = entry.a.split_at(k);
+            msg.add_answers(tail.iter().chain(head).map(|ip| rr(RData::A(A(*ip)))))
+        }
+        RecordType::AAAA => {
+            let k = rotate % entry.aaaa.len().max(1);
+            let (head, tail) = entry.aaaa.split_at(k);
+            msg.add_answers(tail.iter().chain(head).map(|ip| rr(RData::AAAA(AAAA(*ip)))))
+        }
         RecordType::TXT => msg.add_answers(entry.txt().map(|text| {
             Record::from_rdata(
                 qname.clone(),
