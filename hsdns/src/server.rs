@@ -290,6 +290,9 @@ impl Server {
         if q.metadata.message_type != MessageType::Query || q.queries.len() != 1 {
             return self.formerr(query);
         }
+        if q.queries[0].query_type() == RecordType::ANY {
+            return self.refuse_any(&q);
+        }
         let reply = self.forward(&q, query).await;
         let mut reply = match reply {
             Some(r) => r,
@@ -323,6 +326,29 @@ impl Server {
         reply.additionals.clear();
         reply.metadata.truncation = true;
         reply.to_vec().ok()
+    }
+
+    /// ANY is answered as CoreDNS's `any` plugin does (RFC 8482): one
+    /// synthesized HINFO "RFC8482", never the (forwarded, amplifiable)
+    /// full set.
+    fn refuse_any(&self, q: &Message) -> Option<Vec<u8>> {
+        self.stats.local.fetch_add(1, Ordering::Relaxed);
+        let mut m = Message::response(q.metadata.id, q.metadata.op_code);
+        m.metadata.recursion_desired = q.metadata.recursion_desired;
+        m.metadata.recursion_available = true;
+        m.queries = q.queries.clone();
+        m.add_answer(hickory_proto::rr::Record::from_rdata(
+            q.queries[0].name().clone(),
+            8482,
+            RData::HINFO(hickory_proto::rr::rdata::HINFO::new(
+                "RFC8482".into(),
+                String::new(),
+            )),
+        ));
+        if q.edns.is_some() {
+            m.set_edns(crate::dns::answer::server_edns());
+        }
+        m.to_vec().ok()
     }
 
     fn formerr(&self, query: &[u8]) -> Option<Vec<u8>> {

@@ -341,6 +341,26 @@ async fn failing_upstreams_give_servfail_in_bounded_time() {
 }
 
 #[tokio::test]
+async fn any_is_answered_with_rfc8482_hinfo_not_forwarded() {
+    let up = upstream(30).await;
+    let r = start(vec![up.addr], Duration::from_millis(500)).await;
+    for name in ["nginx-headless.test.svc.cluster.local.", "7.example.test."] {
+        let m = ask_udp(r.addr, &query(name, RecordType::ANY, true)).await;
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+        assert_eq!(m.answers.len(), 1);
+        assert!(
+            matches!(&m.answers[0].data, RData::HINFO(h) if &h.cpu[..] == b"RFC8482"),
+            "{m:?}"
+        );
+    }
+    assert_eq!(
+        up.queries.load(Ordering::SeqCst),
+        0,
+        "ANY never goes upstream"
+    );
+}
+
+#[tokio::test]
 async fn a_new_table_takes_effect_for_the_next_query() {
     let up = upstream(30).await;
     let r = start(vec![up.addr], Duration::from_millis(500)).await;
