@@ -230,6 +230,53 @@ pub struct Counters {
     pub dropped_internal: u64,
 }
 
+impl Counters {
+    /// Every counter with its field name, in declaration order (for
+    /// metrics and summing per-CPU values without listing fields again).
+    pub fn fields(&self) -> [(&'static str, u64); 17] {
+        [
+            ("answered_a", self.answered_a),
+            ("answered_aaaa", self.answered_aaaa),
+            ("answered_nodata", self.answered_nodata),
+            ("answered_nxdomain", self.answered_nxdomain),
+            ("pass_not_dns", self.pass_not_dns),
+            ("pass_not_our_addr", self.pass_not_our_addr),
+            ("pass_not_ready", self.pass_not_ready),
+            ("pass_fragment", self.pass_fragment),
+            ("pass_unsupported_query", self.pass_unsupported_query),
+            ("pass_unsupported_type", self.pass_unsupported_type),
+            ("pass_unknown_name", self.pass_unknown_name),
+            ("pass_too_large", self.pass_too_large),
+            ("pass_malformed", self.pass_malformed),
+            ("pass_userspace_only", self.pass_userspace_only),
+            ("pass_internal", self.pass_internal),
+            ("pass_no_room", self.pass_no_room),
+            ("dropped_internal", self.dropped_internal),
+        ]
+    }
+
+    /// Field-wise sum, for per-CPU values.
+    pub fn add(&mut self, o: &Counters) {
+        self.answered_a += o.answered_a;
+        self.answered_aaaa += o.answered_aaaa;
+        self.answered_nodata += o.answered_nodata;
+        self.answered_nxdomain += o.answered_nxdomain;
+        self.pass_not_dns += o.pass_not_dns;
+        self.pass_not_our_addr += o.pass_not_our_addr;
+        self.pass_not_ready += o.pass_not_ready;
+        self.pass_fragment += o.pass_fragment;
+        self.pass_unsupported_query += o.pass_unsupported_query;
+        self.pass_unsupported_type += o.pass_unsupported_type;
+        self.pass_unknown_name += o.pass_unknown_name;
+        self.pass_too_large += o.pass_too_large;
+        self.pass_malformed += o.pass_malformed;
+        self.pass_userspace_only += o.pass_userspace_only;
+        self.pass_internal += o.pass_internal;
+        self.pass_no_room += o.pass_no_room;
+        self.dropped_internal += o.dropped_internal;
+    }
+}
+
 /// Adds `bytes` to a 32-bit one's complement accumulator as 16-bit big-endian
 /// words, the way the UDP checksum reads them when `bytes` starts at an even
 /// offset. The caller folds with [`csum_fold`].

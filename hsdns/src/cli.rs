@@ -107,6 +107,10 @@ pub struct RunArgs {
     /// Cached upstream answers at most.
     #[arg(long, default_value_t = 10_000)]
     pub cache_entries: usize,
+    /// Serve Prometheus metrics on this address (`GET /metrics`), e.g.
+    /// 169.254.20.10:9253 as NodeLocal DNSCache does.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
     /// Do not answer NXDOMAIN in the kernel for names that provably do not
     /// exist (for clusters whose upstream serves other names in the zone).
     #[arg(long)]

@@ -23,6 +23,7 @@ use crate::{
     links::{self, Link, LinkEvent, Selector},
     loader::{self, Capacities, ModeChoice},
     maps::{Syncer, bpf::BpfMaps, bpf::sum_counters},
+    metrics::Metrics,
     records::{RecordTable, ZoneConfig},
     server::{self, Server, ServerConfig},
     source,
@@ -73,9 +74,20 @@ pub fn run(args: RunArgs) -> Result<()> {
     rt.block_on(serve(args))
 }
 
+/// Records a sync's outcome for the metrics.
+fn note_sync(metrics: &Metrics, syncer: &Syncer<BpfMaps>, stats: &crate::maps::SyncStats) {
+    let mut st = metrics.state.lock().expect("metrics lock");
+    st.names_installed = syncer.names_installed() as u64;
+    st.nxdomain_active = syncer.nxdomain_active();
+    st.names_full = stats.names_full as u64;
+    st.answers_full = stats.answers_full as u64;
+    st.syncs += 1;
+}
+
 /// Turns kernel answers on and signals readiness.
-fn become_ready(syncer: &mut Syncer<BpfMaps>, args: &RunArgs) -> Result<()> {
+fn become_ready(syncer: &mut Syncer<BpfMaps>, args: &RunArgs, metrics: &Metrics) -> Result<()> {
     syncer.backend_mut().set_answering(true)?;
+    metrics.state.lock().expect("metrics lock").ready = true;
     if let Some(f) = &args.ready_file {
         fs::write(f, b"ready\n").with_context(|| format!("writing {}", f.display()))?;
     }
@@ -95,6 +107,7 @@ impl Drop for AbortOnDrop {
 /// Interfaces the program is attached to, by index.
 struct Attached {
     links: HashMap<u32, (String, XdpLinkId)>,
+    metrics: Arc<Metrics>,
 }
 
 impl Attached {
@@ -103,13 +116,26 @@ impl Attached {
             return Ok(());
         }
         let prog = loader::program(ebpf)?;
-        let (_, id) = loader::attach(prog, &link.name, mode)?;
+        let (mode, id) = loader::attach(prog, &link.name, mode)?;
         self.links.insert(link.index, (link.name.clone(), id));
+        let mode = format!("{mode:?}").to_lowercase();
+        self.metrics
+            .state
+            .lock()
+            .expect("metrics lock")
+            .attached
+            .insert(link.name.clone(), mode);
         Ok(())
     }
 
     fn forget(&mut self, ebpf: &mut Ebpf, index: u32) {
         if let Some((name, id)) = self.links.remove(&index) {
+            self.metrics
+                .state
+                .lock()
+                .expect("metrics lock")
+                .attached
+                .remove(&name);
             // The kernel detached it with the interface; dropping our
             // handle is all that is left (an error here says just that).
             if let Ok(prog) = loader::program(ebpf) {
@@ -198,8 +224,22 @@ async fn serve_with_maps(
         include: args.include.clone(),
         exclude: args.exclude.clone(),
     };
+    let metrics = Metrics::new(args.pin_dir.clone());
+    let _metrics_task = match args.metrics_addr {
+        Some(addr) => {
+            let m = metrics.clone();
+            Some(AbortOnDrop(tokio::spawn(async move {
+                if let Err(e) = m.serve(addr).await {
+                    log::error!("{e:#}");
+                }
+            })))
+        }
+        None => None,
+    };
+    note_sync(&metrics, &syncer, &stats);
     let mut attached = Attached {
         links: HashMap::new(),
+        metrics: metrics.clone(),
     };
     let all = links::list(netlink).await?;
     for name in &args.interfaces {
@@ -237,6 +277,7 @@ async fn serve_with_maps(
             cache_entries: args.cache_entries,
         };
         let srv = Server::new(cfg, tables_rx);
+        metrics.set_server(srv.clone());
         let bound = srv.bind().await?;
         log::info!(
             "userspace server on {:?}, upstreams {upstreams:?}",
@@ -247,7 +288,7 @@ async fn serve_with_maps(
     // Only now does the kernel answer: the maps hold the whole table (with
     // the live source, once its first complete list is in).
     if objects.is_none() {
-        become_ready(&mut syncer, args)?;
+        become_ready(&mut syncer, args, &metrics)?;
     }
     log::info!(
         "kernel answers for {:?} on {} interfaces (once the maps are complete)",
@@ -272,10 +313,11 @@ async fn serve_with_maps(
                 let first = !syncer.backend().answering();
                 table = Arc::new(RecordTable::build(table.zone(), &snapshot, table.serial()));
                 let stats = syncer.sync(&table)?;
+                note_sync(&metrics, &syncer, &stats);
                 log::info!("synced {} names ({stats:?})", table.len());
                 let _ = tables_tx.send(table.clone());
                 if first {
-                    become_ready(&mut syncer, args)?;
+                    become_ready(&mut syncer, args, &metrics)?;
                 }
             }
             Some(ev) = async { events.as_mut()?.next().await }, if events.is_some() => {

@@ -9,6 +9,7 @@ pub mod dns;
 pub mod links;
 pub mod loader;
 pub mod maps;
+pub mod metrics;
 pub mod records;
 pub mod server;
 pub mod source;

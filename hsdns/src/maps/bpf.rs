@@ -89,23 +89,7 @@ impl BpfMaps {
 pub fn sum_counters<'a>(values: impl Iterator<Item = &'a Counters>) -> Counters {
     let mut t = Counters::default();
     for c in values {
-        t.answered_a += c.answered_a;
-        t.answered_aaaa += c.answered_aaaa;
-        t.answered_nodata += c.answered_nodata;
-        t.answered_nxdomain += c.answered_nxdomain;
-        t.pass_not_dns += c.pass_not_dns;
-        t.pass_not_our_addr += c.pass_not_our_addr;
-        t.pass_not_ready += c.pass_not_ready;
-        t.pass_fragment += c.pass_fragment;
-        t.pass_unsupported_query += c.pass_unsupported_query;
-        t.pass_unsupported_type += c.pass_unsupported_type;
-        t.pass_unknown_name += c.pass_unknown_name;
-        t.pass_too_large += c.pass_too_large;
-        t.pass_malformed += c.pass_malformed;
-        t.pass_userspace_only += c.pass_userspace_only;
-        t.pass_internal += c.pass_internal;
-        t.pass_no_room += c.pass_no_room;
-        t.dropped_internal += c.dropped_internal;
+        t.add(c);
     }
     t
 }
