@@ -92,7 +92,8 @@ pub struct RunArgs {
     pub no_local_interface: bool,
     /// Serve DNS in userspace too, on every --dns-addr port 53 (UDP and
     /// TCP): what the kernel passes up is answered from the record table or
-    /// forwarded to these upstreams (ip or ip:port). Repeatable.
+    /// forwarded to these upstreams (ip or ip:port). Repeatable. Default:
+    /// the --intercept-addr addresses (the cluster DNS service IP), if any.
     #[arg(long = "upstream", value_name = "ADDR", value_parser = parse_upstream)]
     pub upstreams: Vec<std::net::SocketAddr>,
     /// Like --upstream, with the nameservers of this resolv.conf.

@@ -261,6 +261,16 @@ async fn serve_with_maps(
     if let Some(rc) = &args.resolv_conf {
         upstreams.extend(server::resolv_conf_upstreams(rc)?);
     }
+    // Without an explicit upstream, the intercepted cluster DNS IP is the
+    // upstream: queries hsdns sends from the node are not seen by XDP
+    // (ingress only) and reach CoreDNS through kube-proxy.
+    if upstreams.is_empty() {
+        upstreams.extend(
+            args.intercept_addrs
+                .iter()
+                .map(|ip| std::net::SocketAddr::new(*ip, 53)),
+        );
+    }
     let (tables_tx, tables_rx) = tokio::sync::watch::channel(table.clone());
     let _server = if upstreams.is_empty() {
         None

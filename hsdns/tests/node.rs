@@ -60,6 +60,8 @@ fn userspace_serves_what_the_kernel_passes_up() {
             "169.254.96.10",
             "--metrics-addr",
             "169.254.20.10:9253",
+            "--upstream-timeout-ms",
+            "500",
         ],
     );
     let pod = &topo.pods[0].ns;

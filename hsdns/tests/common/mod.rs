@@ -438,6 +438,53 @@ impl Topology {
     }
 }
 
+impl Topology {
+    /// A further namespace behind the node (the upstream DNS server's
+    /// host): `eth0` 169.254.30.53, reached from the node over veth `hsup0`.
+    pub fn add_upstream(&self) -> Netns {
+        let ns = Netns::new("up");
+        let n = self.node.name.clone();
+        ip(&[
+            "-n", &n, "link", "add", "hsup0", "type", "veth", "peer", "name", "eth0", "netns",
+            &ns.name,
+        ]);
+        ip(&["-n", &n, "addr", "add", "169.254.30.1/32", "dev", "hsup0"]);
+        ip(&["-n", &n, "link", "set", "hsup0", "up"]);
+        ip(&["-n", &n, "route", "add", "169.254.30.53/32", "dev", "hsup0"]);
+        ip(&[
+            "-n",
+            &ns.name,
+            "addr",
+            "add",
+            "169.254.30.53/32",
+            "dev",
+            "eth0",
+        ]);
+        ip(&["-n", &ns.name, "link", "set", "eth0", "up"]);
+        ip(&[
+            "-n",
+            &ns.name,
+            "route",
+            "add",
+            "169.254.30.1",
+            "dev",
+            "eth0",
+        ]);
+        ip(&[
+            "-n",
+            &ns.name,
+            "route",
+            "add",
+            "default",
+            "via",
+            "169.254.30.1",
+            "dev",
+            "eth0",
+        ]);
+        ns
+    }
+}
+
 /// The daemon, started in the node namespace; stopped on drop.
 pub struct Daemon {
     pub proc: Guarded,
