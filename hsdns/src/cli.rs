@@ -67,6 +67,10 @@ pub struct RunArgs {
     /// appear); only to --interface.
     #[arg(long)]
     pub no_auto_attach: bool,
+    /// Attach nowhere: the userspace server alone answers (for comparison,
+    /// or where XDP cannot run). Needs an upstream.
+    #[arg(long, conflicts_with_all = ["interfaces", "include", "exclude"])]
+    pub userspace_only: bool,
     /// Automatic selection: attach to interfaces whose name matches (`*`
     /// wildcards, e.g. cali*, lxc*, veth*). Without any: every veth.
     #[arg(long = "include", value_name = "PATTERN")]

@@ -65,8 +65,15 @@ pub fn build_table(args: &SourceArgs) -> Result<RecordTable> {
 }
 
 pub fn run(args: RunArgs) -> Result<()> {
-    if args.interfaces.is_empty() && args.no_auto_attach {
+    if args.interfaces.is_empty() && args.no_auto_attach && !args.userspace_only {
         bail!("nothing to attach to: give --interface, or drop --no-auto-attach");
+    }
+    if args.userspace_only
+        && args.upstreams.is_empty()
+        && args.resolv_conf.is_none()
+        && args.intercept_addrs.is_empty()
+    {
+        bail!("--userspace-only needs an upstream (--upstream, --resolv-conf or --intercept-addr)");
     }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -215,7 +222,7 @@ async fn serve_with_maps(
     );
 
     // Subscribe before listing, so no interface slips in between.
-    let mut events = if args.no_auto_attach {
+    let mut events = if args.no_auto_attach || args.userspace_only {
         None
     } else {
         Some(Box::pin(links::monitor()?))

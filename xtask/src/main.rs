@@ -321,6 +321,8 @@ fn bench(runs: usize) -> Result<()> {
     let exe = workspace().join("target/release/examples");
     let kernel = output(Command::new(exe.join("bench_kernel")).arg(runs.to_string()))
         .context("kernel benchmark failed")?;
+    let e2e = output(Command::new(exe.join("bench_e2e")).arg("5"))
+        .context("end-to-end benchmark failed")?;
     let scale = output(&mut Command::new(exe.join("scale"))).context("scale benchmark failed")?;
     let machine = format!(
         "{} cores, kernel {}",
@@ -332,6 +334,7 @@ fn bench(runs: usize) -> Result<()> {
             .trim()
     );
     std::fs::write(results.join("kernel.jsonl"), &kernel)?;
+    std::fs::write(results.join("e2e.jsonl"), &e2e)?;
     std::fs::write(results.join("scale.json"), &scale)?;
     let mut md = format!(
         "# hsdns benchmark results\n\nMachine: {machine}. Command: `cargo xtask bench --runs {runs}`.\n\n\
@@ -339,24 +342,32 @@ fn bench(runs: usize) -> Result<()> {
          | case | mean ns | median ns | x floor |\n|---|---|---|---|\n"
     );
     for line in kernel.lines() {
-        let field = |k: &str| {
-            line.split(&format!("\"{k}\":"))
-                .nth(1)
-                .map(|r| {
-                    r.split([',', '}'])
-                        .next()
-                        .unwrap_or("")
-                        .trim_matches('"')
-                        .to_string()
-                })
-                .unwrap_or_default()
-        };
+        let f = |k: &str| json_field(line, k);
         md.push_str(&format!(
             "| {} | {} | {} | {} |\n",
-            field("case"),
-            field("mean_ns"),
-            field("median_ns"),
-            field("ratio")
+            f("case"),
+            f("mean_ns"),
+            f("median_ns"),
+            f("ratio")
+        ));
+    }
+    md.push_str(
+        "\n## End to end (dnsperf in a pod namespace pinned to CPU 1, 5 s per run, 4 clients)\n\n\
+         | server | mix | QPS | avg latency s | max latency s | lost | daemon CPU s | softirq CPU s |\n\
+         |---|---|---|---|---|---|---|---|\n",
+    );
+    for line in e2e.lines() {
+        let f = |k: &str| json_field(line, k);
+        md.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            f("server"),
+            f("mix"),
+            f("qps").split('.').next().unwrap_or(""),
+            f("latency_avg_s"),
+            f("latency_max_s"),
+            f("lost"),
+            f("daemon_cpu_s"),
+            f("softirq_cpu_s")
         ));
     }
     md.push_str(&format!(
@@ -365,4 +376,16 @@ fn bench(runs: usize) -> Result<()> {
     std::fs::write(results.join("RESULTS.md"), &md)?;
     print!("{md}");
     Ok(())
+}
+
+/// A field of a flat JSON object line, as text (values hold no quotes).
+fn json_field(line: &str, key: &str) -> String {
+    let Some(rest) = line.split(&format!("\"{key}\":")).nth(1) else {
+        return String::new();
+    };
+    if let Some(quoted) = rest.strip_prefix('"') {
+        quoted.split('"').next().unwrap_or("").to_string()
+    } else {
+        rest.split([',', '}']).next().unwrap_or("").to_string()
+    }
 }
