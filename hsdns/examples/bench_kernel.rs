@@ -18,26 +18,8 @@ use hsdns::{
     maps::{Syncer, bpf::BpfMaps},
     records::{RecordTable, ZoneConfig},
     source,
-    testing::{DNS4, DNS6, Frame, XDP_PASS, XDP_TX, query},
+    testing::{DNS4, DNS6, Frame, XDP_PASS, XDP_TX, headless_yaml, query},
 };
-
-fn service(name: &str, n: usize) -> String {
-    let mut eps = String::new();
-    for i in 0..n {
-        eps.push_str(&format!(
-            "  - addresses: [\"169.254.{}.{}\"]\n    conditions: {{ready: true}}\n",
-            100 + i / 200,
-            1 + i % 200
-        ));
-    }
-    format!(
-        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: bench}}\n\
-         spec: {{clusterIP: None, clusterIPs: [None]}}\n---\n\
-         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
-         metadata: {{name: {name}-x, namespace: bench, labels: {{kubernetes.io/service-name: {name}}}}}\n\
-         addressType: IPv4\nendpoints:\n{eps}"
-    )
-}
 
 /// Mean and median of `runs` single runs of `prog` on `pkt`, each checked
 /// to return `verdict`.
@@ -69,7 +51,7 @@ fn main() -> Result<()> {
         .transpose()?
         .unwrap_or(20_000);
     let mut objects = source::embedded_seed();
-    let o = source::parse_manifests("multi20", &service("multi20", 20))?;
+    let o = source::parse_manifests("multi20", &headless_yaml("bench", "multi20", 20))?;
     objects.services.extend(o.services);
     objects.slices.extend(o.slices);
     let table = Arc::new(RecordTable::build(&ZoneConfig::default(), &objects, 1));

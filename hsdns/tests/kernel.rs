@@ -37,29 +37,10 @@ fn require_root() {
     }
 }
 
-/// A service with `n` ready IPv4 endpoints, as kubectl prints it.
-fn big_service(name: &str, n: usize) -> String {
-    let mut eps = String::new();
-    for i in 0..n {
-        eps.push_str(&format!(
-            "  - addresses: [\"169.254.{}.{}\"]\n    conditions: {{ready: true}}\n",
-            100 + i / 200,
-            1 + i % 200
-        ));
-    }
-    format!(
-        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: big}}\n\
-         spec: {{clusterIP: None, clusterIPs: [None], ports: [{{name: web, port: 80}}]}}\n---\n\
-         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
-         metadata: {{name: {name}-x, namespace: big, labels: {{kubernetes.io/service-name: {name}}}}}\n\
-         addressType: IPv4\nports: [{{name: web, port: 80}}]\nendpoints:\n{eps}"
-    )
-}
-
 fn table() -> Arc<RecordTable> {
     let mut objects = source::embedded_seed();
     for (name, n) in [("big40", 40), ("big100", 100)] {
-        let extra = source::parse_manifests(name, &big_service(name, n)).unwrap();
+        let extra = source::parse_manifests(name, &headless_yaml("big", name, n)).unwrap();
         objects.services.extend(extra.services);
         objects.slices.extend(extra.slices);
     }

@@ -31,27 +31,43 @@ fn delta(a: &BTreeMap<String, u64>, b: &BTreeMap<String, u64>, k: &str) -> u64 {
     b.get(k).copied().unwrap_or(0) - a.get(k).copied().unwrap_or(0)
 }
 
+/// The seed plus a headless service of 100 ready endpoints.
+fn manifests() -> std::path::PathBuf {
+    let big = hsdns::testing::headless_yaml("test", "big", 100);
+    let path = std::env::temp_dir().join(format!("hsdns-node-{}.yaml", std::process::id()));
+    std::fs::write(&path, format!("{}\n---\n{big}", hsdns::source::SEED_YAML)).unwrap();
+    path
+}
+
+fn metrics(node: &Netns) -> String {
+    node.run(|| {
+        use std::io::{Read as _, Write as _};
+        let mut c = std::net::TcpStream::connect("169.254.20.10:9253").unwrap();
+        c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut s = String::new();
+        c.read_to_string(&mut s).unwrap();
+        s
+    })
+}
+
 #[test]
 fn userspace_serves_what_the_kernel_passes_up() {
     let topo = Topology::new(2);
-    ip(&[
-        "-n",
-        &topo.node.name,
-        "addr",
-        "add",
-        "169.254.30.53/32",
-        "dev",
-        "lo",
-    ]);
+    // The upstream lives in a namespace of its own, reached through the node.
+    let up = topo.add_upstream();
     let stub = Stub::start(
-        &topo.node,
+        &up,
         &[SocketAddr::new(UPSTREAM.into(), 53)],
         &[("example.test", Ipv4Addr::new(169, 254, 99, 53))],
     );
+    let manifests = manifests();
     let daemon = Daemon::start(
         bin(),
         &topo.node,
         &[
+            "--manifests",
+            manifests.to_str().unwrap(),
             "--dns-addr",
             "169.254.20.10",
             "--upstream",
@@ -64,6 +80,7 @@ fn userspace_serves_what_the_kernel_passes_up() {
             "500",
         ],
     );
+    let _ = std::fs::remove_file(&manifests);
     let pod = &topo.pods[0].ns;
     let local: IpAddr = NODE_LOCAL4.into();
     let before = daemon.counters();
@@ -84,14 +101,28 @@ fn userspace_serves_what_the_kernel_passes_up() {
     // Over TCP as well.
     let d = dig(pod, local, POD0, "A", &["+tcp"]);
     assert_eq!(d.addresses(), vec![IpAddr::from(pod4(0))], "{}", d.raw);
-    // An external name: forwarded to the upstream.
-    let d = dig(pod, local, "example.test", "A", &[]);
-    assert_eq!(
-        d.addresses(),
-        vec![IpAddr::from(Ipv4Addr::new(169, 254, 99, 53))],
-        "{}",
+    // 100 addresses: TC over UDP, the whole set over TCP.
+    let d = dig(
+        pod,
+        local,
+        "big.test.svc.cluster.local",
+        "A",
+        &["+ignore", "+bufsize=1232"],
+    );
+    assert!(
+        d.flags.contains(&"tc".to_string()),
+        "truncated over UDP: {}",
         d.raw
     );
+    let d = dig(pod, local, "big.test.svc.cluster.local", "A", &["+tcp"]);
+    assert_eq!(d.addresses().len(), 100, "{}", d.raw);
+    // An external name: forwarded to the upstream, then served from the
+    // cache within its TTL.
+    for _ in 0..2 {
+        let d = dig(pod, local, "example.test", "A", &[]);
+        let want = vec![IpAddr::from(Ipv4Addr::new(169, 254, 99, 53))];
+        assert_eq!(d.addresses(), want, "{}", d.raw);
+    }
     // The cluster DNS IP, intercepted: answered by the kernel from that IP.
     let d = dig(pod, CLUSTER_DNS.into(), POD0, "A", &[]);
     assert_eq!(d.addresses(), vec![IpAddr::from(pod4(0))], "{}", d.raw);
@@ -103,7 +134,31 @@ fn userspace_serves_what_the_kernel_passes_up() {
     assert_eq!(
         seen.len(),
         1,
-        "only the external name went upstream: {seen:?}"
+        "only the external name went upstream, once: {seen:?}"
+    );
+
+    // The metrics say where the program runs, in which mode, and what the
+    // kernel and the userspace server did.
+    let text = metrics(&topo.node);
+    for want in [
+        "hsdns_attached{interface=\"hsv0\",mode=\"skb\"} 1",
+        "hsdns_ready 1",
+        "hsdns_kernel_verdicts_total{verdict=\"answered_a\"} 2",
+        "hsdns_userspace_queries_total{outcome=\"forwarded\"} 1",
+        "hsdns_userspace_queries_total{outcome=\"cache_hit\"} 1",
+    ] {
+        assert!(text.contains(want), "{want} in:\n{text}");
+    }
+
+    // The upstream goes away: SERVFAIL within the timeout, not silence.
+    drop(stub);
+    let t0 = std::time::Instant::now();
+    let d = dig(pod, local, "other.example.test", "A", &[]);
+    assert_eq!(d.status, "SERVFAIL", "{}", d.raw);
+    assert!(
+        t0.elapsed() < std::time::Duration::from_millis(1900),
+        "{:?}",
+        t0.elapsed()
     );
 }
 

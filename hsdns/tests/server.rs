@@ -128,27 +128,10 @@ async fn upstream(ttl: u32) -> Upstream {
     }
 }
 
-fn big_service(n: usize) -> String {
-    let mut eps = String::new();
-    for i in 0..n {
-        eps.push_str(&format!(
-            "  - addresses: [\"169.254.{}.{}\"]\n    conditions: {{ready: true}}\n",
-            100 + i / 200,
-            1 + i % 200
-        ));
-    }
-    format!(
-        "apiVersion: v1\nkind: Service\nmetadata: {{name: big, namespace: big}}\n\
-         spec: {{clusterIP: None, clusterIPs: [None]}}\n---\n\
-         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
-         metadata: {{name: big-x, namespace: big, labels: {{kubernetes.io/service-name: big}}}}\n\
-         addressType: IPv4\nendpoints:\n{eps}"
-    )
-}
-
 fn table() -> Arc<RecordTable> {
     let mut o = source::embedded_seed();
-    let big = source::parse_manifests("big", &big_service(100)).unwrap();
+    let big =
+        source::parse_manifests("big", &hsdns::testing::headless_yaml("big", "big", 100)).unwrap();
     o.services.extend(big.services);
     o.slices.extend(big.slices);
     Arc::new(RecordTable::build(&ZoneConfig::default(), &o, 1))
