@@ -119,8 +119,8 @@ impl ApiServer {
     }
 
     /// Creates or replaces an object (its JSON as `kubectl get -o json`
-    /// prints it), as ADDED or MODIFIED.
-    pub fn apply(&self, kind: Kind, mut obj: Value) {
+    /// prints it), as ADDED or MODIFIED. Returns its new resourceVersion.
+    pub fn apply(&self, kind: Kind, mut obj: Value) -> u64 {
         let mut s = self.state.lock().unwrap();
         s.rv += 1;
         let rv = s.rv;
@@ -141,6 +141,7 @@ impl ApiServer {
         };
         s.history.push(e.clone());
         let _ = self.events.send(Some(e));
+        rv
     }
 
     pub fn delete(&self, kind: Kind, ns: &str, name: &str) {
