@@ -177,3 +177,67 @@ fn updates_of_a_service_never_open_a_gap() {
         "answered by the kernel: {counters:?}"
     );
 }
+
+#[test]
+fn nothing_is_answered_before_the_first_complete_list() {
+    let topo = Topology::new(1);
+    let path = topo.node.path();
+    let (api, rt) = thread::spawn(move || {
+        enter(&path);
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let api = rt.block_on(ApiServer::start());
+        (api, rt)
+    })
+    .join()
+    .unwrap();
+    api.apply(
+        Kind::Service,
+        json!({"kind": "Service", "metadata": {"name": "big", "namespace": "test"},
+               "spec": {"clusterIP": "None", "clusterIPs": ["None"]}}),
+    );
+    api.apply(Kind::EndpointSlice, slice(0));
+    api.set_down(true);
+    let kc = std::env::temp_dir().join(format!("hsdns-live-kc2-{}", std::process::id()));
+    api.kubeconfig(&kc);
+    let tag = format!("{}-early", std::process::id());
+    let mut daemon = Daemon::spawn(
+        Path::new(env!("CARGO_BIN_EXE_hsdns")),
+        &topo.node,
+        &[
+            "--dns-addr",
+            "169.254.20.10",
+            "--kubeconfig",
+            kc.to_str().unwrap(),
+        ],
+        std::path::PathBuf::from(format!("/sys/fs/bpf/hsdns-test-{tag}")),
+    );
+    // The program is attached, but with the API server unreachable nothing
+    // is answered and the daemon is not ready.
+    wait_for("the program attached", Duration::from_secs(20), || {
+        daemon.log().contains("attached to hsv0")
+    });
+    let name = "big.test.svc.cluster.local";
+    let d = dig(
+        &topo.pods[0].ns,
+        NODE_LOCAL4.into(),
+        name,
+        "A",
+        &["+time=1"],
+    );
+    assert_eq!(d.status, "NO REPLY", "{}", d.raw);
+    assert!(!daemon.is_ready());
+    assert!(
+        daemon.counters()["pass_not_ready"] >= 1,
+        "{:?}",
+        daemon.counters()
+    );
+    // Once the API answers: ready, and answered by the kernel.
+    api.set_down(false);
+    daemon.wait_ready(Duration::from_secs(30));
+    let d = dig(&topo.pods[0].ns, NODE_LOCAL4.into(), name, "A", &[]);
+    assert_eq!(d.addresses().len(), N, "{}", d.raw);
+    assert!(daemon.counters()["answered_a"] >= 1);
+    drop(daemon);
+    drop(rt);
+    let _ = std::fs::remove_file(&kc);
+}

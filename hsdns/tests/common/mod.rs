@@ -490,6 +490,7 @@ pub struct Daemon {
     pub proc: Guarded,
     pub pin_dir: PathBuf,
     pub log: PathBuf,
+    ready: PathBuf,
 }
 
 impl Daemon {
@@ -506,6 +507,13 @@ impl Daemon {
     }
 
     pub fn start_with_pins(bin: &Path, node: &Netns, args: &[&str], pin_dir: PathBuf) -> Self {
+        let mut d = Self::spawn(bin, node, args, pin_dir);
+        d.wait_ready(Duration::from_secs(60));
+        d
+    }
+
+    /// Starts the daemon without waiting for it to be ready.
+    pub fn spawn(bin: &Path, node: &Netns, args: &[&str], pin_dir: PathBuf) -> Self {
         let tag = format!(
             "{}-{}",
             std::process::id(),
@@ -523,23 +531,36 @@ impl Daemon {
             .arg(&ready)
             .stdout(Stdio::null())
             .stderr(fs::File::create(&log).expect("daemon log file"));
-        let mut proc = Guarded::spawn(c);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !ready.exists() {
-            if let Some(status) = proc.child.try_wait().expect("waiting") {
+        let proc = Guarded::spawn(c);
+        Self {
+            proc,
+            pin_dir,
+            log,
+            ready,
+        }
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.exists()
+    }
+
+    /// Waits for the ready file, failing with the daemon's log.
+    pub fn wait_ready(&mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.is_ready() {
+            if let Some(status) = self.proc.child.try_wait().expect("waiting") {
                 panic!(
                     "hsdns exited ({status}) before it was ready:\n{}",
-                    fs::read_to_string(&log).unwrap_or_default()
+                    self.log()
                 );
             }
             assert!(
                 Instant::now() < deadline,
-                "hsdns not ready within 60 s:\n{}",
-                fs::read_to_string(&log).unwrap_or_default()
+                "hsdns not ready within {timeout:?}:\n{}",
+                self.log()
             );
             thread::sleep(Duration::from_millis(20));
         }
-        Self { proc, pin_dir, log }
     }
 
     pub fn log(&self) -> String {
