@@ -16,7 +16,8 @@ use std::{
     fmt::Write as _,
     net::{Ipv4Addr, SocketAddr},
     path::PathBuf,
-    time::Instant,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
 };
 
 use common::*;
@@ -64,6 +65,73 @@ fn zone() -> PathBuf {
     let path = std::env::temp_dir().join(format!("hsdns-bench-zone-{}.yaml", std::process::id()));
     std::fs::write(&path, y).unwrap();
     path
+}
+
+/// The zone's A records, as (owner, address), for the other servers.
+fn records() -> Vec<(String, String)> {
+    let mut r = Vec::new();
+    for s in 0..HEADLESS {
+        let ns = s % 100;
+        for p in 0..3 {
+            r.push((
+                format!("web-{p}.sts{s}.ns{ns}.svc.cluster.local."),
+                ip(s * 3 + p),
+            ));
+            r.push((format!("sts{s}.ns{ns}.svc.cluster.local."), ip(s * 3 + p)));
+        }
+    }
+    for s in 0..CLUSTER_IP {
+        r.push((
+            format!("svc{s}.ns{}.svc.cluster.local.", s % 100),
+            ip(5000 + s),
+        ));
+    }
+    r
+}
+
+/// Knot DNS: authoritative for cluster.local (external names are REFUSED).
+fn knot(dir: &std::path::Path) -> Command {
+    let mut zone = String::from(
+        "$ORIGIN cluster.local.\n$TTL 5\n@ IN SOA ns.dns hostmaster 1 7200 1800 86400 5\n@ IN NS ns.dns\nns.dns IN A 169.254.20.10\n",
+    );
+    for (n, a) in records() {
+        writeln!(zone, "{n} IN A {a}").unwrap();
+    }
+    std::fs::write(dir.join("cluster.local.zone"), zone).unwrap();
+    let d = dir.display();
+    std::fs::write(
+        dir.join("knot.conf"),
+        format!(
+            "server:\n  listen: 169.254.20.10@53\n  rundir: {d}\n  background-workers: 1\n\
+             database:\n  storage: {d}\n\
+             template:\n  - id: default\n    storage: {d}\n    semantic-checks: off\n\
+             zone:\n  - domain: cluster.local\n    file: {d}/cluster.local.zone\n"
+        ),
+    )
+    .unwrap();
+    let mut c = Command::new("knotd");
+    c.arg("-c").arg(dir.join("knot.conf"));
+    c
+}
+
+/// Unbound: cluster.local as a static local zone, example.test forwarded
+/// to the upstream stub; everything else refused (no recursion anywhere).
+fn unbound(dir: &std::path::Path) -> Command {
+    let mut conf = String::from(
+        "server:\n  interface: 169.254.20.10\n  port: 53\n  access-control: 0.0.0.0/0 allow\n\
+         do-daemonize: no\n  username: \"\"\n  chroot: \"\"\n  pidfile: \"\"\n  num-threads: 1\n\
+         use-syslog: no\n  logfile: \"\"\n  verbosity: 0\n\
+         local-zone: \".\" refuse\n  local-zone: \"example.test.\" transparent\n\
+         local-zone: \"cluster.local.\" static\n",
+    );
+    for (n, a) in records() {
+        writeln!(conf, "  local-data: \"{n} 5 IN A {a}\"").unwrap();
+    }
+    conf.push_str("forward-zone:\n  name: \"example.test.\"\n  forward-addr: 169.254.30.53\n");
+    std::fs::write(dir.join("unbound.conf"), conf).unwrap();
+    let mut c = Command::new("unbound");
+    c.arg("-c").arg(dir.join("unbound.conf")).arg("-d");
+    c
 }
 
 /// dnsperf input files for the two mixes.
@@ -160,13 +228,21 @@ fn run(secs: u64) {
     let zone = zone();
     let mixes = mixes();
     let hz = 100.0; // USER_HZ
-    for (server, extra) in [
-        ("hsdns, XDP (kernel path)", &[][..]),
+    let work = std::env::temp_dir().join(format!("hsdns-bench-peers-{}", std::process::id()));
+    std::fs::create_dir_all(&work).unwrap();
+    let servers: Vec<(&str, Option<&[&str]>)> = vec![
+        (
+            "hsdns, XDP (kernel path)",
+            Some(&["--exclude", "hsup*"][..]),
+        ),
         (
             "hsdns, XDP detached (userspace server)",
-            &["--userspace-only"][..],
+            Some(&["--userspace-only"][..]),
         ),
-    ] {
+        ("Knot DNS 3.2 (authoritative; external names REFUSED)", None),
+        ("Unbound 1.17 (local zone, external forwarded)", None),
+    ];
+    for (server, hsdns_args) in servers {
         let topo = Topology::new(1);
         let up = topo.add_upstream();
         let names: Vec<(String, Ipv4Addr)> = (0..50)
@@ -183,22 +259,49 @@ fn run(secs: u64) {
             &[SocketAddr::new(Ipv4Addr::new(169, 254, 30, 53).into(), 53)],
             &refs,
         );
-        let mut args = vec![
-            "--manifests",
-            zone.to_str().unwrap(),
-            "--dns-addr",
-            "169.254.20.10",
-            "--upstream",
-            "169.254.30.53",
-        ];
-        args.extend_from_slice(extra);
-        let daemon = Daemon::start(&bin, &topo.node, &args);
+        let (pid, _guard): (u32, Box<dyn std::any::Any>) = match hsdns_args {
+            Some(extra) => {
+                let mut args = vec![
+                    "--manifests",
+                    zone.to_str().unwrap(),
+                    "--dns-addr",
+                    "169.254.20.10",
+                    "--upstream",
+                    "169.254.30.53",
+                ];
+                args.extend_from_slice(extra);
+                let d = Daemon::start(&bin, &topo.node, &args);
+                (d.proc.pid(), Box::new(d))
+            }
+            None => {
+                let which = if server.starts_with("Knot") {
+                    knot(&work)
+                } else {
+                    unbound(&work)
+                };
+                let mut c = topo.node.cmd(which.get_program());
+                c.args(which.get_args())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null());
+                let g = Guarded::spawn(c);
+                let pid = g.pid();
+                let probe = "web-0.sts0.ns0.svc.cluster.local";
+                wait_for(server, Duration::from_secs(60), || {
+                    !dig(
+                        &topo.pods[0].ns,
+                        NODE_LOCAL4.into(),
+                        probe,
+                        "A",
+                        &["+time=1"],
+                    )
+                    .addresses()
+                    .is_empty()
+                });
+                (pid, Box::new(g))
+            }
+        };
         for (mix, file) in &mixes {
-            let (c0, s0, t0) = (
-                cpu_ticks(daemon.proc.pid()),
-                softirq_ticks(),
-                Instant::now(),
-            );
+            let (c0, s0, t0) = (cpu_ticks(pid), softirq_ticks(), Instant::now());
             let out = topo.pods[0]
                 .ns
                 .cmd("taskset")
@@ -218,7 +321,7 @@ fn run(secs: u64) {
                 .output()
                 .expect("dnsperf (Debian package dnsperf)");
             let wall = t0.elapsed().as_secs_f64();
-            let (c1, s1) = (cpu_ticks(daemon.proc.pid()), softirq_ticks());
+            let (c1, s1) = (cpu_ticks(pid), softirq_ticks());
             let text = String::from_utf8_lossy(&out.stdout);
             let lost = field(&text, "Queries lost");
             let qps = field(&text, "Queries per second");
@@ -238,8 +341,8 @@ fn run(secs: u64) {
                 (s1 - s0) as f64 / hz,
             );
         }
-        let _ = daemon.proc.terminate();
     }
+    let _ = std::fs::remove_dir_all(&work);
     let _ = std::fs::remove_file(&zone);
     for (_, f) in mixes {
         let _ = std::fs::remove_file(f);

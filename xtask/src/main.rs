@@ -56,6 +56,7 @@ fn main() -> ExitCode {
             .and_then(|()| test()),
         Cmd::Bench { runs } => setup()
             .and_then(|()| require_root("the benchmarks"))
+            .and_then(|()| install_missing(&BENCH_PACKAGES))
             .and_then(|()| build())
             .and_then(|()| bench(runs)),
     };
@@ -230,8 +231,24 @@ const PACKAGES: [(&str, &str); 4] = [
     ),
 ];
 
+/// Peers the end-to-end benchmark compares against (not needed otherwise).
+const BENCH_PACKAGES: [(&str, &str); 2] = [
+    (
+        "knot",
+        "Knot DNS, an authoritative peer in the end-to-end benchmark",
+    ),
+    (
+        "unbound",
+        "Unbound, a resolver peer in the end-to-end benchmark",
+    ),
+];
+
 fn debian_packages() -> Result<()> {
-    let missing: Vec<&str> = PACKAGES
+    install_missing(&PACKAGES)
+}
+
+fn install_missing(packages: &[(&str, &str)]) -> Result<()> {
+    let missing: Vec<&str> = packages
         .iter()
         .map(|(p, _)| *p)
         .filter(|p| {
