@@ -39,6 +39,9 @@ enum Cmd {
         /// Single test runs per kernel case.
         #[arg(long, default_value_t = 20_000)]
         runs: usize,
+        /// Runs of every benchmark; the results give the median and range.
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
     },
 }
 
@@ -54,11 +57,11 @@ fn main() -> ExitCode {
         Cmd::Test => setup()
             .and_then(|()| require_root("the tests"))
             .and_then(|()| test()),
-        Cmd::Bench { runs } => setup()
+        Cmd::Bench { runs, repeats } => setup()
             .and_then(|()| require_root("the benchmarks"))
             .and_then(|()| install_missing(&BENCH_PACKAGES))
             .and_then(|()| build())
-            .and_then(|()| bench(runs)),
+            .and_then(|()| bench(runs, repeats.max(1))),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
@@ -332,18 +335,32 @@ fn test() -> Result<()> {
     Ok(())
 }
 
-fn bench(runs: usize) -> Result<()> {
+fn bench(runs: usize, repeats: usize) -> Result<()> {
     let results = workspace().join("results");
     std::fs::create_dir_all(&results)?;
     let exe = workspace().join("target/release/examples");
-    let kernel = output(Command::new(exe.join("bench_kernel")).arg(runs.to_string()))
-        .context("kernel benchmark failed")?;
-    let e2e = output(Command::new(exe.join("bench_e2e")).arg("5"))
-        .context("end-to-end benchmark failed")?;
-    let scale = output(&mut Command::new(exe.join("scale"))).context("scale benchmark failed")?;
-    let sync =
-        output(Command::new(exe.join("bench_sync")).arg("5")).context("sync benchmark failed")?;
-    std::fs::write(results.join("sync.json"), &sync)?;
+    let repeat = |name: &str, arg: Option<String>| -> Result<String> {
+        let mut all = String::new();
+        for i in 0..repeats {
+            eprintln!("xtask: {name}, run {} of {repeats}", i + 1);
+            let mut c = Command::new(exe.join(name));
+            c.args(arg.iter());
+            all.push_str(&output(&mut c).with_context(|| format!("{name} failed"))?);
+        }
+        Ok(all)
+    };
+    let kernel = repeat("bench_kernel", Some(runs.to_string()))?;
+    let e2e = repeat("bench_e2e", Some("5".into()))?;
+    let scale = repeat("scale", None)?;
+    let sync = repeat("bench_sync", Some("5".into()))?;
+    for (file, text) in [
+        ("kernel.jsonl", &kernel),
+        ("e2e.jsonl", &e2e),
+        ("scale.jsonl", &scale),
+        ("sync.jsonl", &sync),
+    ] {
+        std::fs::write(results.join(file), text)?;
+    }
     let machine = format!(
         "{} cores, kernel {}",
         output(&mut Command::new("nproc"))
@@ -353,52 +370,107 @@ fn bench(runs: usize) -> Result<()> {
             .unwrap_or_default()
             .trim()
     );
-    std::fs::write(results.join("kernel.jsonl"), &kernel)?;
-    std::fs::write(results.join("e2e.jsonl"), &e2e)?;
-    std::fs::write(results.join("scale.json"), &scale)?;
     let mut md = format!(
-        "# hsdns benchmark results\n\nMachine: {machine}. Command: `cargo xtask bench --runs {runs}`.\n\n\
-         ## Cost of one answer in the kernel (BPF_PROG_TEST_RUN, single runs)\n\n\
-         | case | mean ns | median ns | x floor |\n|---|---|---|---|\n"
+        "# hsdns benchmark results\n\nMachine: {machine}. Command: `cargo xtask bench --runs {runs} \
+         --repeats {repeats}`. Each cell: median of {repeats} runs (min-max).\n\n\
+         ## Cost of one answer in the kernel (BPF_PROG_TEST_RUN; mean of {runs} single runs)\n\n"
     );
-    for line in kernel.lines() {
-        let f = |k: &str| json_field(line, k);
-        md.push_str(&format!(
-            "| {} | {} | {} | {} |\n",
-            f("case"),
-            f("mean_ns"),
-            f("median_ns"),
-            f("ratio")
-        ));
-    }
-    md.push_str(
-        "\n## End to end (dnsperf in a pod namespace pinned to CPU 1, 5 s per run, 4 clients)\n\n\
-         | server | mix | QPS | avg latency s | max latency s | lost | daemon CPU s | softirq CPU s |\n\
-         |---|---|---|---|---|---|---|---|\n",
-    );
-    for line in e2e.lines() {
-        let f = |k: &str| json_field(line, k);
-        md.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
-            f("server"),
-            f("mix"),
-            f("qps").split('.').next().unwrap_or(""),
-            f("latency_avg_s"),
-            f("latency_max_s"),
-            f("lost"),
-            f("daemon_cpu_s"),
-            f("softirq_cpu_s")
-        ));
-    }
-    md.push_str(&format!(
-        "\n## Cluster scale (10,000 services, 150,000 pods)\n\n\
-         Objects built in process (memory, table, sync):\n\n```json\n{scale}```\n\n\
-         Through the in-process API server and kube-rs (first sync, event-to-map \
-         latency under 100 changes/s; targets 1,000 ms and p99 10 ms):\n\n```json\n{sync}```\n"
+    md.push_str(&table(
+        &kernel,
+        &["case"],
+        &[("mean ns", "mean_ns"), ("x floor", "ratio")],
+    ));
+    md.push_str("\n## End to end (dnsperf in a pod namespace pinned to CPU 1, 5 s, 4 clients)\n\n");
+    md.push_str(&table(
+        &e2e,
+        &["server", "mix"],
+        &[
+            ("QPS", "qps"),
+            ("avg latency s", "latency_avg_s"),
+            ("max latency s", "latency_max_s"),
+            ("server CPU s", "daemon_cpu_s"),
+            ("softirq CPU s", "softirq_cpu_s"),
+        ],
+    ));
+    md.push_str("\n## Cluster scale, objects built in process (10,000 services, 150,000 pods)\n\n");
+    md.push_str(&table(
+        &scale,
+        &["services"],
+        &[
+            ("table ms", "table_ms"),
+            ("first sync ms", "sync_ms"),
+            ("resync ms", "resync_ms"),
+            ("RSS + maps MiB (target < 100)", "rss_plus_maps_mib"),
+        ],
+    ));
+    md.push_str("\n## Sync through the in-process API server and kube-rs\n\n");
+    md.push_str(&table(
+        &sync,
+        &["services"],
+        &[
+            ("first sync ms (target 1000)", "first_sync_ms"),
+            ("event-to-map p50 ms", "event_to_map_p50_ms"),
+            ("event-to-map p99 ms (target 10)", "event_to_map_p99_ms"),
+        ],
     ));
     std::fs::write(results.join("RESULTS.md"), &md)?;
     print!("{md}");
     Ok(())
+}
+
+/// A markdown table of JSON lines grouped by `keys`, each metric as the
+/// median of its runs with the range.
+fn table(lines: &str, keys: &[&str], metrics: &[(&str, &str)]) -> String {
+    let mut groups: Vec<(String, Vec<&str>)> = Vec::new();
+    for line in lines.lines().filter(|l| l.starts_with('{')) {
+        let k = keys
+            .iter()
+            .map(|k| json_field(line, k))
+            .collect::<Vec<_>>()
+            .join(" | ");
+        match groups.iter_mut().find(|(g, _)| *g == k) {
+            Some((_, v)) => v.push(line),
+            None => groups.push((k, vec![line])),
+        }
+    }
+    let mut md = format!(
+        "| {} | {} |\n|{}\n",
+        keys.join(" | "),
+        metrics.iter().map(|m| m.0).collect::<Vec<_>>().join(" | "),
+        "---|".repeat(keys.len() + metrics.len())
+    );
+    for (k, rows) in groups {
+        let cells: Vec<String> = metrics
+            .iter()
+            .map(|(_, f)| {
+                let mut v: Vec<f64> = rows
+                    .iter()
+                    .filter_map(|l| json_field(l, f).parse().ok())
+                    .collect();
+                if v.is_empty() {
+                    return String::new();
+                }
+                v.sort_by(|a, b| a.total_cmp(b));
+                let fmt = |x: f64| {
+                    if x.abs() >= 100.0 {
+                        format!("{x:.0}")
+                    } else if x.abs() >= 1.0 {
+                        format!("{x:.2}")
+                    } else {
+                        format!("{x:.5}")
+                    }
+                };
+                format!(
+                    "{} ({}-{})",
+                    fmt(v[v.len() / 2]),
+                    fmt(v[0]),
+                    fmt(v[v.len() - 1])
+                )
+            })
+            .collect();
+        md.push_str(&format!("| {k} | {} |\n", cells.join(" | ")));
+    }
+    md
 }
 
 /// A field of a flat JSON object line, as text (values hold no quotes).
