@@ -8,8 +8,6 @@
 //! verdict. Run as root: `cargo run --release -p hsdns --example
 //! bench_kernel [runs]`; prints one JSON object per case.
 
-use std::sync::Arc;
-
 use anyhow::{Context as _, Result, bail};
 use aya::programs::{TestRun as _, TestRunOptions, Xdp};
 use hickory_proto::rr::RecordType;
@@ -54,7 +52,7 @@ fn main() -> Result<()> {
     let o = source::parse_manifests("multi20", &headless_yaml("bench", "multi20", 20))?;
     objects.services.extend(o.services);
     objects.slices.extend(o.slices);
-    let table = Arc::new(RecordTable::build(&ZoneConfig::default(), &objects, 1));
+    let mut table = RecordTable::build(&ZoneConfig::default(), &objects, 1);
     let caps = Capacities::default();
     let mut ebpf = loader::load(&caps).context("loading (run as root)")?;
     let floor: &mut Xdp = ebpf
@@ -68,7 +66,7 @@ fn main() -> Result<()> {
     let mut syncer = Syncer::new(maps, &caps);
     syncer.set_nxdomain(true);
     syncer.write_soa(&table)?;
-    syncer.sync(&table)?;
+    syncer.sync_new(&mut table)?;
     syncer.backend_mut().set_answering(true)?;
 
     let pod = "nginx-0.nginx-headless.test.svc.cluster.local.";

@@ -1,29 +1,30 @@
 //! Sync at cluster scale through the live source: an in-process API server
 //! holding 10,000 services and 150,000 pods (2,000 headless services of 50
 //! StatefulSet pods, 8,000 ClusterIP services with 6-7 pods each), kube-rs's
-//! real client and reflectors, the record table, and the loaded program's
-//! maps. Measures the time from start to the first full sync in the maps,
-//! then event-to-map latency for single pod changes under a steady churn of
-//! 100 changes/s. Run as root: `cargo run --release -p hsdns --example
+//! real client and watchers, the live source's index, the record table
+//! updated one service at a time, and the loaded program's maps: the
+//! daemon's pipeline. Measures the time from start to the first full sync
+//! in the maps, then event-to-map latency for single pod changes under a
+//! steady churn of 100 changes/s, the process's peak RSS (the in-process
+//! API server's copy of the cluster included) and the maps' kernel memory. Run as root: `cargo run --release -p hsdns --example
 //! bench_sync [churn-seconds]`; prints one JSON object.
 
 #[path = "../tests/apiserver/mod.rs"]
 mod apiserver;
+#[path = "support/proc.rs"]
+mod proc_stats;
 
-use std::{
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use apiserver::{ApiServer, Kind};
 use hsdns::{
     loader::{self, Capacities},
     maps::{Syncer, bpf::BpfMaps},
     records::{RecordTable, ZoneConfig},
-    source,
+    source::{self, kube::Update},
 };
 use serde_json::{Value, json};
-use tokio::sync::watch;
+use tokio::sync::mpsc;
 
 const HEADLESS: usize = 2000;
 const PER_HEADLESS: usize = 50;
@@ -100,32 +101,34 @@ async fn main() -> anyhow::Result<()> {
     let zone = ZoneConfig::default();
     let t0 = Instant::now();
     let client = source::kube::client(Some(&kc)).await?;
-    let (tx, mut rx) = watch::channel(None);
+    let (tx, mut rx) = mpsc::channel(1);
     tokio::spawn(source::kube::watch(client, tx));
 
-    // Each synced snapshot: when its sync finished, and the newest
-    // resourceVersion it holds (so every change up to it is in the maps).
+    // Each applied update: when its sync finished, the newest
+    // resourceVersion it holds (so every change up to it is in the maps),
+    // and the table's size once complete.
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<(Instant, u64, usize)>();
     let sync_task = tokio::task::spawn_blocking(move || {
-        let rt = tokio::runtime::Handle::current();
-        let mut first = true;
-        while rt.block_on(rx.changed()).is_ok() {
-            let Some(objects) = rx.borrow_and_update().clone() else {
-                continue;
+        let mut table = RecordTable::new(&zone, 1);
+        syncer.write_soa(&table).unwrap();
+        let all = table.all_changes();
+        syncer.apply(&mut table, all).unwrap();
+        while let Some(update) = rx.blocking_recv() {
+            let max_rv = match &update {
+                Update::Changed(services) => services
+                    .iter()
+                    .flat_map(|s| &s.slices)
+                    .filter_map(|s| s.metadata.resource_version.as_deref()?.parse::<u64>().ok())
+                    .max()
+                    .unwrap_or(0),
+                Update::Complete => 0,
             };
-            let max_rv = objects
-                .slices
-                .iter()
-                .filter_map(|s| s.metadata.resource_version.as_deref()?.parse::<u64>().ok())
-                .max()
-                .unwrap_or(0);
-            let table = Arc::new(RecordTable::build(&zone, &objects, 1));
-            if first {
-                syncer.write_soa(&table).unwrap();
-                first = false;
+            let mut changes = Vec::new();
+            update.apply(&mut table, &mut changes);
+            syncer.apply(&mut table, changes).unwrap();
+            if table.is_complete() {
+                let _ = done_tx.send((Instant::now(), max_rv, table.len()));
             }
-            syncer.sync(&table).unwrap();
-            let _ = done_tx.send((Instant::now(), max_rv, table.len()));
         }
     });
     let (first_done, _, names) = done_rx.recv().await.expect("a first sync");
@@ -169,12 +172,15 @@ async fn main() -> anyhow::Result<()> {
         })
         .collect();
     let landed = lat.len();
+    let peak_rss_kib = proc_stats::status_kib("VmHWM:");
+    let map_bytes = proc_stats::map_bytes()?;
     let p50 = percentile(&mut lat, 0.5);
     let p99 = percentile(&mut lat, 0.99);
     println!(
         "{{\"services\":{SERVICES},\"pods\":{PODS},\"names\":{names},\"first_sync_ms\":{},\
          \"names_per_s\":{:.0},\"changes\":{},\"changes_landed\":{landed},\"syncs_during_churn\":{},\
          \"event_to_map_p50_ms\":{p50:.1},\"event_to_map_p99_ms\":{p99:.1},\
+         \"peak_rss_kib\":{peak_rss_kib},\"map_bytes\":{map_bytes},\
          \"target_first_sync_ms\":1000,\"target_p99_ms\":10}}",
         first_sync.as_millis(),
         names as f64 / first_sync.as_secs_f64(),

@@ -7,10 +7,11 @@
 
 use std::{
     collections::BTreeMap,
-    fs,
-    sync::Arc,
     time::{Instant, SystemTime},
 };
+
+#[path = "support/proc.rs"]
+mod proc_stats;
 
 use anyhow::{Context as _, Result};
 use hsdns::{
@@ -26,6 +27,7 @@ use k8s_openapi::{
     },
     apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
+use proc_stats::{map_bytes, status_kib};
 
 const SERVICES: usize = 10_000;
 const HEADLESS: usize = 2_000;
@@ -103,33 +105,6 @@ fn cluster() -> Objects {
     o
 }
 
-fn status_kib(field: &str) -> u64 {
-    let s = fs::read_to_string("/proc/self/status").unwrap_or_default();
-    s.lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-/// Kernel memory of every BPF map this process holds, as the kernel reports
-/// it (fdinfo `memlock`, the same figure bpftool shows).
-fn map_bytes() -> Result<u64> {
-    let mut total = 0;
-    for e in fs::read_dir("/proc/self/fdinfo")? {
-        let info = fs::read_to_string(e?.path()).unwrap_or_default();
-        if !info.contains("map_type:") {
-            continue;
-        }
-        total += info
-            .lines()
-            .find_map(|l| l.strip_prefix("memlock:"))
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .unwrap_or(0);
-    }
-    Ok(total)
-}
-
 fn main() -> Result<()> {
     let t0 = Instant::now();
     let objects = cluster();
@@ -139,7 +114,7 @@ fn main() -> Result<()> {
         .duration_since(SystemTime::UNIX_EPOCH)?
         .as_secs() as u32;
     let t1 = Instant::now();
-    let table = Arc::new(RecordTable::build(&ZoneConfig::default(), &objects, serial));
+    let mut table = RecordTable::build(&ZoneConfig::default(), &objects, serial);
     let t_table = t1.elapsed();
     drop(objects);
     // Give freed object memory back, so RSS shows what the table holds
@@ -157,18 +132,24 @@ fn main() -> Result<()> {
     let mut syncer = Syncer::new(maps, &caps);
     let t2 = Instant::now();
     syncer.write_soa(&table)?;
-    let stats = syncer.sync(&table)?;
+    let stats = syncer.sync_new(&mut table)?;
     let t_sync = t2.elapsed();
-    let t3 = Instant::now();
-    let again = syncer.sync(&table)?;
-    let t_resync = t3.elapsed();
-    assert_eq!(again.names_written, 0, "an unchanged table writes nothing");
 
     // SAFETY: as above.
     unsafe { libc::malloc_trim(0) };
     let maps = map_bytes()?;
     let rss_kib = status_kib("VmRSS:");
     let hwm_kib = status_kib("VmHWM:");
+
+    // A relist that finds nothing changed: every service recomputed and
+    // compared, nothing written.
+    let objects = cluster();
+    let t3 = Instant::now();
+    let mut changes = Vec::new();
+    table.set_objects(&objects, &mut changes);
+    let again = syncer.apply(&mut table, changes)?;
+    let t_resync = t3.elapsed();
+    assert_eq!(again.names_written, 0, "an unchanged table writes nothing");
     println!(
         "{{\"services\":{SERVICES},\"pods\":{PODS_TOTAL},\"names\":{},\
          \"objects_ms\":{},\"table_ms\":{},\"sync_ms\":{},\"resync_ms\":{},\

@@ -4,7 +4,7 @@ use std::{
     collections::HashMap,
     fs,
     path::Path,
-    sync::Arc,
+    sync::{Arc, PoisonError, RwLock},
     time::{SystemTime, UNIX_EPOCH},
 };
 
@@ -24,7 +24,7 @@ use crate::{
     loader::{self, Capacities, ModeChoice},
     maps::{Syncer, bpf::BpfMaps, bpf::sum_counters},
     metrics::Metrics,
-    records::{RecordTable, ZoneConfig},
+    records::{RecordTable, SharedTable, ZoneConfig},
     server::{self, Server, ServerConfig},
     source,
 };
@@ -155,16 +155,18 @@ impl Attached {
 
 async fn serve(args: RunArgs) -> Result<()> {
     let live = args.source.kube || args.source.kubeconfig.is_some();
-    let (table, objects) = if live {
+    let (table, updates) = if live {
         let client = source::kube::client(args.source.kubeconfig.as_deref()).await?;
-        let (tx, rx) = tokio::sync::watch::channel(None);
+        // Capacity 1: changes made while a batch is being synced wait in
+        // the source's dirty set and go out together.
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
         tokio::spawn(source::kube::watch(client, tx));
-        // Empty until the first complete list: nothing is answered before.
+        // Incomplete until the first lists are in: nothing is answered
+        // from it before.
         let cfg = zone_config(&args.source)?;
-        let empty = RecordTable::build(&cfg, &source::Objects::default(), serial());
-        (Arc::new(empty), Some(rx))
+        (RecordTable::new(&cfg, serial()), Some(rx))
     } else {
-        (Arc::new(build_table(&args.source)?), None)
+        (build_table(&args.source)?, None)
     };
     log::info!("record table: {} names", table.len());
     let caps = Capacities {
@@ -188,7 +190,7 @@ async fn serve(args: RunArgs) -> Result<()> {
         );
         Some(l)
     };
-    let result = serve_with_maps(&args, &caps, table, objects, &netlink).await;
+    let result = serve_with_maps(&args, &caps, table, updates, &netlink).await;
     if let Some(l) = &local
         && let Err(e) = links::release_local(&netlink, l).await
     {
@@ -200,8 +202,8 @@ async fn serve(args: RunArgs) -> Result<()> {
 async fn serve_with_maps(
     args: &RunArgs,
     caps: &Capacities,
-    mut table: Arc<RecordTable>,
-    mut objects: Option<tokio::sync::watch::Receiver<Option<Arc<source::Objects>>>>,
+    mut table: RecordTable,
+    mut updates: Option<tokio::sync::mpsc::Receiver<source::kube::Update>>,
     netlink: &rtnetlink::Handle,
 ) -> Result<()> {
     let mut ebpf = loader::load(caps)?;
@@ -214,7 +216,7 @@ async fn serve_with_maps(
     let mut syncer = Syncer::new(maps, caps);
     syncer.set_nxdomain(!args.no_nxdomain);
     let soa = syncer.write_soa(&table)?;
-    let stats = syncer.sync(&table)?;
+    let stats = syncer.sync_new(&mut table)?;
     log::info!(
         "maps synced: {} names, {} answers, {soa} SOA entries ({stats:?})",
         syncer.names_installed(),
@@ -278,7 +280,9 @@ async fn serve_with_maps(
                 .map(|ip| std::net::SocketAddr::new(*ip, 53)),
         );
     }
-    let (tables_tx, tables_rx) = tokio::sync::watch::channel(table.clone());
+    // The server runs on this thread too: the lock is never contended,
+    // and a query sees the table before or after an update, never during.
+    let shared: SharedTable = Arc::new(RwLock::new(table));
     let _server = if upstreams.is_empty() {
         None
     } else {
@@ -293,7 +297,7 @@ async fn serve_with_maps(
             max_inflight: args.max_inflight,
             cache_entries: args.cache_entries,
         };
-        let srv = Server::new(cfg, tables_rx);
+        let srv = Server::new(cfg, shared.clone());
         metrics.set_server(srv.clone());
         let bound = srv.bind().await?;
         log::info!(
@@ -304,7 +308,7 @@ async fn serve_with_maps(
     };
     // Only now does the kernel answer: the maps hold the whole table (with
     // the live source, once its first complete list is in).
-    if objects.is_none() {
+    if updates.is_none() {
         become_ready(&mut syncer, args, &metrics)?;
     }
     log::info!(
@@ -323,17 +327,18 @@ async fn serve_with_maps(
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            Ok(()) = async { objects.as_mut().expect("guarded").changed().await }, if objects.is_some() => {
-                let Some(snapshot) = objects.as_mut().expect("guarded").borrow_and_update().clone() else {
-                    continue;
-                };
-                let first = !syncer.backend().answering();
-                table = Arc::new(RecordTable::build(table.zone(), &snapshot, table.serial()));
-                let stats = syncer.sync(&table)?;
+            Some(update) = async { updates.as_mut()?.recv().await }, if updates.is_some() => {
+                let mut table = shared.write().unwrap_or_else(PoisonError::into_inner);
+                let mut changes = Vec::new();
+                update.apply(&mut table, &mut changes);
+                let n = changes.len();
+                let stats = syncer.apply(&mut table, changes)?;
+                let (names, complete) = (table.len(), table.is_complete());
+                drop(table);
                 note_sync(&metrics, &syncer, &stats);
-                log::info!("synced {} names ({stats:?})", table.len());
-                let _ = tables_tx.send(table.clone());
-                if first {
+                log::debug!("synced {n} changed names of {names} ({stats:?})");
+                if complete && !syncer.backend().answering() {
+                    log::info!("first lists synced: {names} names");
                     become_ready(&mut syncer, args, &metrics)?;
                 }
             }

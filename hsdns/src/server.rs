@@ -8,7 +8,7 @@ use std::{
     net::SocketAddr,
     path::Path,
     sync::{
-        Arc, Mutex,
+        Arc, Mutex, PoisonError,
         atomic::{AtomicU64, Ordering},
     },
     time::{Duration, Instant},
@@ -22,10 +22,10 @@ use hickory_proto::{
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
     net::{TcpListener, TcpStream, UdpSocket},
-    sync::{Semaphore, watch},
+    sync::Semaphore,
 };
 
-use crate::{dns::resolver, records::RecordTable};
+use crate::{dns::resolver, records::SharedTable};
 
 /// Configuration of the userspace server.
 #[derive(Clone, Debug)]
@@ -154,7 +154,7 @@ fn cache_ttl(m: &Message) -> Option<Duration> {
 
 pub struct Server {
     cfg: ServerConfig,
-    tables: watch::Receiver<Arc<RecordTable>>,
+    table: SharedTable,
     cache: Mutex<Cache>,
     inflight: Semaphore,
     rotation: AtomicU64,
@@ -177,7 +177,7 @@ impl Bound {
 }
 
 impl Server {
-    pub fn new(cfg: ServerConfig, tables: watch::Receiver<Arc<RecordTable>>) -> Arc<Self> {
+    pub fn new(cfg: ServerConfig, table: SharedTable) -> Arc<Self> {
         Arc::new(Self {
             cache: Mutex::new(Cache {
                 map: HashMap::new(),
@@ -187,7 +187,7 @@ impl Server {
             inflight: Semaphore::new(cfg.max_inflight),
             rotation: AtomicU64::new(0),
             cfg,
-            tables,
+            table,
             stats: Stats::default(),
         })
     }
@@ -271,13 +271,18 @@ impl Server {
     /// One query in, at most one reply out (malformed input gets FORMERR
     /// when it has a readable header, nothing otherwise).
     pub async fn handle(&self, query: &[u8], udp: bool) -> Option<Vec<u8>> {
-        let table = self.tables.borrow().clone();
         let max_udp = udp.then_some(hsdns_common::EDNS_UDP_SIZE);
         // Successive answers start one address further, as the kernel's do.
         let rotate = self.rotation.fetch_add(1, Ordering::Relaxed) as usize;
-        if let resolver::Verdict::Answer(reply) =
-            resolver::respond_any_type_rotated(&table, query, max_udp, rotate)
-        {
+        let local = {
+            let table = self.table.read().unwrap_or_else(PoisonError::into_inner);
+            // A table still being listed would deny names it has not seen
+            // yet: until it is complete, everything goes upstream.
+            table
+                .is_complete()
+                .then(|| resolver::respond_any_type_rotated(&table, query, max_udp, rotate))
+        };
+        if let Some(resolver::Verdict::Answer(reply)) = local {
             self.stats.local.fetch_add(1, Ordering::Relaxed);
             if reply.get(2).is_some_and(|f| f & 0x02 != 0) {
                 self.stats.truncated.fetch_add(1, Ordering::Relaxed);

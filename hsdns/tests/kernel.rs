@@ -37,20 +37,20 @@ fn require_root() {
     }
 }
 
-fn table() -> Arc<RecordTable> {
+fn table() -> RecordTable {
     let mut objects = source::embedded_seed();
     for (name, n) in [("big40", 40), ("big100", 100)] {
         let extra = source::parse_manifests(name, &headless_yaml("big", name, n)).unwrap();
         objects.services.extend(extra.services);
         objects.slices.extend(extra.slices);
     }
-    Arc::new(RecordTable::build(&ZoneConfig::default(), &objects, 12345))
+    RecordTable::build(&ZoneConfig::default(), &objects, 12345)
 }
 
 struct Kernel {
     ebpf: Ebpf,
     syncer: Syncer<BpfMaps>,
-    table: Arc<RecordTable>,
+    table: RecordTable,
 }
 
 impl Kernel {
@@ -65,11 +65,11 @@ impl Kernel {
         let mut maps = BpfMaps::take(&mut ebpf).unwrap();
         maps.add_dns_addr(IpAddr::V4(DNS4)).unwrap();
         maps.add_dns_addr(IpAddr::V6(DNS6)).unwrap();
-        let table = table();
+        let mut table = table();
         let mut syncer = Syncer::new(maps, &caps);
         syncer.set_nxdomain(nxdomain);
         syncer.write_soa(&table).unwrap();
-        syncer.sync(&table).unwrap();
+        syncer.sync_new(&mut table).unwrap();
         syncer.backend_mut().set_answering(answering).unwrap();
         Self {
             ebpf,
@@ -712,16 +712,16 @@ fn large_answers_change_without_a_gap() {
              addressType: IPv4\nendpoints:\n{eps}"
         )
     };
-    let table_of = |v: usize| {
-        let o = source::parse_manifests("big", &version(v)).unwrap();
-        Arc::new(RecordTable::build(&ZoneConfig::default(), &o, 1))
-    };
+    let objects_of = |v: usize| source::parse_manifests("big", &version(v)).unwrap();
     let Kernel {
         mut ebpf,
         mut syncer,
-        ..
+        mut table,
     } = Kernel::new(true);
-    syncer.sync(&table_of(0)).unwrap();
+    // Only this service from here on: the others leave the maps.
+    let mut changes = Vec::new();
+    table.set_objects(&objects_of(0), &mut changes);
+    syncer.apply(&mut table, changes).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let stop2 = stop.clone();
     let frame = Frame::v4(query(
@@ -749,7 +749,9 @@ fn large_answers_change_without_a_gap() {
         seen
     });
     for v in 1..VERSIONS {
-        syncer.sync(&table_of(v)).unwrap();
+        let mut changes = Vec::new();
+        table.set_objects(&objects_of(v), &mut changes);
+        syncer.apply(&mut table, changes).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     stop.store(true, Ordering::Relaxed);

@@ -9,10 +9,10 @@ use apiserver::{ApiServer, Kind};
 use hickory_proto::rr::Name;
 use hsdns::{
     records::{RecordTable, ZoneConfig},
-    source::{self, Objects},
+    source,
 };
 use serde_json::{Value, json};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 fn headless(ns: &str, name: &str, publish_not_ready: bool) -> Value {
     json!({"kind": "Service", "metadata": {"name": name, "namespace": ns},
@@ -36,7 +36,10 @@ fn slice(ns: &str, name: &str, svc: &str, eps: &[(&str, &str, bool)]) -> Value {
            "addressType": "IPv4", "ports": [{"name": "web", "port": 80}], "endpoints": endpoints})
 }
 
-async fn start(api: &ApiServer) -> watch::Receiver<Option<Arc<Objects>>> {
+/// Starts the live source and a consumer applying its updates to a table,
+/// as the daemon does; the table is published once complete, after every
+/// update.
+async fn start(api: &ApiServer) -> watch::Receiver<Option<Arc<RecordTable>>> {
     let dir = std::env::temp_dir().join(format!(
         "hsdns-kc-{}-{}",
         std::process::id(),
@@ -44,13 +47,19 @@ async fn start(api: &ApiServer) -> watch::Receiver<Option<Arc<Objects>>> {
     ));
     api.kubeconfig(&dir);
     let client = source::kube::client(Some(&dir)).await.expect("client");
-    let (tx, rx) = watch::channel(None);
+    let (tx, mut updates) = mpsc::channel(1);
     tokio::spawn(source::kube::watch(client, tx));
+    let (publish, rx) = watch::channel(None);
+    tokio::spawn(async move {
+        let mut table = RecordTable::new(&ZoneConfig::default(), 1);
+        while let Some(update) = updates.recv().await {
+            update.apply(&mut table, &mut Vec::new());
+            if table.is_complete() && publish.send(Some(Arc::new(table.clone()))).is_err() {
+                return;
+            }
+        }
+    });
     rx
-}
-
-fn table(o: &Objects) -> RecordTable {
-    RecordTable::build(&ZoneConfig::default(), o, 1)
 }
 
 fn addrs(t: &RecordTable, name: &str) -> Option<Vec<String>> {
@@ -62,14 +71,14 @@ fn addrs(t: &RecordTable, name: &str) -> Option<Vec<String>> {
 
 /// Waits (at most 15 s) for a snapshot whose table satisfies `pred`.
 async fn until(
-    rx: &mut watch::Receiver<Option<Arc<Objects>>>,
+    rx: &mut watch::Receiver<Option<Arc<RecordTable>>>,
     what: &str,
     pred: impl Fn(&RecordTable) -> bool,
 ) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {
-        if let Some(o) = rx.borrow_and_update().clone()
-            && pred(&table(&o))
+        if let Some(t) = rx.borrow_and_update().clone()
+            && pred(&t)
         {
             return;
         }
@@ -241,7 +250,7 @@ async fn an_unreachable_api_server_publishes_nothing_until_it_answers() {
     assert!(
         rx.borrow()
             .as_ref()
-            .is_some_and(|o| addrs(&table(o), &pod(0)).is_some())
+            .is_some_and(|t| addrs(t, &pod(0)).is_some())
     );
     api.set_down(false);
     until(&mut rx, "the change after recovery", |t| {

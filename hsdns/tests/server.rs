@@ -4,7 +4,7 @@
 use std::{
     net::{Ipv4Addr, SocketAddr},
     sync::{
-        Arc,
+        Arc, RwLock,
         atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
@@ -15,14 +15,13 @@ use hickory_proto::{
     rr::{Name, RData, Record, RecordType, rdata::A, rdata::SOA},
 };
 use hsdns::{
-    records::{RecordTable, ZoneConfig},
+    records::{RecordTable, SharedTable, ZoneConfig},
     server::{Server, ServerConfig},
     source,
 };
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
     net::{TcpListener, TcpStream, UdpSocket},
-    sync::watch,
 };
 
 /// A fake upstream: `<n>.example.test` has A 169.254.99.n (TTL from
@@ -128,23 +127,27 @@ async fn upstream(ttl: u32) -> Upstream {
     }
 }
 
-fn table() -> Arc<RecordTable> {
+fn table() -> RecordTable {
     let mut o = source::embedded_seed();
     let big =
         source::parse_manifests("big", &hsdns::testing::headless_yaml("big", "big", 100)).unwrap();
     o.services.extend(big.services);
     o.slices.extend(big.slices);
-    Arc::new(RecordTable::build(&ZoneConfig::default(), &o, 1))
+    RecordTable::build(&ZoneConfig::default(), &o, 1)
 }
 
 struct Running {
     addr: SocketAddr,
     server: Arc<Server>,
-    tables: watch::Sender<Arc<RecordTable>>,
+    tables: SharedTable,
 }
 
 async fn start(ups: Vec<SocketAddr>, timeout: Duration) -> Running {
-    let (tx, rx) = watch::channel(table());
+    start_with(ups, timeout, table()).await
+}
+
+async fn start_with(ups: Vec<SocketAddr>, timeout: Duration, table: RecordTable) -> Running {
+    let tables: SharedTable = Arc::new(RwLock::new(table));
     let server = Server::new(
         ServerConfig {
             listen: vec!["127.0.0.1:0".parse().unwrap()],
@@ -153,7 +156,7 @@ async fn start(ups: Vec<SocketAddr>, timeout: Duration) -> Running {
             max_inflight: 64,
             cache_entries: 1000,
         },
-        rx,
+        tables.clone(),
     );
     let bound = server.bind().await.unwrap();
     let addr = bound.local_addrs()[0];
@@ -161,7 +164,7 @@ async fn start(ups: Vec<SocketAddr>, timeout: Duration) -> Running {
     Running {
         addr,
         server,
-        tables: tx,
+        tables,
     }
 }
 
@@ -353,17 +356,35 @@ async fn a_new_table_takes_effect_for_the_next_query() {
         false,
     );
     assert_eq!(ask_udp(r.addr, &q).await.answers.len(), 1);
-    r.tables
-        .send(Arc::new(RecordTable::build(
-            &ZoneConfig::default(),
-            &Default::default(),
-            2,
-        )))
-        .unwrap();
+    *r.tables.write().unwrap() = RecordTable::build(&ZoneConfig::default(), &Default::default(), 2);
     let m = ask_udp(r.addr, &q).await;
     assert_eq!(
         m.metadata.response_code,
         ResponseCode::NXDomain,
         "gone from the table"
     );
+}
+
+#[tokio::test]
+async fn a_table_still_being_listed_sends_everything_upstream() {
+    let up = upstream(30).await;
+    let mut partial = RecordTable::new(&ZoneConfig::default(), 1);
+    let r = start_with(vec![up.addr], Duration::from_millis(500), partial.clone()).await;
+    // Not yet listed: a local answer would be NXDOMAIN, which is wrong for
+    // a name that may well exist. The upstream (the cluster DNS) decides.
+    let q = query(
+        "nginx-0.nginx-headless.test.svc.cluster.local.",
+        RecordType::A,
+        false,
+    );
+    let m = ask_udp(r.addr, &q).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(up.queries.load(Ordering::SeqCst), 1, "forwarded");
+    // Complete: answered here.
+    partial.set_objects(&source::embedded_seed(), &mut Vec::new());
+    partial.set_complete(true);
+    *r.tables.write().unwrap() = partial;
+    let m = ask_udp(r.addr, &q).await;
+    assert_eq!(m.answers.len(), 1);
+    assert_eq!(up.queries.load(Ordering::SeqCst), 1, "answered locally");
 }

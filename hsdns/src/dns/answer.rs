@@ -11,7 +11,7 @@ use hickory_proto::rr::{Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinEncodable as _, BinEncoder};
 use hsdns_common::{EDNS_UDP_SIZE, MAX_NAME_LEN};
 
-use crate::records::{RecordTable, ZoneConfig};
+use crate::records::{NameEntry, RecordTable, ZoneConfig};
 
 /// DNS header length; the question starts here.
 pub const HEADER_LEN: usize = 12;
@@ -41,7 +41,16 @@ pub fn wire_len(name: &Name) -> usize {
 /// encoding (64 KiB); it is far beyond every answer class, so it is
 /// answered from userspace either way.
 pub fn answer_section(table: &RecordTable, name: &Name, qtype: RecordType) -> Option<Encoded> {
-    let entry = table.get(name)?;
+    entry_answer_section(table.zone(), name, table.get(name)?, qtype)
+}
+
+/// [`answer_section`] for an entry at hand (`name`'s, in a table of `zone`).
+pub fn entry_answer_section(
+    zone: &ZoneConfig,
+    name: &Name,
+    entry: &NameEntry,
+    qtype: RecordType,
+) -> Option<Encoded> {
     let rdata: Vec<RData> = match qtype {
         RecordType::A => entry.a.iter().map(|ip| RData::A(A(*ip))).collect(),
         RecordType::AAAA => entry.aaaa.iter().map(|ip| RData::AAAA(AAAA(*ip))).collect(),
@@ -52,7 +61,7 @@ pub fn answer_section(table: &RecordTable, name: &Name, qtype: RecordType) -> Op
     }
     let mut owner = name.to_lowercase();
     owner.set_fqdn(true);
-    let ttl = table.zone().ttl;
+    let ttl = zone.ttl;
     let mut msg = Message::response(0, OpCode::Query);
     msg.add_query(Query::query(owner.clone(), qtype));
     msg.add_answers(

@@ -1021,6 +1021,7 @@ proptest! {
     #[test]
     fn table_names_are_never_nxdomain_and_kernel_answers_match(table in table_strategy()) {
         for (name, entry) in table.iter() {
+            let name = &name;
             prop_assert!(!table.is_nxdomain(name));
             for qtype in [RecordType::A, RecordType::AAAA] {
                 let want: Vec<RData> = match qtype {

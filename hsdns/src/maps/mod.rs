@@ -1,4 +1,4 @@
-//! Map sync: the record table in, the difference written into the BPF maps.
+//! Map sync: the record table's changes in, written into the BPF maps.
 //!
 //! Invariants the kernel relies on:
 //! - an answer slot is never rewritten while a name points at it: a changed
@@ -14,7 +14,6 @@ pub mod bpf;
 
 use std::{
     collections::VecDeque,
-    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -31,7 +30,7 @@ use hsdns_common::{
 use crate::{
     dns::answer::{self, Encoded},
     loader::Capacities,
-    records::{NameEntry, RecordTable},
+    records::{Change, Key, MapRefs, NameEntry, RecordTable, ZoneConfig},
 };
 
 /// How long a replaced answer slot stays untouched before reuse. XDP runs
@@ -122,35 +121,21 @@ impl SlotPool {
     }
 }
 
-/// Where one name's answers live, aligned with the installed table's order.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-struct Refs {
-    a: AnswerRef,
-    aaaa: AnswerRef,
-}
-
-/// The name is not in the kernel's maps (they were full): it passes up.
-/// Not a value the kernel ever sees (slot references stay below 3 << 30).
-const NOT_INSTALLED: Refs = Refs {
-    a: u32::MAX - 2,
-    aaaa: u32::MAX - 2,
-};
-
-/// Keeps the BPF maps equal to the newest record table.
+/// Keeps the BPF maps equal to the record table, one change at a time.
 ///
 /// Memory matters at 150,000 pods, so the syncer keeps no copy of what it
-/// wrote: it holds the previous table (shared with whoever else uses it)
-/// and the answer slots of each of its names in a vector in table order.
-/// A sync walks the old and the new table side by side; the answer bytes
-/// are a pure function of a name's entry and the zone, so an equal entry
-/// means an unchanged answer.
+/// wrote: each name's answer slots live in its table entry
+/// ([`MapRefs`]), and the table hands over every changed name with the
+/// entry it replaced ([`Change`]). The answer bytes are a pure function of
+/// a name's entry and the zone, so an unchanged entry means an unchanged
+/// answer and needs no work at all.
 pub struct Syncer<B> {
     backend: B,
     pools: [SlotPool; 3],
-    prev: Option<Arc<RecordTable>>,
-    refs: Vec<Refs>,
     name_caps: [u32; 3],
     name_counts: [u32; 3],
+    /// Names of the table that are not in the maps (they were full).
+    missing: usize,
     /// Whether negative answers in the kernel are wanted (configuration).
     nxdomain_wanted: bool,
     /// What the kernel was last told.
@@ -177,10 +162,9 @@ impl<B: Backend> Syncer<B> {
         Self {
             backend,
             pools: caps.answers.map(SlotPool::new),
-            prev: None,
-            refs: Vec::new(),
             name_caps: caps.names,
             name_counts: [0; 3],
+            missing: 0,
             nxdomain_wanted: false,
             nxdomain_on: false,
         }
@@ -224,51 +208,48 @@ impl<B: Backend> Syncer<B> {
         Ok(n)
     }
 
-    /// Brings the maps to `table`, touching only what differs.
-    pub fn sync(&mut self, table: &Arc<RecordTable>) -> Result<SyncStats> {
-        self.sync_at(table, Instant::now())
+    /// Installs every name of a table this syncer has not written before
+    /// (a fresh syncer, or maps emptied of names).
+    pub fn sync_new(&mut self, table: &mut RecordTable) -> Result<SyncStats> {
+        let changes = table.all_changes();
+        self.apply(table, changes)
     }
 
-    /// [`Self::sync`] at a given time (slot quarantine is measured from it).
-    pub fn sync_at(&mut self, table: &Arc<RecordTable>, now: Instant) -> Result<SyncStats> {
+    /// Writes `changes` (just made to `table`) into the maps.
+    pub fn apply(&mut self, table: &mut RecordTable, changes: Vec<Change>) -> Result<SyncStats> {
+        self.apply_at(table, changes, Instant::now())
+    }
+
+    /// [`Self::apply`] at a given time (slot quarantine is measured from it).
+    pub fn apply_at(
+        &mut self,
+        table: &mut RecordTable,
+        changes: Vec<Change>,
+        now: Instant,
+    ) -> Result<SyncStats> {
         for p in &mut self.pools {
             p.mature(now);
         }
         let mut stats = SyncStats::default();
-        let prev = self.prev.take();
-        // A different zone or TTL changes every answer's bytes.
-        let comparable = prev.as_ref().filter(|p| p.zone() == table.zone());
-        let old_refs = std::mem::take(&mut self.refs);
-        let mut old = prev
-            .iter()
-            .flat_map(|p| p.iter())
-            .zip(old_refs.iter().copied())
-            .peekable();
-        let mut refs = Vec::with_capacity(table.len());
-        for (name, entry) in table.iter() {
-            // Names before this one in the old table are gone.
-            while let Some(((old_name, _), r)) = old.next_if(|((n, _), _)| *n < name) {
-                self.remove(old_name, r, now, &mut stats)?;
+        for Change { key, old } in changes {
+            let old = old.map(|o| o.refs);
+            if old == Some(MapRefs::NONE) {
+                self.missing -= 1;
             }
-            let same = old.next_if(|((n, _), _)| *n == name);
-            let r = match same {
-                Some(((_, old_entry), r))
-                    if comparable.is_some() && old_entry == entry && r != NOT_INSTALLED =>
-                {
-                    r
+            let Some((zone, entry)) = table.entry_mut(&key) else {
+                if let Some(r) = old {
+                    self.remove(&key, r, now, &mut stats)?;
                 }
-                Some((_, r)) => self.install(table, name, entry, Some(r), now, &mut stats)?,
-                None => self.install(table, name, entry, None, now, &mut stats)?,
+                continue;
             };
-            refs.push(r);
+            let refs = self.install(zone, &key, entry, old, now, &mut stats)?;
+            if refs == MapRefs::NONE {
+                self.missing += 1;
+            }
+            entry.refs = refs;
         }
-        for ((old_name, _), r) in old {
-            self.remove(old_name, r, now, &mut stats)?;
-        }
-        self.refs = refs;
-        self.prev = Some(Arc::clone(table));
-        let complete = !self.refs.contains(&NOT_INSTALLED);
-        self.apply_nxdomain(self.nxdomain_wanted && complete, table)?;
+        let complete = self.missing == 0 && table.is_complete();
+        self.apply_nxdomain(self.nxdomain_wanted && complete, table.zone())?;
         if stats.names_full + stats.answers_full > 0 {
             // Once per sync, not per name: at scale a full map would flood.
             log::warn!(
@@ -284,9 +265,9 @@ impl<B: Backend> Syncer<B> {
         Ok(stats)
     }
 
-    fn apply_nxdomain(&mut self, on: bool, table: &RecordTable) -> Result<()> {
+    fn apply_nxdomain(&mut self, on: bool, zone: &ZoneConfig) -> Result<()> {
         if on != self.nxdomain_on {
-            let zone_len = answer::wire_len(&table.zone().zone) as u32;
+            let zone_len = answer::wire_len(&zone.zone) as u32;
             self.backend.set_nxdomain(on, zone_len)?;
             self.nxdomain_on = on;
             log::info!("kernel NXDOMAIN answers {}", if on { "on" } else { "off" });
@@ -294,11 +275,11 @@ impl<B: Backend> Syncer<B> {
         Ok(())
     }
 
-    fn remove(&mut self, name: &Name, r: Refs, now: Instant, stats: &mut SyncStats) -> Result<()> {
-        if r == NOT_INSTALLED {
+    fn remove(&mut self, key: &Key, r: MapRefs, now: Instant, stats: &mut SyncStats) -> Result<()> {
+        if r == MapRefs::NONE {
             return Ok(());
         }
-        let key = name_key(name)?;
+        let key = key.wire();
         self.backend.remove_name(&key)?;
         self.name_counts[tier(key.len())] -= 1;
         self.release(r.a, now);
@@ -311,28 +292,29 @@ impl<B: Backend> Syncer<B> {
     /// the name's value in one update, then the old slots into quarantine.
     fn install(
         &mut self,
-        table: &RecordTable,
-        name: &Name,
+        zone: &ZoneConfig,
+        table_key: &Key,
         entry: &NameEntry,
-        old: Option<Refs>,
+        old: Option<MapRefs>,
         now: Instant,
         stats: &mut SyncStats,
-    ) -> Result<Refs> {
-        let old = old.filter(|r| *r != NOT_INSTALLED);
-        let key = name_key(name)?;
+    ) -> Result<MapRefs> {
+        let old = old.filter(|r| *r != MapRefs::NONE);
+        let key = table_key.wire();
+        let name = &table_key.name();
         let t = tier(key.len());
         if old.is_none() && self.name_counts[t] >= self.name_caps[t] {
             stats.names_full += 1;
             // Absence no longer proves anything: stop negative answers now,
             // not at the end of the sync.
-            self.apply_nxdomain(false, table)?;
-            return Ok(NOT_INSTALLED);
+            self.apply_nxdomain(false, zone)?;
+            return Ok(MapRefs::NONE);
         }
         // ExternalName CNAMEs and the like: the name exists, but its A/AAAA
         // answers are not the kernel's to give.
         let (a, aaaa) = if entry.kernel_answerable() {
-            let a = answer::answer_section(table, name, RecordType::A);
-            let aaaa = answer::answer_section(table, name, RecordType::AAAA);
+            let a = answer::entry_answer_section(zone, name, entry, RecordType::A);
+            let aaaa = answer::entry_answer_section(zone, name, entry, RecordType::AAAA);
             (self.place(a, 16, stats)?, self.place(aaaa, 28, stats)?)
         } else {
             (REF_PASS, REF_PASS)
@@ -342,18 +324,14 @@ impl<B: Backend> Syncer<B> {
             aaaa,
             rcode: 0,
             zone: 0,
-            flags: if *name == table.zone().zone {
-                FLAG_APEX
-            } else {
-                0
-            },
+            flags: if *name == zone.zone { FLAG_APEX } else { 0 },
             _pad: 0,
         };
         if let Err(e) = self.backend.put_name(&key, rec) {
             // The kernel keeps whatever it had; better to withdraw the name
             // entirely than to leave it answering stale records.
             log::warn!("writing {name} failed ({e:#}); withdrawing it to userspace");
-            self.apply_nxdomain(false, table)?;
+            self.apply_nxdomain(false, zone)?;
             self.release(a, now);
             self.release(aaaa, now);
             if let Some(o) = old {
@@ -363,7 +341,7 @@ impl<B: Backend> Syncer<B> {
                 self.release(o.aaaa, now);
             }
             stats.names_full += 1;
-            return Ok(NOT_INSTALLED);
+            return Ok(MapRefs::NONE);
         }
         stats.names_written += 1;
         match old {
@@ -373,7 +351,7 @@ impl<B: Backend> Syncer<B> {
             }
             None => self.name_counts[t] += 1,
         }
-        Ok(Refs { a, aaaa })
+        Ok(MapRefs { a, aaaa })
     }
 
     /// Puts one answer into a fresh slot of the smallest class with room.

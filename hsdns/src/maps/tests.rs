@@ -101,9 +101,17 @@ fn headless(ns: &str, name: &str, eps: &[(&str, &str)]) -> String {
     )
 }
 
-fn table(yaml: &str) -> Arc<RecordTable> {
+fn table(yaml: &str) -> RecordTable {
     let objects = source::parse_manifests("test", yaml).unwrap();
-    Arc::new(RecordTable::build(&ZoneConfig::default(), &objects, 1))
+    RecordTable::build(&ZoneConfig::default(), &objects, 1)
+}
+
+/// Brings `t` to the objects of `yaml`, and the maps with it.
+fn update(s: &mut Syncer<Mem>, t: &mut RecordTable, yaml: &str, now: Instant) -> SyncStats {
+    let objects = source::parse_manifests("test", yaml).unwrap();
+    let mut changes = Vec::new();
+    t.set_objects(&objects, &mut changes);
+    s.apply_at(t, changes, now).unwrap()
 }
 
 fn caps(names: u32, answers: [u32; 3]) -> Capacities {
@@ -118,15 +126,17 @@ const WEB0: &str = "web-0.web.app.svc.cluster.local.";
 
 #[test]
 fn installs_every_name_with_the_encoded_answers() {
-    let t = table(&headless(
+    let yaml = headless(
         "app",
         "web",
         &[("web-0", "169.254.1.1"), ("web-1", "169.254.1.2")],
-    ));
+    );
+    let mut t = table(&yaml);
     let mut s = Syncer::new(Mem::default(), &Capacities::default());
-    let st = s.sync(&t).unwrap();
+    let st = s.sync_new(&mut t).unwrap();
     assert_eq!(st.names_written, t.len());
     for (name, entry) in t.iter() {
+        let name = &name;
         let n = name.to_ascii();
         if !entry.kernel_answerable() {
             assert_eq!(s.backend().answer(&n, RecordType::A), None, "{n} passes up");
@@ -142,32 +152,34 @@ fn installs_every_name_with_the_encoded_answers() {
     }
     // Nothing changes, nothing is written.
     let ops = s.backend().ops.len();
-    assert_eq!(s.sync(&t).unwrap(), SyncStats::default());
+    let st = update(&mut s, &mut t, &yaml, Instant::now());
+    assert_eq!(st, SyncStats::default());
     assert_eq!(s.backend().ops.len(), ops);
 }
 
 #[test]
 fn a_changed_name_is_swapped_never_removed() {
-    let t1 = table(&headless(
+    let mut t = table(&headless(
         "app",
         "web",
         &[("web-0", "169.254.1.1"), ("web-1", "169.254.1.2")],
     ));
-    let t2 = table(&headless(
+    let y2 = headless(
         "app",
         "web",
         &[("web-0", "169.254.1.1"), ("web-1", "169.254.1.3")],
-    ));
+    );
     let mut s = Syncer::new(Mem::default(), &Capacities::default());
     let t0 = Instant::now();
-    s.sync_at(&t1, t0).unwrap();
+    let all = t.all_changes();
+    s.apply_at(&mut t, all, t0).unwrap();
     let old = *s
         .backend()
         .names
         .get(&name_key(&Name::from_ascii(WEB).unwrap()).unwrap())
         .unwrap();
     let mark = s.backend().ops.len();
-    let st = s.sync_at(&t2, t0).unwrap();
+    let st = update(&mut s, &mut t, &y2, t0);
     // web-0 is unchanged; the service and web-1 change.
     assert_eq!(st.names_written, 2);
     assert_eq!(st.names_removed, 0);
@@ -193,7 +205,7 @@ fn a_changed_name_is_swapped_never_removed() {
     assert_eq!(
         s.backend().answer(WEB, RecordType::A),
         Some(
-            answer::answer_section(&t2, &Name::from_ascii(WEB).unwrap(), RecordType::A)
+            answer::answer_section(&t, &Name::from_ascii(WEB).unwrap(), RecordType::A)
                 .map(|e| e.bytes)
         )
     );
@@ -201,17 +213,19 @@ fn a_changed_name_is_swapped_never_removed() {
 
 #[test]
 fn replaced_slots_are_reused_only_after_the_quarantine() {
-    let mk = |ip: &str| table(&headless("app", "web", &[("web-0", ip)]));
+    let mk = |ip: &str| headless("app", "web", &[("web-0", ip)]);
     // Capacity for exactly two answers per class: old and new.
     let mut s = Syncer::new(Mem::default(), &caps(16, [4, 0, 0]));
     let t0 = Instant::now();
-    s.sync_at(&mk("169.254.1.1"), t0).unwrap();
+    let mut t = table(&mk("169.254.1.1"));
+    let all = t.all_changes();
+    s.apply_at(&mut t, all, t0).unwrap();
     assert_eq!(s.slots_in_use(), [2, 0, 0]);
-    s.sync_at(&mk("169.254.1.2"), t0).unwrap();
+    update(&mut s, &mut t, &mk("169.254.1.2"), t0);
     assert_eq!(s.slots_in_use(), [2, 0, 0], "old slots quarantined");
     // Within the quarantine the pool is exhausted: the kernel must not get a
     // reused slot, so the change goes to userspace instead.
-    let st = s.sync_at(&mk("169.254.1.3"), t0 + QUARANTINE / 2).unwrap();
+    let st = update(&mut s, &mut t, &mk("169.254.1.3"), t0 + QUARANTINE / 2);
     assert_eq!(st.answers_full, 2);
     assert_eq!(
         s.backend().answer(WEB0, RecordType::A),
@@ -219,29 +233,29 @@ fn replaced_slots_are_reused_only_after_the_quarantine() {
         "passed up, not stale"
     );
     // After it, the slots come back.
-    let st = s.sync_at(&mk("169.254.1.4"), t0 + QUARANTINE * 2).unwrap();
+    let st = update(&mut s, &mut t, &mk("169.254.1.4"), t0 + QUARANTINE * 2);
     assert_eq!(st.answers_full, 0);
     assert!(s.backend().answer(WEB0, RecordType::A).unwrap().is_some());
 }
 
 #[test]
 fn removed_names_leave_the_maps() {
-    let t1 = table(&headless(
+    let mut t = table(&headless(
         "app",
         "web",
         &[("web-0", "169.254.1.1"), ("web-1", "169.254.1.2")],
     ));
-    let t2 = table(&headless("app", "web", &[("web-0", "169.254.1.1")]));
+    let y2 = headless("app", "web", &[("web-0", "169.254.1.1")]);
     let mut s = Syncer::new(Mem::default(), &Capacities::default());
-    s.sync(&t1).unwrap();
-    let st = s.sync(&t2).unwrap();
+    s.sync_new(&mut t).unwrap();
+    let st = update(&mut s, &mut t, &y2, Instant::now());
     assert_eq!(st.names_removed, 1);
     assert_eq!(
         s.backend()
             .answer("web-1.web.app.svc.cluster.local.", RecordType::A),
         None
     );
-    assert_eq!(s.names_installed(), t2.len());
+    assert_eq!(s.names_installed(), t.len());
 }
 
 #[test]
@@ -250,12 +264,12 @@ fn full_maps_pass_names_up_instead_of_answering_wrongly() {
         .map(|i| (format!("web-{i}"), format!("169.254.1.{}", i + 1)))
         .collect();
     let eps: Vec<(&str, &str)> = eps.iter().map(|(h, i)| (h.as_str(), i.as_str())).collect();
-    let t = table(&headless("app", "web", &eps));
+    let mut t = table(&headless("app", "web", &eps));
     // Ten pods, the service, and the fixed names of the zone (apex, svc,
     // the namespace, ns.dns, dns-version).
     assert_eq!(t.len(), 16);
     let mut s = Syncer::new(Mem::default(), &caps(4, [64, 64, 64]));
-    let st = s.sync(&t).unwrap();
+    let st = s.sync_new(&mut t).unwrap();
     assert_eq!(st.names_full, 12);
     assert_eq!(s.backend().names.len(), 4);
     // Whatever is in the maps is right.
@@ -264,6 +278,7 @@ fn full_maps_pass_names_up_instead_of_answering_wrongly() {
             .iter()
             .find(|(n, _)| name_key(n).unwrap() == *key)
             .unwrap();
+        let name = &name;
         if !entry.kernel_answerable() {
             assert_eq!(rec.a, REF_PASS, "{name}");
             continue;
@@ -282,9 +297,9 @@ fn answers_pick_the_smallest_class_and_spill_upward() {
         .map(|i| (format!("w-{i}"), format!("169.254.2.{}", i + 1)))
         .collect();
     let eps: Vec<(&str, &str)> = eps.iter().map(|(h, i)| (h.as_str(), i.as_str())).collect();
-    let t = table(&headless("app", "web", &eps));
+    let mut t = table(&headless("app", "web", &eps));
     let mut s = Syncer::new(Mem::default(), &caps(1000, [10, 1000, 1000]));
-    let st = s.sync(&t).unwrap();
+    let st = s.sync_new(&mut t).unwrap();
     // 80 one-address names: 10 fit the small class, the rest spill to M.
     assert_eq!(s.slots_in_use()[0], 10);
     assert_eq!(s.slots_in_use()[1], 70);
@@ -314,22 +329,24 @@ fn negative_answers_only_while_every_name_is_in_the_maps() {
         .map(|i| (format!("web-{i}"), format!("169.254.1.{}", i + 1)))
         .collect();
     let eps: Vec<(&str, &str)> = eps.iter().map(|(h, i)| (h.as_str(), i.as_str())).collect();
-    let small = table(&headless("app", "web", &eps[..2]));
-    let big = table(&headless("app", "web", &eps));
+    let small = headless("app", "web", &eps[..2]);
+    let big = headless("app", "web", &eps);
+    let now = Instant::now();
+    let mut t = table(&small);
     let mut s = Syncer::new(Mem::default(), &caps(8, [64, 64, 64]));
     s.set_nxdomain(true);
-    s.sync(&small).unwrap();
+    s.sync_new(&mut t).unwrap();
     // "cluster.local." is 15 bytes on the wire.
     assert_eq!(s.backend().nxdomain, Some(15));
-    s.sync(&big).unwrap();
+    update(&mut s, &mut t, &big, now);
     assert_eq!(
         s.backend().nxdomain,
         None,
         "11 names, room for 8: absence proves nothing"
     );
-    s.sync(&small).unwrap();
+    update(&mut s, &mut t, &small, now);
     assert_eq!(s.backend().nxdomain, Some(15), "complete again");
     s.set_nxdomain(false);
-    s.sync(&small).unwrap();
+    update(&mut s, &mut t, &small, now);
     assert_eq!(s.backend().nxdomain, None, "switched off by configuration");
 }

@@ -2,10 +2,17 @@
 //! configuration) to the names the responder answers, following the
 //! Kubernetes DNS-Based Service Discovery specification (schema 1.1.0).
 //!
-//! The manifest loader and the API watcher both feed [`RecordTable::build`],
-//! so the table never depends on where the objects came from.
-use std::collections::{BTreeMap, HashMap};
+//! The table is kept up to date one service at a time
+//! ([`RecordTable::update_service`]): a service's names are exactly the
+//! names under `<svc>.<ns>.svc.<zone>`, one contiguous range of the
+//! canonically ordered table, so a change to one service costs the size of
+//! that service, not of the cluster. The manifest loader and the API watcher
+//! both feed that one function ([`RecordTable::build`] and
+//! [`RecordTable::set_objects`] are loops over it), so the table never
+//! depends on where the objects came from.
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::{Arc, RwLock};
 
 use anyhow::{Context as _, Result, bail};
 use hickory_proto::rr::Name;
@@ -89,20 +96,124 @@ pub const DNS_SCHEMA_VERSION: &str = "1.1.0";
 /// The record never changes while the daemon runs.
 pub const DNS_VERSION_TTL: u32 = 28800;
 
+/// A name as the table keys it: its labels lowercase, from the root down,
+/// each followed by a zero byte. Byte order of keys is DNSSEC canonical
+/// order (RFC 4034 6.1), a name's subtree is the range of keys starting
+/// with its key, and a comparison is a `memcmp`, not a walk over labels
+/// (at 150,000 names, hickory's label-wise comparison was a third of the
+/// time of a full sync). Names with a zero byte in a label have no key:
+/// they are never in the table (every name in it is built from DNS-1123
+/// labels).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Key(Box<[u8]>);
+
+impl Key {
+    pub fn of(name: &Name) -> Option<Key> {
+        let mut k = Vec::with_capacity(name.len() + 1);
+        for label in name.iter().rev() {
+            if label.contains(&0) {
+                return None;
+            }
+            k.extend(label.iter().map(u8::to_ascii_lowercase));
+            k.push(0);
+        }
+        Some(Key(k.into_boxed_slice()))
+    }
+
+    /// The labels, from the leftmost (the wire order).
+    fn labels(&self) -> impl Iterator<Item = &[u8]> {
+        let body = self.0.strip_suffix(&[0]).unwrap_or(&self.0);
+        body.split(|&b| b == 0)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+    }
+
+    /// The fully qualified name.
+    pub fn name(&self) -> Name {
+        let mut n = Name::from_labels(self.labels()).expect("keys come from valid names");
+        n.set_fqdn(true);
+        n
+    }
+
+    /// The name in wire format (lowercase, uncompressed): the kernel's key.
+    pub fn wire(&self) -> Vec<u8> {
+        let mut w = Vec::with_capacity(self.0.len() + 1);
+        for l in self.labels() {
+            w.push(l.len() as u8);
+            w.extend_from_slice(l);
+        }
+        w.push(0);
+        w
+    }
+
+    /// The keys of this name and every name under it: `[self, end)`.
+    fn subtree(&self) -> std::ops::Range<Key> {
+        let mut end = self.0.to_vec();
+        // The last separator raised to 1: every key extending this one is
+        // below it, and every other key at least as far is above it.
+        if let Some(last) = end.last_mut() {
+            *last = 1;
+        } else {
+            end.push(0xff);
+        }
+        self.clone()..Key(end.into_boxed_slice())
+    }
+}
+
+/// Where a name's answers sit in the kernel maps (answer references, see
+/// `hsdns_common::AnswerRef`). Only `maps::Syncer` writes it; it lives in
+/// the entry because a separate name-to-slots index would cost as much
+/// memory again at 150,000 pods.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MapRefs {
+    pub a: u32,
+    pub aaaa: u32,
+}
+
+impl MapRefs {
+    /// Not in the kernel's maps (not yet synced, or they were full): the
+    /// name passes up. Not a value the kernel ever sees (slot references
+    /// stay below 3 << 30).
+    pub const NONE: MapRefs = MapRefs {
+        a: u32::MAX - 2,
+        aaaa: u32::MAX - 2,
+    };
+}
+
+impl Default for MapRefs {
+    fn default() -> Self {
+        Self::NONE
+    }
+}
+
 /// What one name holds: its addresses (the only records the kernel answers),
 /// and for the few names that have them, the other records.
 ///
 /// `a` and `aaaa` are sorted and free of duplicates. A name whose lists are
 /// both empty still exists: A/AAAA questions for it get NODATA (unless
 /// [`NameEntry::kernel_answerable`] says otherwise).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+///
+/// Equality compares the records only, not where the syncer put them.
+#[derive(Clone, Debug, Default)]
 pub struct NameEntry {
     pub a: Vec<Ipv4Addr>,
     pub aaaa: Vec<Ipv6Addr>,
     /// Boxed so the common entry (a pod name: addresses only) pays one
     /// pointer for it.
     other: Option<Box<Other>>,
+    /// The syncer's bookkeeping, see [`MapRefs`].
+    pub refs: MapRefs,
 }
+
+impl PartialEq for NameEntry {
+    fn eq(&self, o: &Self) -> bool {
+        self.a == o.a && self.aaaa == o.aaaa && self.other == o.other
+    }
+}
+
+impl Eq for NameEntry {}
 
 /// Records other than A/AAAA, stored in a form the records are derived from
 /// on demand (see [`RecordTable::srv`]): rendering them for every name of a
@@ -158,7 +269,7 @@ impl Target {
     }
 }
 
-/// One PTR record: a target under `services[service]`.
+/// One PTR record: a target under `service_names[service]`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct PtrTarget {
     service: u32,
@@ -254,17 +365,74 @@ impl NameEntry {
 /// PTR names (`in-addr.arpa.`, `ip6.arpa.`) are outside the zone and kept
 /// apart, so [`Self::iter`] (what the kernel maps hold) yields names under
 /// the zone only, and a cluster's reverse names never take kernel map room.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct RecordTable {
     zone: ZoneConfig,
     serial: u32,
     /// Keys are lowercase FQDNs; `Name`'s ordering ignores case, so lookups
     /// with a query's mixed-case name (0x20 encoding) find them directly.
-    names: BTreeMap<Name, NameEntry>,
-    /// Service names the PTR targets are relative to.
-    services: Vec<Name>,
-    /// Address to PTR targets, sorted and free of duplicates.
-    ptr: BTreeMap<IpAddr, Box<[PtrTarget]>>,
+    names: BTreeMap<Key, NameEntry>,
+    /// What each service with a valid name contributed besides its names.
+    services: HashMap<ServiceKey, ServiceState>,
+    /// Service names the PTR targets are relative to, by index; a freed
+    /// index is reused.
+    service_names: Vec<Option<Name>>,
+    free_indexes: Vec<u32>,
+    /// Address to PTR targets, in no order ([`Self::ptr_targets`] sorts).
+    /// Boxed slices, not vectors: nearly every address has one target, and
+    /// a vector's spare capacity would cost megabytes at 150,000 pods.
+    ptr: HashMap<IpAddr, Box<[PtrTarget]>>,
+    /// Services per namespace name (`<ns>.svc.<zone>`): the name exists
+    /// while one does.
+    namespaces: HashMap<Key, u32>,
+    /// Whether the table holds every object of its source (false while
+    /// the live source's first lists are still coming in).
+    complete: bool,
+}
+
+/// The table the userspace server reads and the daemon updates in place.
+pub type SharedTable = Arc<RwLock<RecordTable>>;
+
+/// A service by namespace and name.
+pub type ServiceKey = (String, String);
+
+#[derive(Clone, Debug)]
+struct ServiceState {
+    /// `<svc>.<ns>.svc.<zone>`: every name of the service is at or under it.
+    key: Key,
+    /// Index into `service_names` and the addresses with PTR records
+    /// pointing under this service.
+    ptr: Option<(u32, Box<[IpAddr]>)>,
+}
+
+/// One name whose entry an update added, changed or removed. The new entry
+/// (if any) is in the table; `old` is the one it replaced, with the map
+/// references the syncer must now release.
+#[derive(Clone, Debug)]
+pub struct Change {
+    pub key: Key,
+    pub old: Option<NameEntry>,
+}
+
+impl Change {
+    pub fn name(&self) -> Name {
+        self.key.name()
+    }
+}
+
+impl PartialEq for RecordTable {
+    /// Same zone, serial, names and records (not where the syncer put them)
+    /// and PTR records.
+    fn eq(&self, o: &Self) -> bool {
+        self.zone == o.zone
+            && self.serial == o.serial
+            && self.names == o.names
+            && self.ptr.len() == o.ptr.len()
+            && self
+                .ptr
+                .keys()
+                .all(|ip| self.ptr_targets(*ip) == o.ptr_targets(*ip))
+    }
 }
 
 /// Under `svc.<zone>`, names with at least this many labels before `svc`
@@ -273,32 +441,28 @@ pub struct RecordTable {
 /// Namespaces are left alone: one without services exists all the same.
 pub const NXDOMAIN_MIN_LABELS_BEFORE_SVC: usize = 2;
 
-/// Collects the records of one build.
+/// Collects the records of one service.
 #[derive(Default)]
 struct Builder {
-    names: BTreeMap<Name, NameEntry>,
-    services: Vec<Name>,
-    ptr: BTreeMap<IpAddr, Vec<PtrTarget>>,
+    names: BTreeMap<Key, NameEntry>,
+    /// PTR records: addresses and their targets under the service.
+    ptr: Vec<(IpAddr, Target)>,
 }
 
 impl Builder {
     fn entry(&mut self, name: Name) -> &mut NameEntry {
-        self.names.entry(name).or_default()
+        // Builder names come from DNS-1123 labels: never without a key.
+        let key = Key::of(&name).expect("no zero byte in a built name");
+        self.names.entry(key).or_default()
     }
 
     /// Adds a name that exists without records of its own, unless present.
     fn exists(&mut self, name: Name) {
-        self.names.entry(name).or_default();
+        self.entry(name);
     }
 
     fn other(&mut self, name: Name, other: Other) {
-        self.names.insert(name, NameEntry::with(other));
-    }
-
-    /// Registers a service name as a PTR target base; returns its index.
-    fn service_index(&mut self, name: &Name) -> u32 {
-        self.services.push(name.clone());
-        (self.services.len() - 1) as u32
+        *self.entry(name) = NameEntry::with(other);
     }
 
     /// SRV names and the empty non-terminal `_<proto>.<svc>` above them.
@@ -378,34 +542,30 @@ fn named_ports<'a>(
 }
 
 impl RecordTable {
-    /// Builds the table. Objects that cannot produce a valid name (possible
-    /// only for objects that skipped `source` validation) are left out and
-    /// logged rather than failing the build: one bad object from the API
-    /// server must not take every other name down.
+    /// A table of `objects`, complete. Objects that cannot produce a valid
+    /// name (possible only for objects that skipped `source` validation) are
+    /// left out and logged rather than failing the build: one bad object
+    /// from the API server must not take every other name down.
     pub fn build(cfg: &ZoneConfig, objects: &Objects, serial: u32) -> RecordTable {
+        let mut t = RecordTable::new(cfg, serial);
+        t.set_objects(objects, &mut Vec::new());
+        t.set_complete(true);
+        t
+    }
+
+    /// A table with the zone's fixed names only, not complete: until
+    /// [`Self::set_complete`], its absence of a name proves nothing, and
+    /// the server passes such questions up.
+    pub fn new(cfg: &ZoneConfig, serial: u32) -> RecordTable {
         let mut zone = cfg.zone.to_lowercase();
         zone.set_fqdn(true);
         let zone = ZoneConfig { zone, ttl: cfg.ttl };
-
-        let mut slices: HashMap<(&str, &str), Vec<&EndpointSlice>> = HashMap::new();
-        for slice in &objects.slices {
-            let ns = slice.metadata.namespace.as_deref();
-            let svc = slice
-                .metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(SERVICE_NAME_LABEL));
-            if let (Some(ns), Some(svc)) = (ns, svc) {
-                slices.entry((ns, svc.as_str())).or_default().push(slice);
-            }
-        }
-
-        let mut b = Builder::default();
         let under = |labels: &[&str]| {
             Name::from_labels(labels.iter().map(|l| l.as_bytes()))
                 .and_then(|n| n.append_domain(&zone.zone))
                 .expect("a zone leaves room for its fixed names")
         };
+        let mut b = Builder::default();
         b.exists(zone.zone.clone());
         b.exists(under(&["svc"]));
         // `dns.<zone>` stays out, as in CoreDNS (NXDOMAIN): in the table,
@@ -413,7 +573,50 @@ impl RecordTable {
         // ("ns" + pointer) unlike the kernel's precomputed authority bytes.
         b.other(under(&["ns", "dns"]), Other::Upstream);
         b.other(under(&["dns-version"]), Other::SchemaVersion);
+        RecordTable {
+            zone,
+            serial,
+            names: b.names,
+            services: HashMap::new(),
+            service_names: Vec::new(),
+            free_indexes: Vec::new(),
+            ptr: HashMap::new(),
+            namespaces: HashMap::new(),
+            complete: false,
+        }
+    }
 
+    /// Every name of the table as added: what a syncer that has written
+    /// nothing yet must install.
+    pub fn all_changes(&self) -> Vec<Change> {
+        self.names
+            .keys()
+            .map(|key| Change {
+                key: key.clone(),
+                old: None,
+            })
+            .collect()
+    }
+
+    /// Whether the table holds every object of its source.
+    pub fn is_complete(&self) -> bool {
+        self.complete
+    }
+
+    pub fn set_complete(&mut self, complete: bool) {
+        self.complete = complete;
+    }
+
+    /// Brings the table to exactly `objects`: every service it has or
+    /// `objects` has is updated; `changes` receives what differs.
+    pub fn set_objects(&mut self, objects: &Objects, changes: &mut Vec<Change>) {
+        let mut slices: HashMap<(&str, &str), Vec<&EndpointSlice>> = HashMap::new();
+        for slice in &objects.slices {
+            if let Some(key) = slice_service(slice) {
+                slices.entry(key).or_default().push(slice);
+            }
+        }
+        let mut seen: HashSet<(&str, &str)> = HashSet::new();
         for svc in &objects.services {
             let (Some(ns), Some(name)) = (
                 svc.metadata.namespace.as_deref(),
@@ -422,16 +625,47 @@ impl RecordTable {
                 log::warn!("service without namespace or name skipped");
                 continue;
             };
-            let Some(svc_name) = service_name(name, ns, &zone.zone) else {
+            seen.insert((ns, name));
+            let own = slices
+                .get(&(ns, name))
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            self.update_service(ns, name, Some(svc), own, changes);
+        }
+        let gone: Vec<ServiceKey> = self
+            .services
+            .keys()
+            .filter(|(ns, name)| !seen.contains(&(ns.as_str(), name.as_str())))
+            .cloned()
+            .collect();
+        for (ns, name) in gone {
+            self.update_service(&ns, &name, None, &[], changes);
+        }
+    }
+
+    /// Brings one service's names to `svc` (None: deleted) and its
+    /// EndpointSlices; `changes` receives the names whose entries differ.
+    /// An unchanged name keeps its entry and map references.
+    pub fn update_service(
+        &mut self,
+        ns: &str,
+        name: &str,
+        svc: Option<&Service>,
+        slices: &[&EndpointSlice],
+        changes: &mut Vec<Change>,
+    ) {
+        let key = (ns.to_string(), name.to_string());
+        let old = self.services.remove(&key);
+        let mut b = Builder::default();
+        let svc_name = svc.and_then(|svc| {
+            let svc_name = service_name(name, ns, &self.zone.zone);
+            if svc_name.is_none() {
                 log::warn!(
                     "service {ns}/{name}: no valid DNS name in zone {}",
-                    zone.zone
+                    self.zone.zone
                 );
-                continue;
-            };
-            // CoreDNS answers NODATA for a namespace that exists; one with a
-            // service certainly does.
-            b.exists(svc_name.base_name());
+            }
+            let svc_name = svc_name?;
             match kind(svc) {
                 Kind::Headless => {
                     let publish_not_ready = svc
@@ -439,47 +673,153 @@ impl RecordTable {
                         .as_ref()
                         .and_then(|s| s.publish_not_ready_addresses)
                         .unwrap_or(false);
-                    let slices = slices
-                        .get(&(ns, name))
-                        .map(Vec::as_slice)
-                        .unwrap_or_default();
                     add_headless(&mut b, &svc_name, slices, publish_not_ready);
                 }
                 Kind::ClusterIp => add_cluster_ip(&mut b, &svc_name, svc),
-                Kind::ExternalName(target) => b.other(svc_name, Other::Cname(target)),
+                Kind::ExternalName(target) => b.other(svc_name.clone(), Other::Cname(target)),
                 Kind::Other => {}
+            }
+            Some(svc_name)
+        });
+        for entry in b.names.values_mut() {
+            entry.finish();
+        }
+
+        // The old names: the whole range under the old service name.
+        let mut old_names: Vec<(Key, NameEntry)> = Vec::new();
+        if let Some(old) = &old {
+            old_names.extend(self.names.extract_if(old.key.subtree(), |_, _| true));
+            if let Some((index, ips)) = &old.ptr {
+                for ip in ips.iter() {
+                    if let Some(targets) = self.ptr.get_mut(ip) {
+                        if targets.iter().all(|t| t.service == *index) {
+                            self.ptr.remove(ip);
+                        } else {
+                            *targets = targets
+                                .iter()
+                                .filter(|t| t.service != *index)
+                                .cloned()
+                                .collect();
+                        }
+                    }
+                }
+                self.service_names[*index as usize] = None;
+                self.free_indexes.push(*index);
             }
         }
 
-        let Builder {
-            mut names,
-            services,
-            ptr,
-        } = b;
-        for entry in names.values_mut() {
-            entry.finish();
+        // New names in, unchanged ones keeping their map references.
+        let mut old_iter = old_names.into_iter().peekable();
+        for (n, mut entry) in b.names {
+            while let Some((gone, e)) = old_iter.next_if(|(o, _)| *o < n) {
+                changes.push(Change {
+                    key: gone,
+                    old: Some(e),
+                });
+            }
+            match old_iter.next_if(|(o, _)| *o == n) {
+                // A name the syncer could not install is offered again.
+                Some((_, e)) if e == entry && e.refs != MapRefs::NONE => entry.refs = e.refs,
+                Some((_, e)) => changes.push(Change {
+                    key: n.clone(),
+                    old: Some(e),
+                }),
+                None => changes.push(Change {
+                    key: n.clone(),
+                    old: None,
+                }),
+            }
+            self.names.insert(n, entry);
         }
-        let ptr = ptr
-            .into_iter()
-            .map(|(ip, mut targets)| {
-                // CoreDNS (plugin/kubernetes/reverse.go) answers a service
-                // address with the service alone, even if some endpoint
-                // shares it.
-                if targets.iter().any(|t| t.target == Target::Service) {
-                    targets.retain(|t| t.target == Target::Service);
+        for (gone, e) in old_iter {
+            changes.push(Change {
+                key: gone,
+                old: Some(e),
+            });
+        }
+
+        if let Some(svc_name) = &svc_name {
+            if !b.ptr.is_empty() {
+                let index = self.free_indexes.pop().unwrap_or_else(|| {
+                    self.service_names.push(None);
+                    (self.service_names.len() - 1) as u32
+                });
+                self.service_names[index as usize] = Some(svc_name.clone());
+                let mut ips: Vec<IpAddr> = b.ptr.iter().map(|(ip, _)| *ip).collect();
+                ips.sort_unstable();
+                ips.dedup();
+                for (ip, target) in b.ptr {
+                    let t = PtrTarget {
+                        service: index,
+                        target,
+                    };
+                    let slot = self.ptr.entry(ip).or_default();
+                    *slot = slot.iter().cloned().chain([t]).collect();
                 }
-                targets.sort_unstable();
-                targets.dedup();
-                (ip, targets.into_boxed_slice())
-            })
-            .collect();
-        RecordTable {
-            zone,
-            serial,
-            names,
-            services,
-            ptr,
+                self.services.insert(
+                    key,
+                    ServiceState {
+                        key: svc_key(svc_name),
+                        ptr: Some((index, ips.into_boxed_slice())),
+                    },
+                );
+            } else {
+                self.services.insert(
+                    key,
+                    ServiceState {
+                        key: svc_key(svc_name),
+                        ptr: None,
+                    },
+                );
+            }
+            // CoreDNS answers NODATA for a namespace that exists; one with
+            // a service certainly does.
+            self.namespace_ref(svc_key(&svc_name.base_name()), 1, changes);
         }
+        if let Some(old) = old {
+            let ns = old.key.name().base_name();
+            self.namespace_ref(svc_key(&ns), -1, changes);
+        }
+    }
+
+    /// Counts a service in or out of its namespace; the namespace name
+    /// exists while the count is above zero.
+    fn namespace_ref(&mut self, ns_name: Key, delta: i32, changes: &mut Vec<Change>) {
+        let count = self.namespaces.entry(ns_name.clone()).or_insert(0);
+        let before = *count;
+        *count = count.saturating_add_signed(delta);
+        match (before, *count) {
+            (0, 1) => {
+                self.names.insert(ns_name.clone(), NameEntry::default());
+                changes.push(Change {
+                    key: ns_name,
+                    old: None,
+                });
+            }
+            (1, 0) => {
+                self.namespaces.remove(&ns_name);
+                if let Some(e) = self.names.remove(&ns_name) {
+                    changes.push(Change {
+                        key: ns_name,
+                        old: Some(e),
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Sets where the syncer put a name's answers.
+    pub fn set_refs(&mut self, name: &Name, refs: MapRefs) {
+        if let Some(e) = Key::of(name).and_then(|k| self.names.get_mut(&k)) {
+            e.refs = refs;
+        }
+    }
+
+    /// The zone and a name's entry, for the syncer to read the records and
+    /// set the references with one lookup.
+    pub fn entry_mut(&mut self, key: &Key) -> Option<(&ZoneConfig, &mut NameEntry)> {
+        Some((&self.zone, self.names.get_mut(key)?))
     }
 
     pub fn zone(&self) -> &ZoneConfig {
@@ -492,18 +832,17 @@ impl RecordTable {
 
     /// Case-insensitive lookup; a relative name is read as fully qualified.
     pub fn get(&self, name: &Name) -> Option<&NameEntry> {
-        if name.is_fqdn() {
-            self.names.get(name)
-        } else {
-            let mut fqdn = name.clone();
-            fqdn.set_fqdn(true);
-            self.names.get(&fqdn)
-        }
+        self.names.get(&Key::of(name)?)
     }
 
     /// Every name under the zone (see the completeness invariant above):
     /// lowercase FQDNs, in DNSSEC canonical order.
-    pub fn iter(&self) -> impl Iterator<Item = (&Name, &NameEntry)> {
+    pub fn iter(&self) -> impl Iterator<Item = (Name, &NameEntry)> {
+        self.names.iter().map(|(k, e)| (k.name(), e))
+    }
+
+    /// [`Self::iter`] by key.
+    pub fn keys(&self) -> impl Iterator<Item = (&Key, &NameEntry)> {
         self.names.iter()
     }
 
@@ -588,12 +927,20 @@ impl RecordTable {
     /// The PTR targets for `ip`, or `None` when it has none.
     pub fn ptr_targets(&self, ip: IpAddr) -> Option<Vec<Name>> {
         let targets = self.ptr.get(&ip)?;
-        Some(
-            targets
-                .iter()
-                .filter_map(|t| t.target.under(&self.services[t.service as usize]))
-                .collect(),
-        )
+        // CoreDNS (plugin/kubernetes/reverse.go) answers a service address
+        // with the service alone, even if some endpoint shares it.
+        let service_only = targets.iter().any(|t| t.target == Target::Service);
+        let mut names: Vec<Name> = targets
+            .iter()
+            .filter(|t| !service_only || t.target == Target::Service)
+            .filter_map(|t| {
+                let service = self.service_names.get(t.service as usize)?.as_ref()?;
+                t.target.under(service)
+            })
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        (!names.is_empty()).then_some(names)
     }
 
     /// How many addresses have PTR records.
@@ -653,6 +1000,19 @@ fn cluster_ips(svc: &Service) -> impl Iterator<Item = IpAddr> + '_ {
     list.iter().filter_map(|s| s.parse().ok())
 }
 
+/// The service an EndpointSlice belongs to: its namespace and its
+/// `kubernetes.io/service-name` label.
+pub fn slice_service(slice: &EndpointSlice) -> Option<(&str, &str)> {
+    let ns = slice.metadata.namespace.as_deref()?;
+    let svc = slice.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)?;
+    Some((ns, svc.as_str()))
+}
+
+/// The key of a name the table built itself.
+fn svc_key(name: &Name) -> Key {
+    Key::of(name).expect("built from DNS-1123 labels")
+}
+
 /// `<svc>.<ns>.svc.<zone>`
 fn service_name(name: &str, ns: &str, zone: &Name) -> Option<Name> {
     if !is_dns1123_label(name) || !is_dns1123_label(ns) {
@@ -682,16 +1042,12 @@ fn published(ep: &Endpoint, publish_not_ready: bool) -> bool {
 /// port with the service as target, and a PTR per address.
 fn add_cluster_ip(b: &mut Builder, svc_name: &Name, svc: &Service) {
     let ips: Vec<IpAddr> = cluster_ips(svc).collect();
-    let index = b.service_index(svc_name);
     let entry = b.entry(svc_name.clone());
     for &ip in &ips {
         entry.push(ip);
     }
     for &ip in &ips {
-        b.ptr.entry(ip).or_default().push(PtrTarget {
-            service: index,
-            target: Target::Service,
-        });
+        b.ptr.push((ip, Target::Service));
     }
     let ports = svc.spec.as_ref().and_then(|s| s.ports.as_deref());
     let ports = named_ports(
@@ -771,13 +1127,7 @@ fn add_headless(
     if !svc.has_addresses() {
         return; // spec 2.4.1: NXDOMAIN
     }
-    let index = b.service_index(svc_name);
-    for (ip, target) in ptrs {
-        b.ptr.entry(ip).or_default().push(PtrTarget {
-            service: index,
-            target,
-        });
-    }
+    b.ptr.extend(ptrs);
     for (name, mut entry) in endpoints {
         let merged = b.entry(name);
         merged.a.append(&mut entry.a);
@@ -788,6 +1138,9 @@ fn add_headless(
     merged.aaaa.append(&mut svc.aaaa);
     b.srv(svc_name, sets);
 }
+
+#[cfg(test)]
+mod incremental_tests;
 
 #[cfg(test)]
 mod tests {
@@ -1081,7 +1434,7 @@ endpoints:
         assert!(t.get(&name("dns.cluster.local.")).is_none());
         assert!(t.get(&name("pod.cluster.local.")).is_none());
         // Only names under the zone are iterated (PTR names are apart).
-        assert!(t.iter().all(|(n, _)| t.zone().zone.zone_of(n)));
+        assert!(t.iter().all(|(n, _)| t.zone().zone.zone_of(&n)));
         assert_eq!(t.ptr_len(), 6);
     }
 
@@ -1266,7 +1619,7 @@ endpoints:
         }
         // Existing names never are, in any case.
         for (n, _) in t.iter() {
-            assert!(!t.is_nxdomain(n), "{n}");
+            assert!(!t.is_nxdomain(&n), "{n}");
             assert!(
                 !t.is_nxdomain(&n.to_ascii().to_uppercase().parse().unwrap()),
                 "{n}"

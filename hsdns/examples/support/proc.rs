@@ -1,0 +1,33 @@
+//! Memory figures of this process, for the scale and sync benchmarks.
+
+use std::fs;
+
+use anyhow::Result;
+
+/// A `/proc/self/status` field in KiB (`VmRSS:`, `VmHWM:`).
+pub fn status_kib(field: &str) -> u64 {
+    let s = fs::read_to_string("/proc/self/status").unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Kernel memory of every BPF map this process holds, as the kernel reports
+/// it (fdinfo `memlock`, the same figure bpftool shows).
+pub fn map_bytes() -> Result<u64> {
+    let mut total = 0;
+    for e in fs::read_dir("/proc/self/fdinfo")? {
+        let info = fs::read_to_string(e?.path()).unwrap_or_default();
+        if !info.contains("map_type:") {
+            continue;
+        }
+        total += info
+            .lines()
+            .find_map(|l| l.strip_prefix("memlock:"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    Ok(total)
+}

@@ -1,0 +1,237 @@
+//! The incremental table against the full build: whatever sequence of
+//! cluster states the table is walked through, one service at a time, it
+//! must end equal to a table built from scratch, and every update must
+//! report exactly the names whose entries differ (the syncer writes only
+//! those, so a missed one would leave the kernel answering stale records).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
+use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use proptest::prelude::*;
+
+use super::*;
+
+/// One service of the generated cluster.
+#[derive(Clone, Debug)]
+enum Kind {
+    Headless { publish_not_ready: bool },
+    ClusterIp(u8),
+    ExternalName,
+    NoAddress,
+}
+
+/// An endpoint: (hostname index or none, address index, ready).
+type Ep = (Option<u8>, u8, bool);
+
+#[derive(Clone, Debug)]
+struct Svc {
+    ns: u8,
+    name: u8,
+    kind: Option<Kind>,
+    /// Slices by name index: (IPv6?, named port?, endpoints).
+    slices: BTreeMap<u8, (bool, bool, Vec<Ep>)>,
+}
+
+fn meta(ns: u8, name: String, svc: Option<u8>) -> ObjectMeta {
+    ObjectMeta {
+        namespace: Some(format!("ns{ns}")),
+        name: Some(name),
+        labels: svc.map(|s| [(SERVICE_NAME_LABEL.to_string(), format!("s{s}"))].into()),
+        ..Default::default()
+    }
+}
+
+fn objects(cluster: &[Svc]) -> Objects {
+    let mut o = Objects::default();
+    for s in cluster {
+        if let Some(kind) = &s.kind {
+            let mut spec = ServiceSpec {
+                ports: Some(vec![ServicePort {
+                    name: Some("web".into()),
+                    port: 80,
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            };
+            match kind {
+                Kind::Headless { publish_not_ready } => {
+                    spec.cluster_ip = Some("None".into());
+                    spec.publish_not_ready_addresses = Some(*publish_not_ready);
+                }
+                // Few addresses, so services share them (PTR records with
+                // several targets).
+                Kind::ClusterIp(ip) => {
+                    spec.cluster_ip = Some(format!("169.254.9.{}", ip % 4));
+                }
+                Kind::ExternalName => {
+                    spec.type_ = Some("ExternalName".into());
+                    spec.external_name = Some("example.test".into());
+                }
+                Kind::NoAddress => {}
+            }
+            o.services.push(Service {
+                metadata: meta(s.ns, format!("s{}", s.name), None),
+                spec: Some(spec),
+                ..Default::default()
+            });
+        }
+        for (i, (v6, port, eps)) in &s.slices {
+            o.slices.push(EndpointSlice {
+                metadata: meta(s.ns, format!("s{}-{i}", s.name), Some(s.name)),
+                address_type: if *v6 { "IPv6" } else { "IPv4" }.into(),
+                ports: port.then(|| {
+                    vec![EndpointPort {
+                        name: Some("web".into()),
+                        port: Some(8080),
+                        ..Default::default()
+                    }]
+                }),
+                endpoints: eps
+                    .iter()
+                    .map(|(host, ip, ready)| Endpoint {
+                        addresses: vec![if *v6 {
+                            format!("fd00:10::{}", ip % 6)
+                        } else {
+                            format!("169.254.10.{}", ip % 6)
+                        }],
+                        hostname: host.map(|h| format!("h{}", h % 3)),
+                        conditions: Some(EndpointConditions {
+                            ready: Some(*ready),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    })
+                    .collect(),
+            });
+        }
+    }
+    o
+}
+
+fn kind() -> impl Strategy<Value = Option<Kind>> {
+    prop_oneof![
+        Just(None),
+        any::<bool>().prop_map(|p| Some(Kind::Headless {
+            publish_not_ready: p
+        })),
+        any::<bool>().prop_map(|p| Some(Kind::Headless {
+            publish_not_ready: p
+        })),
+        any::<u8>().prop_map(|ip| Some(Kind::ClusterIp(ip))),
+        Just(Some(Kind::ExternalName)),
+        Just(Some(Kind::NoAddress)),
+    ]
+}
+
+fn svc() -> impl Strategy<Value = Svc> {
+    let ep = (
+        proptest::option::of(any::<u8>()),
+        any::<u8>(),
+        any::<bool>(),
+    );
+    let slice = (
+        any::<bool>(),
+        any::<bool>(),
+        proptest::collection::vec(ep, 0..4),
+    );
+    (
+        0u8..2,
+        0u8..3,
+        kind(),
+        proptest::collection::btree_map(0u8..3, slice, 0..3),
+    )
+        .prop_map(|(ns, name, kind, slices)| Svc {
+            ns,
+            name,
+            kind,
+            slices,
+        })
+}
+
+/// A cluster state: services (and slices) keyed by (namespace, name).
+fn cluster() -> impl Strategy<Value = Vec<Svc>> {
+    proptest::collection::vec(svc(), 0..6).prop_map(|v| {
+        let mut seen = std::collections::BTreeSet::new();
+        v.into_iter()
+            .filter(|s| seen.insert((s.ns, s.name)))
+            .collect()
+    })
+}
+
+fn snapshot(t: &RecordTable) -> BTreeMap<Key, NameEntry> {
+    t.keys().map(|(k, e)| (k.clone(), e.clone())).collect()
+}
+
+proptest! {
+    #[test]
+    fn incremental_updates_equal_a_full_build(states in proptest::collection::vec(cluster(), 1..6)) {
+        let cfg = ZoneConfig::default();
+        let mut t = RecordTable::new(&cfg, 7);
+        t.set_complete(true);
+        for state in &states {
+            let o = objects(state);
+            // As if synced: every entry has map references, so an unchanged
+            // one must not be reported.
+            let names: Vec<Name> = t.iter().map(|(n, _)| n).collect();
+            for n in &names {
+                t.set_refs(n, MapRefs { a: 1, aaaa: 2 });
+            }
+            let before = snapshot(&t);
+            let mut changes = Vec::new();
+            t.set_objects(&o, &mut changes);
+            let after = snapshot(&t);
+
+            let full = RecordTable::build(&cfg, &o, 7);
+            prop_assert!(t == full, "incremental {:?}\nfull {:?}", after.keys(), snapshot(&full).keys());
+
+            let mut reported: Vec<&Key> = changes.iter().map(|c| &c.key).collect();
+            reported.sort();
+            let n = reported.len();
+            reported.dedup();
+            prop_assert_eq!(n, reported.len(), "a name reported twice");
+            let differ: Vec<&Key> = before
+                .keys()
+                .chain(after.keys())
+                .filter(|n| before.get(*n) != after.get(*n))
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            prop_assert_eq!(reported, differ);
+            for c in &changes {
+                prop_assert_eq!(c.old.as_ref(), before.get(&c.key));
+                if let Some(old) = &c.old {
+                    prop_assert_eq!(old.refs, MapRefs { a: 1, aaaa: 2 });
+                }
+            }
+            // Unchanged names kept their references.
+            for (k, e) in t.keys() {
+                if !changes.iter().any(|c| &c.key == k) {
+                    prop_assert_eq!(e.refs, MapRefs { a: 1, aaaa: 2 }, "{:?}", k);
+                }
+            }
+        }
+    }
+}
+
+fn any_name() -> impl Strategy<Value = Name> {
+    // Few, short labels of a small alphabet, upper case among them: equal
+    // labels, prefixes and case differences all occur.
+    proptest::collection::vec("[abAB-]{1,3}", 0..4).prop_map(|labels| {
+        let mut n = Name::from_labels(labels.iter().map(|l| l.as_bytes())).unwrap();
+        n.set_fqdn(true);
+        n
+    })
+}
+
+proptest! {
+    #[test]
+    fn keys_order_and_nest_like_names(a in any_name(), b in any_name()) {
+        let (ka, kb) = (Key::of(&a).unwrap(), Key::of(&b).unwrap());
+        prop_assert_eq!(ka.cmp(&kb), a.cmp(&b), "{} {}", a, b);
+        prop_assert_eq!(ka.name(), a.to_lowercase());
+        prop_assert_eq!(ka.wire(), crate::maps::name_key(&a).unwrap());
+        prop_assert_eq!(ka.subtree().contains(&kb), a.zone_of(&b), "{} {}", a, b);
+    }
+}
