@@ -216,6 +216,9 @@ const CLIENT_CPU: &str = "1";
 /// printing, 1 line per response, stays a small load on the client).
 const LATENCY_QPS: u32 = 20_000;
 const LATENCY_SECS: u64 = 3;
+/// CPU seconds other processes may use during a saturating run before it
+/// is measured again.
+const MAX_FOREIGN_S: f64 = 0.3;
 const SERVER_CPU: &str = "0";
 
 /// Sets the RPS mask of the node-side veth's receive queue. `ip netns exec`
@@ -283,6 +286,9 @@ struct Snap {
     /// per-CPU counters map; empty when XDP is not attached.
     xdp: Vec<u64>,
     server: u64,
+    /// CPU ticks of every process that is neither this benchmark (with
+    /// the children it reaped), nor the server, nor ksoftirqd, by pid.
+    foreign: std::collections::HashMap<u32, u64>,
 }
 
 fn snap(pid: u32, counters: Option<&std::path::Path>) -> Snap {
@@ -319,7 +325,62 @@ fn snap(pid: u32, counters: Option<&std::path::Path>) -> Snap {
         net_rx,
         xdp,
         server: cpu_ticks(pid),
+        foreign: foreign_ticks(pid),
     }
+}
+
+/// utime + stime + cutime + cstime of every other process (children that
+/// exit are folded into their parent's cutime/cstime, so a build's short
+/// compiler processes still show). Another job on this shared machine
+/// makes the figures meaningless; this is how a run notices it.
+fn foreign_ticks(server: u32) -> std::collections::HashMap<u32, u64> {
+    let me = std::process::id();
+    let mut m = std::collections::HashMap::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == me || pid == server {
+            continue;
+        }
+        let st = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        if st.contains("(ksoftirqd/") {
+            continue;
+        }
+        let f: Vec<u64> = st
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .skip(11)
+            .take(4)
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        m.insert(pid, f.iter().sum());
+    }
+    m
+}
+
+/// Foreign CPU seconds between two snapshots (a process new in the second
+/// counts in full), and the command names of the largest users.
+fn foreign_s(a: &Snap, b: &Snap, hz: f64) -> (f64, String) {
+    let mut d: Vec<(u64, u32)> = b
+        .foreign
+        .iter()
+        .map(|(pid, t)| (t.saturating_sub(*a.foreign.get(pid).unwrap_or(&0)), *pid))
+        .filter(|(t, _)| *t > 0)
+        .collect();
+    d.sort_unstable_by(|x, y| y.cmp(x));
+    let who = d
+        .iter()
+        .take(3)
+        .map(|(t, pid)| {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            format!("{} (pid {pid}) {:.2} s", comm.trim(), *t as f64 / hz)
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    (d.iter().map(|x| x.0).sum::<u64>() as f64 / hz, who)
 }
 
 /// Sum of every verdict counter (one per program run) for each CPU.
@@ -594,10 +655,24 @@ fn run(secs: u64) {
                 &dev,
                 if cores == Cores::Split { "1" } else { "0" },
             );
-            let (s0, t0) = (snap(pid, counters.as_deref()), Instant::now());
-            let p = dnsperf(&topo.pods[0].ns, file, secs, None);
-            let wall = t0.elapsed().as_secs_f64();
-            let s1 = snap(pid, counters.as_deref());
+            // Measured again (up to twice) when another job took CPU time.
+            let mut attempt = 0;
+            let (s0, s1, p, wall, foreign) = loop {
+                attempt += 1;
+                let (s0, t0) = (snap(pid, counters.as_deref()), Instant::now());
+                let p = dnsperf(&topo.pods[0].ns, file, secs, None);
+                let wall = t0.elapsed().as_secs_f64();
+                let s1 = snap(pid, counters.as_deref());
+                let (foreign, who) = foreign_s(&s0, &s1, hz);
+                if foreign <= MAX_FOREIGN_S || attempt == 3 {
+                    break (s0, s1, p, wall, foreign);
+                }
+                eprintln!(
+                    "bench_e2e: {server}, {mix}: other processes used {foreign:.2} CPU s \
+                     during the run ({who}); measuring again"
+                );
+                std::thread::sleep(Duration::from_secs(5));
+            };
             let l = dnsperf(&topo.pods[0].ns, file, LATENCY_SECS, Some(LATENCY_QPS));
             let d = |a: &[u64], b: &[u64], i: usize| {
                 b.get(i)
@@ -632,7 +707,7 @@ fn run(secs: u64) {
                  \"busy_cpu0_s\":{:.2},\"busy_cpu1_s\":{:.2},\
                  \"softirq_cpu0_s\":{:.2},\"softirq_cpu1_s\":{:.2},\
                  \"net_rx_cpu0\":{},\"net_rx_cpu1\":{},\"xdp_runs_cpu0\":{},\"xdp_runs_cpu1\":{},\
-                 \"wall_s\":{wall:.1}}}",
+                 \"foreign_cpu_s\":{foreign:.2},\"attempts\":{attempt},\"wall_s\":{wall:.1}}}",
                 cores.label(),
                 p.qps,
                 p.avg_s * 1e3,
