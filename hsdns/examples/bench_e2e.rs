@@ -240,7 +240,8 @@ fn set_rps(node: &Netns, dev: &str, mask: &str) {
     );
 }
 
-/// Pins every thread of a process (and the threads it starts later) to a CPU.
+/// Pins every thread of a process (and the threads it starts later) to a
+/// CPU, and checks that each one now allows only that CPU.
 fn pin(pid: u32, cpu: &str) {
     let st = Command::new("taskset")
         .args(["-a", "-p", "-c", cpu, &pid.to_string()])
@@ -248,6 +249,23 @@ fn pin(pid: u32, cpu: &str) {
         .status()
         .expect("taskset");
     assert!(st.success(), "taskset -a -p -c {cpu} {pid}");
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("threads")
+        .flatten()
+    {
+        let status = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+        let allowed = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .unwrap_or("")
+            .trim();
+        assert_eq!(
+            allowed,
+            cpu,
+            "thread {:?} of {pid} not pinned",
+            t.file_name()
+        );
+    }
 }
 
 /// Pins the calling thread (and so every thread and child started after
@@ -638,6 +656,9 @@ fn run(secs: u64) {
                         .addresses()
                         .is_empty()
                     });
+                    // Knot pins its UDP workers one per CPU itself: pin
+                    // every thread again once it is up.
+                    pin(pid, SERVER_CPU);
                     (pid, None, Box::new(g))
                 }
             };

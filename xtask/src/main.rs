@@ -44,6 +44,10 @@ enum Cmd {
         /// Runs of every benchmark; the results give the median and range.
         #[arg(long, default_value_t = 3)]
         repeats: usize,
+        /// Run only these benchmarks (kernel, e2e, scale, sync); the others'
+        /// results are read back from results/*.jsonl for the report.
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
     },
     /// Redraw the plots (results/*.png) from the existing results/*.jsonl,
     /// without running any benchmark.
@@ -66,12 +70,16 @@ fn main() -> ExitCode {
         Cmd::Test => setup()
             .and_then(|()| require_root("the tests"))
             .and_then(|()| test()),
-        Cmd::Bench { runs, repeats } => setup()
+        Cmd::Bench {
+            runs,
+            repeats,
+            only,
+        } => setup()
             .and_then(|()| require_root("the benchmarks"))
             .and_then(|()| install_missing(&BENCH_PACKAGES))
             .and_then(|()| install_missing(&PLOT_PACKAGES))
             .and_then(|()| build())
-            .and_then(|()| bench(runs, repeats.max(1))),
+            .and_then(|()| bench(runs, repeats.max(1), &only)),
         Cmd::Plot { dir } => install_missing(&PLOT_PACKAGES)
             .and_then(|()| plot(&dir.unwrap_or_else(|| workspace().join("results")))),
     };
@@ -363,7 +371,7 @@ fn test() -> Result<()> {
     Ok(())
 }
 
-fn bench(runs: usize, repeats: usize) -> Result<()> {
+fn bench(runs: usize, repeats: usize, only: &[String]) -> Result<()> {
     let results = workspace().join("results");
     std::fs::create_dir_all(&results)?;
     let exe = target_dir().join("release/examples");
@@ -377,10 +385,18 @@ fn bench(runs: usize, repeats: usize) -> Result<()> {
         }
         Ok(all)
     };
-    let kernel = repeat("bench_kernel", Some(runs.to_string()))?;
-    let e2e = repeat("bench_e2e", Some("5".into()))?;
-    let scale = repeat("scale", None)?;
-    let sync = repeat("bench_sync", Some("5".into()))?;
+    let pick = |key: &str, name: &str, arg: Option<String>| -> Result<String> {
+        if only.is_empty() || only.iter().any(|o| o == key) {
+            repeat(name, arg)
+        } else {
+            let f = results.join(format!("{key}.jsonl"));
+            std::fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))
+        }
+    };
+    let kernel = pick("kernel", "bench_kernel", Some(runs.to_string()))?;
+    let e2e = pick("e2e", "bench_e2e", Some("5".into()))?;
+    let scale = pick("scale", "scale", None)?;
+    let sync = pick("sync", "bench_sync", Some("5".into()))?;
     for (file, text) in [
         ("kernel.jsonl", &kernel),
         ("e2e.jsonl", &e2e),
