@@ -174,9 +174,9 @@ proptest! {
             let o = objects(state);
             // As if synced: every entry has map references, so an unchanged
             // one must not be reported.
-            let names: Vec<Name> = t.iter().map(|(n, _)| n).collect();
-            for n in &names {
-                t.set_refs(n, MapRefs { a: 1, aaaa: 2 });
+            let keys: Vec<Key> = t.keys().map(|(k, _)| k.clone()).collect();
+            for k in &keys {
+                t.entry_mut(k).unwrap().1.refs = MapRefs { a: 1, aaaa: 2 };
             }
             let before = snapshot(&t);
             let mut changes = Vec::new();

@@ -120,14 +120,11 @@ impl Key {
         Some(Key(k.into_boxed_slice()))
     }
 
-    /// The labels, from the leftmost (the wire order).
+    /// The labels, from the leftmost (the wire order): the key holds them
+    /// root first, so they are its zero-separated parts read backwards.
     fn labels(&self) -> impl Iterator<Item = &[u8]> {
         let body = self.0.strip_suffix(&[0]).unwrap_or(&self.0);
-        body.split(|&b| b == 0)
-            .filter(|l| !l.is_empty())
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
+        body.rsplit(|&b| b == 0).filter(|l| !l.is_empty())
     }
 
     /// The fully qualified name.
@@ -739,7 +736,7 @@ impl RecordTable {
         }
 
         if let Some(svc_name) = &svc_name {
-            if !b.ptr.is_empty() {
+            let ptr = (!b.ptr.is_empty()).then(|| {
                 let index = self.free_indexes.pop().unwrap_or_else(|| {
                     self.service_names.push(None);
                     (self.service_names.len() - 1) as u32
@@ -756,22 +753,15 @@ impl RecordTable {
                     let slot = self.ptr.entry(ip).or_default();
                     *slot = slot.iter().cloned().chain([t]).collect();
                 }
-                self.services.insert(
-                    key,
-                    ServiceState {
-                        key: svc_key(svc_name),
-                        ptr: Some((index, ips.into_boxed_slice())),
-                    },
-                );
-            } else {
-                self.services.insert(
-                    key,
-                    ServiceState {
-                        key: svc_key(svc_name),
-                        ptr: None,
-                    },
-                );
-            }
+                (index, ips.into_boxed_slice())
+            });
+            self.services.insert(
+                key,
+                ServiceState {
+                    key: svc_key(svc_name),
+                    ptr,
+                },
+            );
             // CoreDNS answers NODATA for a namespace that exists; one with
             // a service certainly does.
             self.namespace_ref(svc_key(&svc_name.base_name()), 1, changes);
@@ -806,13 +796,6 @@ impl RecordTable {
                 }
             }
             _ => {}
-        }
-    }
-
-    /// Sets where the syncer put a name's answers.
-    pub fn set_refs(&mut self, name: &Name, refs: MapRefs) {
-        if let Some(e) = Key::of(name).and_then(|k| self.names.get_mut(&k)) {
-            e.refs = refs;
         }
     }
 
