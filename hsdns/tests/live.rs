@@ -52,11 +52,10 @@ fn slice(v: usize) -> Value {
            "addressType": "IPv4", "endpoints": eps})
 }
 
-#[test]
-fn updates_of_a_service_never_open_a_gap() {
-    let topo = Topology::new(1);
-    // The API server listens on the node namespace's loopback, where the
-    // daemon looks for it.
+/// An API server on the node namespace's loopback, where the daemon looks
+/// for it, holding the headless service `big` at version 0. The runtime
+/// serves it; keep it alive as long as the server is needed.
+fn api_with_big_service(topo: &Topology) -> (ApiServer, tokio::runtime::Runtime) {
     let path = topo.node.path();
     let (api, rt) = thread::spawn(move || {
         enter(&path);
@@ -72,6 +71,13 @@ fn updates_of_a_service_never_open_a_gap() {
                "spec": {"clusterIP": "None", "clusterIPs": ["None"]}}),
     );
     api.apply(Kind::EndpointSlice, slice(0));
+    (api, rt)
+}
+
+#[test]
+fn updates_of_a_service_never_open_a_gap() {
+    let topo = Topology::new(1);
+    let (api, rt) = api_with_big_service(&topo);
     let kc = std::env::temp_dir().join(format!("hsdns-live-kc-{}", std::process::id()));
     api.kubeconfig(&kc);
     let daemon = Daemon::start(
@@ -181,21 +187,7 @@ fn updates_of_a_service_never_open_a_gap() {
 #[test]
 fn nothing_is_answered_before_the_first_complete_list() {
     let topo = Topology::new(1);
-    let path = topo.node.path();
-    let (api, rt) = thread::spawn(move || {
-        enter(&path);
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        let api = rt.block_on(ApiServer::start());
-        (api, rt)
-    })
-    .join()
-    .unwrap();
-    api.apply(
-        Kind::Service,
-        json!({"kind": "Service", "metadata": {"name": "big", "namespace": "test"},
-               "spec": {"clusterIP": "None", "clusterIPs": ["None"]}}),
-    );
-    api.apply(Kind::EndpointSlice, slice(0));
+    let (api, rt) = api_with_big_service(&topo);
     api.set_down(true);
     let kc = std::env::temp_dir().join(format!("hsdns-live-kc2-{}", std::process::id()));
     api.kubeconfig(&kc);
