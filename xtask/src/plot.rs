@@ -251,12 +251,18 @@ fn e2e_color(k: &[String]) -> RGBColor {
 }
 
 fn e2e_chart(lines: &str, out: &Path) -> Result<()> {
-    let g = groups(lines, &["server", "mix", "cores"]);
+    let (lines, _) = crate::undisturbed(lines);
+    let g = groups(&lines, &["server", "mix", "cores"]);
     let rate = g
         .first()
         .and_then(|(_, r)| stat(r, "fixed_rate_qps"))
         .map(|s| s.median)
         .unwrap_or(0.0);
+    // Rows with no undisturbed run are left out.
+    let g: Vec<_> = g
+        .into_iter()
+        .filter(|(_, r)| stat(r, "qps").is_some() && stat(r, "latency_p99_ms").is_some())
+        .collect();
     let labels: Vec<String> = g.iter().map(|(k, _)| e2e_label(k)).collect();
     let series = |field: &str, fmt: &dyn Fn(f64) -> String| -> Vec<(Stat, RGBColor, String)> {
         g.iter()
@@ -268,11 +274,6 @@ fn e2e_chart(lines: &str, out: &Path) -> Result<()> {
     };
     let qps = series("qps", &|v| format!("{:.0}k", v / 1000.0));
     let p99 = series("latency_p99_ms", &|v| format!("{v:.3} ms"));
-    if qps.len() != g.len() || p99.len() != g.len() {
-        return Err(anyhow!(
-            "e2e.jsonl lacks qps or latency_p99_ms in some rows (older format?)"
-        ));
-    }
     let root = BitMapBackend::new(out, (1500, 620)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
     let root = root
