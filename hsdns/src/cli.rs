@@ -126,16 +126,29 @@ pub struct RunArgs {
     /// Where the maps are pinned for bpftool.
     #[arg(long, default_value = PIN_DIR)]
     pub pin_dir: PathBuf,
-    /// Capacity of the three name maps (names up to 64, 128, 255 bytes).
-    #[arg(long, value_delimiter = ',', num_args = 3, default_values_t = [65_536u32, 16_384, 1_024])]
-    pub name_capacity: Vec<u32>,
-    /// Capacity of the three answer maps (48, 192, 1216-byte answers).
-    #[arg(long, value_delimiter = ',', num_args = 3, default_values_t = [65_536u32, 8_192, 1_024])]
-    pub answer_capacity: Vec<u32>,
+    /// Capacity of the three name maps (names up to 64, 128, 255 bytes),
+    /// comma-separated.
+    #[arg(long, value_name = "N,N,N", default_value = "65536,16384,1024", value_parser = parse_three)]
+    pub name_capacity: [u32; 3],
+    /// Capacity of the three answer maps (answers up to 32, 192, 1216
+    /// bytes), comma-separated.
+    #[arg(long, value_name = "N,N,N", default_value = "65536,8192,1024", value_parser = parse_three)]
+    pub answer_capacity: [u32; 3],
     /// Created once the maps hold the whole record table and the kernel
     /// answers (a readiness signal for scripts and probes).
     #[arg(long, value_name = "PATH")]
     pub ready_file: Option<PathBuf>,
+}
+
+/// Three comma-separated counts, one per map tier.
+fn parse_three(s: &str) -> Result<[u32; 3], String> {
+    let v = s
+        .split(',')
+        .map(|n| n.trim().parse::<u32>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{s:?}: {e}"))?;
+    v.try_into()
+        .map_err(|v: Vec<u32>| format!("{s:?}: give 3 comma-separated counts, not {}", v.len()))
 }
 
 fn parse_upstream(s: &str) -> Result<std::net::SocketAddr, String> {
@@ -145,4 +158,35 @@ fn parse_upstream(s: &str) -> Result<std::net::SocketAddr, String> {
     s.parse::<IpAddr>()
         .map(|ip| std::net::SocketAddr::new(ip, 53))
         .map_err(|_| format!("{s:?} is not an IP address or ip:port"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_args(extra: &[&str]) -> Result<RunArgs, clap::Error> {
+        let argv = ["hsdns", "run"].iter().chain(extra);
+        match Cli::try_parse_from(argv)?.cmd {
+            Command::Run(args) => Ok(*args),
+            _ => unreachable!("parsed `run`"),
+        }
+    }
+
+    #[test]
+    fn capacities_are_three_comma_separated_counts() {
+        let args = run_args(&["--name-capacity", "262144,4096,256"]).unwrap();
+        assert_eq!(args.name_capacity, [262_144, 4_096, 256]);
+        assert_eq!(args.answer_capacity, [65_536, 8_192, 1_024]);
+        let err = run_args(&["--answer-capacity", "1,2"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("give 3 comma-separated counts, not 2"),
+            "{err}"
+        );
+        let err = run_args(&["--name-capacity", "1,x,3"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("invalid digit"), "{err}");
+    }
 }
