@@ -17,10 +17,12 @@ use std::sync::{Arc, RwLock};
 use anyhow::{Context as _, Result, bail};
 use hickory_proto::rr::Name;
 use hickory_proto::rr::rdata::{SOA, SRV};
-use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use crate::source::{Objects, SERVICE_NAME_LABEL, is_dns1123_label};
+
+mod view;
+pub use view::{EndpointAddr, NamedPort, ServiceKind, ServiceView, SliceView};
 
 /// SOA timers of CoreDNS's kubernetes plugin, so negative answers look the
 /// same whichever server gives them.
@@ -522,22 +524,6 @@ pub fn dashed(ip: IpAddr) -> String {
     }
 }
 
-/// `ports` as `(name, protocol, port)` with name and protocol lowercase,
-/// unnamed and out-of-range ports left out (spec: "Unnamed ports do not
-/// have an SRV record").
-fn named_ports<'a>(
-    ports: impl Iterator<Item = (Option<&'a str>, Option<&'a str>, Option<i32>)>,
-) -> Vec<(String, String, u16)> {
-    ports
-        .filter_map(|(name, proto, port)| {
-            let name = name.filter(|n| !n.is_empty())?.to_ascii_lowercase();
-            let proto = proto.unwrap_or("TCP").to_ascii_lowercase();
-            let port = u16::try_from(port?).ok().filter(|&p| p != 0)?;
-            Some((name, proto, port))
-        })
-        .collect()
-}
-
 impl RecordTable {
     /// A table of `objects`, complete. Objects that cannot produce a valid
     /// name (possible only for objects that skipped `source` validation) are
@@ -607,10 +593,10 @@ impl RecordTable {
     /// Brings the table to exactly `objects`: every service it has or
     /// `objects` has is updated; `changes` receives what differs.
     pub fn set_objects(&mut self, objects: &Objects, changes: &mut Vec<Change>) {
-        let mut slices: HashMap<(&str, &str), Vec<&EndpointSlice>> = HashMap::new();
+        let mut slices: HashMap<(&str, &str), Vec<SliceView>> = HashMap::new();
         for slice in &objects.slices {
             if let Some(key) = slice_service(slice) {
-                slices.entry(key).or_default().push(slice);
+                slices.entry(key).or_default().push(slice.into());
             }
         }
         let mut seen: HashSet<(&str, &str)> = HashSet::new();
@@ -623,11 +609,8 @@ impl RecordTable {
                 continue;
             };
             seen.insert((ns, name));
-            let own = slices
-                .get(&(ns, name))
-                .map(Vec::as_slice)
-                .unwrap_or_default();
-            self.update_service(ns, name, Some(svc), own, changes);
+            let own: Vec<&SliceView> = slices.get(&(ns, name)).into_iter().flatten().collect();
+            self.update_service(ns, name, Some(&svc.into()), &own, changes);
         }
         let gone: Vec<ServiceKey> = self
             .services
@@ -647,8 +630,8 @@ impl RecordTable {
         &mut self,
         ns: &str,
         name: &str,
-        svc: Option<&Service>,
-        slices: &[&EndpointSlice],
+        svc: Option<&ServiceView>,
+        slices: &[&SliceView],
         changes: &mut Vec<Change>,
     ) {
         let key = (ns.to_string(), name.to_string());
@@ -663,18 +646,15 @@ impl RecordTable {
                 );
             }
             let svc_name = svc_name?;
-            match kind(svc) {
-                Kind::Headless => {
-                    let publish_not_ready = svc
-                        .spec
-                        .as_ref()
-                        .and_then(|s| s.publish_not_ready_addresses)
-                        .unwrap_or(false);
-                    add_headless(&mut b, &svc_name, slices, publish_not_ready);
+            match &svc.kind {
+                ServiceKind::Headless { publish_not_ready } => {
+                    add_headless(&mut b, &svc_name, slices, *publish_not_ready);
                 }
-                Kind::ClusterIp => add_cluster_ip(&mut b, &svc_name, svc),
-                Kind::ExternalName(target) => b.other(svc_name.clone(), Other::Cname(target)),
-                Kind::Other => {}
+                ServiceKind::ClusterIp(ips) => add_cluster_ip(&mut b, &svc_name, ips, &svc.ports),
+                ServiceKind::ExternalName(target) => {
+                    b.other(svc_name.clone(), Other::Cname(target.clone()))
+                }
+                ServiceKind::Other => {}
             }
             Some(svc_name)
         });
@@ -932,57 +912,6 @@ impl RecordTable {
     }
 }
 
-enum Kind {
-    Headless,
-    ClusterIp,
-    /// An ExternalName service whose `externalName` is a domain name.
-    ExternalName(Name),
-    /// Services without an allocated address, and ExternalName services
-    /// whose `externalName` is not a domain name: CoreDNS answers NXDOMAIN
-    /// for both, so they have no name.
-    Other,
-}
-
-fn kind(svc: &Service) -> Kind {
-    let Some(spec) = &svc.spec else {
-        return Kind::Other;
-    };
-    if spec.type_.as_deref() == Some("ExternalName") {
-        // CoreDNS publishes the CNAME only when the target is not an IP
-        // address (msg.Service.HostType).
-        let target = spec
-            .external_name
-            .as_deref()
-            .filter(|t| !t.is_empty() && t.parse::<IpAddr>().is_err())
-            .and_then(|t| Name::from_ascii(t).ok());
-        return match target {
-            Some(mut t) => {
-                t.set_fqdn(true);
-                Kind::ExternalName(t)
-            }
-            None => Kind::Other,
-        };
-    }
-    match spec.cluster_ip.as_deref() {
-        Some("None") => Kind::Headless,
-        _ if cluster_ips(svc).next().is_some() => Kind::ClusterIp,
-        _ => Kind::Other,
-    }
-}
-
-/// `spec.clusterIPs` (dual-stack), falling back to `spec.clusterIP` for
-/// objects written before dual-stack.
-fn cluster_ips(svc: &Service) -> impl Iterator<Item = IpAddr> + '_ {
-    let spec = svc.spec.as_ref();
-    let listed = spec
-        .and_then(|s| s.cluster_ips.as_deref())
-        .filter(|ips| !ips.is_empty());
-    let list = listed
-        .or_else(|| spec.map(|s| s.cluster_ip.as_slice()))
-        .unwrap_or_default();
-    list.iter().filter_map(|s| s.parse().ok())
-}
-
 /// The service an EndpointSlice belongs to: its namespace and its
 /// `kubernetes.io/service-name` label.
 pub fn slice_service(slice: &EndpointSlice) -> Option<(&str, &str)> {
@@ -1006,46 +935,25 @@ fn service_name(name: &str, ns: &str, zone: &Name) -> Option<Name> {
         .ok()
 }
 
-/// CoreDNS publishes an endpoint when its Ready condition is not false; the
-/// EndpointSlice controller already folds `publishNotReadyAddresses` into
-/// Ready, and sets it false for terminating pods. Manifests are written by
-/// hand, so both are applied here as well: a terminating endpoint is left
-/// out unless the Service asks for not-ready addresses.
-fn published(ep: &Endpoint, publish_not_ready: bool) -> bool {
-    if publish_not_ready {
-        return true;
-    }
-    let cond = ep.conditions.as_ref();
-    let ready = cond.and_then(|c| c.ready).unwrap_or(true);
-    let terminating = cond.and_then(|c| c.terminating).unwrap_or(false);
-    ready && !terminating
-}
-
 /// A ClusterIP service (spec 2.3): its addresses, an SRV name per named
 /// port with the service as target, and a PTR per address.
-fn add_cluster_ip(b: &mut Builder, svc_name: &Name, svc: &Service) {
-    let ips: Vec<IpAddr> = cluster_ips(svc).collect();
+fn add_cluster_ip(b: &mut Builder, svc_name: &Name, ips: &[IpAddr], ports: &[NamedPort]) {
     let entry = b.entry(svc_name.clone());
-    for &ip in &ips {
+    for &ip in ips {
         entry.push(ip);
     }
-    for &ip in &ips {
+    for &ip in ips {
         b.ptr.push((ip, Target::Service));
     }
-    let ports = svc.spec.as_ref().and_then(|s| s.ports.as_deref());
-    let ports = named_ports(
-        ports
-            .unwrap_or_default()
-            .iter()
-            .map(|p| (p.name.as_deref(), p.protocol.as_deref(), Some(p.port))),
-    );
     let mut sets: BTreeMap<(String, String), SrvCollect> = BTreeMap::new();
-    for (name, proto, port) in ports {
-        let set = sets.entry((name, proto)).or_default();
+    for NamedPort { name, proto, port } in ports {
+        let set = sets
+            .entry((name.to_string(), proto.to_string()))
+            .or_default();
         // CoreDNS makes one service per cluster IP, then merges the
         // identical records: a dual-stack service gets weight 50.
         set.entries += ips.len();
-        set.targets.push((port, Target::Service));
+        set.targets.push((*port, Target::Service));
     }
     b.srv(svc_name, sets);
 }
@@ -1054,57 +962,36 @@ fn add_cluster_ip(b: &mut Builder, svc_name: &Name, svc: &Service) {
 /// the service and under each endpoint's name (its hostname, else its
 /// dashed address), SRV names per named port of each slice, and a PTR per
 /// endpoint address. Without a published endpoint the service has no name.
-fn add_headless(
-    b: &mut Builder,
-    svc_name: &Name,
-    slices: &[&EndpointSlice],
-    publish_not_ready: bool,
-) {
+fn add_headless(b: &mut Builder, svc_name: &Name, slices: &[&SliceView], publish_not_ready: bool) {
     let mut svc = NameEntry::default();
     let mut endpoints: BTreeMap<Name, NameEntry> = BTreeMap::new();
     let mut sets: BTreeMap<(String, String), SrvCollect> = BTreeMap::new();
     let mut ptrs: Vec<(IpAddr, Target)> = Vec::new();
     for slice in slices {
-        if !matches!(slice.address_type.as_str(), "IPv4" | "IPv6") {
-            continue;
-        }
-        // Headless SRV records carry the slice's ports (the pods' ports),
-        // as CoreDNS's do.
-        let ports = named_ports(
-            slice
-                .ports
-                .as_deref()
-                .unwrap_or_default()
-                .iter()
-                .map(|p| (p.name.as_deref(), p.protocol.as_deref(), p.port)),
-        );
         for ep in slice
             .endpoints
             .iter()
-            .filter(|ep| published(ep, publish_not_ready))
+            .filter(|ep| publish_not_ready || ep.ready)
         {
-            let host = ep.hostname.as_deref().filter(|h| is_dns1123_label(h));
-            // An invalid hostname (only possible for objects that skipped
-            // validation) names nothing: its addresses still belong to the
-            // service, but a dashed name would be one it never asked for.
-            let named = ep.hostname.is_none() || host.is_some();
-            for ip in ep.addresses.iter().filter_map(|a| a.parse::<IpAddr>().ok()) {
-                svc.push(ip);
-                if !named {
-                    continue;
-                }
-                let target = Target::endpoint(host, ip);
-                let Some(ep_name) = target.under(svc_name) else {
-                    continue;
-                };
-                endpoints.entry(ep_name).or_default().push(ip);
-                for (name, proto, port) in &ports {
-                    let set = sets.entry((name.clone(), proto.clone())).or_default();
-                    set.entries += 1;
-                    set.targets.push((*port, target.clone()));
-                }
-                ptrs.push((ip, target));
+            svc.push(ep.ip);
+            if !ep.named {
+                continue;
             }
+            let target = Target::endpoint(ep.hostname.as_deref(), ep.ip);
+            let Some(ep_name) = target.under(svc_name) else {
+                continue;
+            };
+            endpoints.entry(ep_name).or_default().push(ep.ip);
+            // Headless SRV records carry the slice's ports (the pods'
+            // ports), as CoreDNS's do.
+            for NamedPort { name, proto, port } in &slice.ports {
+                let set = sets
+                    .entry((name.to_string(), proto.to_string()))
+                    .or_default();
+                set.entries += 1;
+                set.targets.push((*port, target.clone()));
+            }
+            ptrs.push((ep.ip, target));
         }
     }
     if !svc.has_addresses() {

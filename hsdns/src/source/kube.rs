@@ -29,16 +29,16 @@ use kube::{
 };
 use tokio::sync::mpsc;
 
-use crate::records::{RecordTable, ServiceKey, slice_service};
+use crate::records::{RecordTable, ServiceKey, ServiceView, SliceView, slice_service};
 
-/// One service's objects as they are now.
+/// One service's objects as they are now, as the record table reads them.
 #[derive(Clone, Debug)]
 pub struct ServiceObjects {
     pub namespace: String,
     pub name: String,
     /// None: the service does not exist (any more).
-    pub service: Option<Arc<Service>>,
-    pub slices: Vec<Arc<EndpointSlice>>,
+    pub service: Option<Arc<ServiceView>>,
+    pub slices: Vec<Arc<SliceView>>,
 }
 
 /// What the live source sends.
@@ -57,7 +57,7 @@ impl Update {
         match self {
             Update::Changed(services) => {
                 for s in services {
-                    let slices: Vec<&EndpointSlice> = s.slices.iter().map(|s| &**s).collect();
+                    let slices: Vec<&SliceView> = s.slices.iter().map(|s| &**s).collect();
                     table.update_service(
                         &s.namespace,
                         &s.name,
@@ -90,26 +90,17 @@ pub async fn client(kubeconfig: Option<&Path>) -> Result<Client> {
     Client::try_from(config).context("building the Kubernetes client")
 }
 
-/// Drops what the record table never reads, so 150,000 pods' slices do not
-/// carry managedFields and annotations around.
-fn trim_meta(m: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) {
-    m.managed_fields = None;
-    m.annotations = None;
-    m.owner_references = None;
-    m.generate_name = None;
-    m.finalizers = None;
-}
-
 /// At most this many already-queued events join a batch.
 const DRAIN_MAX: usize = 10_000;
 
 /// The objects by service, and which of the services changed since the
-/// consumer last took them.
+/// consumer last took them. Objects are kept as the views the record table
+/// reads (see `records::view` for why), converted as they arrive.
 #[derive(Default)]
 struct Index {
-    services: HashMap<ServiceKey, Arc<Service>>,
+    services: HashMap<ServiceKey, Arc<ServiceView>>,
     /// (namespace, slice name) -> its service and the slice.
-    slices: HashMap<(String, String), (Option<ServiceKey>, Arc<EndpointSlice>)>,
+    slices: HashMap<(String, String), (Option<ServiceKey>, Arc<SliceView>)>,
     by_service: HashMap<ServiceKey, BTreeSet<String>>,
     dirty: BTreeSet<ServiceKey>,
     /// Objects seen since the current (re)list began, per kind: at the
@@ -134,7 +125,8 @@ impl Index {
         if let Some(seen) = &mut self.listing_services {
             seen.insert(key.clone());
         }
-        self.services.insert(key.clone(), Arc::new(svc));
+        self.services
+            .insert(key.clone(), Arc::new(ServiceView::from(&svc)));
         self.dirty.insert(key);
     }
 
@@ -161,7 +153,8 @@ impl Index {
                 .insert(key.1.clone());
             self.dirty.insert(owner.clone());
         }
-        self.slices.insert(key, (owner, Arc::new(slice)));
+        self.slices
+            .insert(key, (owner, Arc::new(SliceView::from(&slice))));
     }
 
     fn remove_slice(&mut self, key: &(String, String)) {
@@ -271,14 +264,9 @@ pub async fn watch(client: Client, tx: mpsc::Sender<Update>) {
     let config = watcher::Config::default();
     let services = watcher(Api::<Service>::all(client.clone()), config.clone())
         .default_backoff()
-        .modify(|s| {
-            trim_meta(&mut s.metadata);
-            s.status = None;
-        })
         .map(|e| e.map(Ev::Service));
     let slices = watcher(Api::<EndpointSlice>::all(client), config)
         .default_backoff()
-        .modify(|s: &mut EndpointSlice| trim_meta(&mut s.metadata))
         .map(|e| e.map(Ev::Slice));
     let mut events = Box::pin(futures::stream::select(services, slices));
     let mut index = Index::default();
