@@ -284,3 +284,34 @@ async fn dual_stack_and_clusterip_to_headless() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_cluster_larger_than_a_list_page_is_listed_whole() {
+    // kube-rs lists 500 objects a page; 1,201 services and their slices
+    // take three pages each, and an object at a page boundary must be in
+    // exactly one of them.
+    const N: usize = 1201;
+    let api = ApiServer::start().await;
+    for i in 0..N {
+        let name = format!("s{i:04}");
+        let ip = format!("169.254.{}.{}", 100 + i / 250, 1 + i % 250);
+        api.apply(Kind::Service, headless("test", &name, false));
+        api.apply(
+            Kind::EndpointSlice,
+            slice("test", &format!("{name}-x"), &name, &[("p", &ip, true)]),
+        );
+    }
+    let mut rx = start(&api).await;
+    until(&mut rx, "every service listed", |t| {
+        (0..N).all(|i| {
+            let ip = format!("169.254.{}.{}", 100 + i / 250, 1 + i % 250);
+            addrs(t, &format!("p.s{i:04}.test.svc.cluster.local.")) == Some(vec![ip])
+        })
+    })
+    .await;
+    assert!(
+        api.lists() >= 6,
+        "two kinds of three pages each, got {} list requests",
+        api.lists()
+    );
+}

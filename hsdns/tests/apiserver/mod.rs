@@ -58,6 +58,8 @@ struct State {
     objects: BTreeMap<(Kind, String, String), (Value, Arc<str>)>,
     history: Vec<Event>,
     down: bool,
+    /// List requests served (pages included).
+    lists: usize,
 }
 
 pub struct ApiServer {
@@ -76,6 +78,7 @@ impl ApiServer {
             objects: BTreeMap::new(),
             history: vec![],
             down: false,
+            lists: 0,
         }));
         let (events, _) = broadcast::channel(4096);
         let (st, ev) = (state.clone(), events.clone());
@@ -199,6 +202,11 @@ impl ApiServer {
         s.history.clear();
     }
 
+    /// List requests served so far, each page one.
+    pub fn lists(&self) -> usize {
+        self.state.lock().unwrap().lists
+    }
+
     /// Unreachable (connections closed at once) or back.
     pub fn set_down(&self, down: bool) {
         self.state.lock().unwrap().down = down;
@@ -206,6 +214,27 @@ impl ApiServer {
             self.drop_watches();
         }
     }
+}
+
+/// A continue token: the list's resourceVersion and the key of the last
+/// object served (the next page's first is the one after it), in hex, so
+/// the token needs no URL escaping.
+fn encode_continue(rv: u64, ns: &str, name: &str) -> String {
+    let hex = |s: &str| s.bytes().map(|b| format!("{b:02x}")).collect::<String>();
+    format!("{rv}-{}-{}", hex(ns), hex(name))
+}
+
+fn decode_continue(token: &str) -> Option<(u64, (String, String))> {
+    let unhex = |s: &str| -> Option<String> {
+        let bytes = (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+            .collect::<Option<Vec<u8>>>()?;
+        String::from_utf8(bytes).ok()
+    };
+    let mut parts = token.split('-');
+    let rv = parts.next()?.parse().ok()?;
+    Some((rv, (unhex(parts.next()?)?, unhex(parts.next()?)?)))
 }
 
 fn key(kind: Kind, obj: &Value) -> (Kind, String, String) {
@@ -253,20 +282,51 @@ async fn serve(
         }
     };
     if params.get("watch") != Some(&"true") && params.get("watch") != Some(&"1") {
-        let (items, rv) = {
-            let s = state.lock().unwrap();
-            let items: Vec<Arc<str>> = s
-                .objects
-                .iter()
-                .filter(|((k, _, _), _)| *k == kind)
-                .map(|(_, (_, text))| text.clone())
-                .collect();
-            (items, s.rv)
+        // Pages of `limit` objects in key order, as the API server serves
+        // them (kube-rs asks for 500): the continue token carries the list's
+        // resourceVersion and the last key. Later pages come from the
+        // current objects rather than a snapshot, which a watch from the
+        // list's version reconciles: anything changed since is also an
+        // event after it.
+        let limit: Option<usize> = params
+            .get("limit")
+            .and_then(|l| l.parse().ok())
+            .filter(|&l| l > 0);
+        let after = params.get("continue").and_then(|c| decode_continue(c));
+        let (items, rv, next) = {
+            let mut s = state.lock().unwrap();
+            s.lists += 1;
+            let rv = after.as_ref().map_or(s.rv, |(rv, _)| *rv);
+            let mut items: Vec<Arc<str>> = Vec::new();
+            let mut next = None;
+            let start = match &after {
+                Some((_, key)) => std::ops::Bound::Excluded((kind, key.0.clone(), key.1.clone())),
+                None => std::ops::Bound::Included((kind, String::new(), String::new())),
+            };
+            let mut last: Option<(&str, &str)> = None;
+            for ((k, ns, name), (_, text)) in s.objects.range((start, std::ops::Bound::Unbounded)) {
+                if *k != kind {
+                    break;
+                }
+                if let (Some(l), Some((ns, name))) = (limit, last)
+                    && items.len() == l
+                {
+                    next = Some(encode_continue(rv, ns, name));
+                    break;
+                }
+                items.push(text.clone());
+                last = Some((ns, name));
+            }
+            (items, rv, next)
         };
+        let mut meta = json!({"resourceVersion": rv.to_string()});
+        if let Some(next) = next {
+            meta["continue"] = json!(next);
+        }
         let head = json!({
             "apiVersion": kind.api_version(),
             "kind": kind.list_kind(),
-            "metadata": {"resourceVersion": rv.to_string()},
+            "metadata": meta,
         })
         .to_string();
         // `{...head fields...,"items":[a,b,...]}`
