@@ -5,7 +5,7 @@ use std::{
     fs,
     path::Path,
     sync::{Arc, PoisonError, RwLock},
-    time::{SystemTime, UNIX_EPOCH},
+    time::{Instant, SystemTime, UNIX_EPOCH},
 };
 
 use anyhow::{Context as _, Result, bail};
@@ -78,7 +78,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    rt.block_on(serve(args))
+    rt.block_on(serve(args, Instant::now()))
 }
 
 /// Records a sync's outcome for the metrics.
@@ -153,7 +153,7 @@ impl Attached {
     }
 }
 
-async fn serve(args: RunArgs) -> Result<()> {
+async fn serve(args: RunArgs, started: Instant) -> Result<()> {
     let live = args.source.kube || args.source.kubeconfig.is_some();
     let (table, updates) = if live {
         let client = source::kube::client(args.source.kubeconfig.as_deref()).await?;
@@ -170,12 +170,8 @@ async fn serve(args: RunArgs) -> Result<()> {
     };
     log::info!("record table: {} names", table.len());
     let caps = Capacities {
-        names: args.name_capacity[..]
-            .try_into()
-            .context("--name-capacity")?,
-        answers: args.answer_capacity[..]
-            .try_into()
-            .context("--answer-capacity")?,
+        names: args.name_capacity,
+        answers: args.answer_capacity,
     };
     let netlink = links::connect()?;
     let local = if args.no_local_interface {
@@ -190,7 +186,7 @@ async fn serve(args: RunArgs) -> Result<()> {
         );
         Some(l)
     };
-    let result = serve_with_maps(&args, &caps, table, updates, &netlink).await;
+    let result = serve_with_maps(&args, &caps, table, updates, &netlink, started).await;
     if let Some(l) = &local
         && let Err(e) = links::release_local(&netlink, l).await
     {
@@ -205,8 +201,14 @@ async fn serve_with_maps(
     mut table: RecordTable,
     mut updates: Option<tokio::sync::mpsc::Receiver<source::kube::Update>>,
     netlink: &rtnetlink::Handle,
+    started: Instant,
 ) -> Result<()> {
+    let load_started = Instant::now();
     let mut ebpf = loader::load(caps)?;
+    log::info!(
+        "program loaded and verified in {} ms",
+        load_started.elapsed().as_millis()
+    );
     let _pins = loader::pin_maps(&ebpf, &args.pin_dir)?;
     let mut maps = BpfMaps::take(&mut ebpf)?;
     maps.set_answering(false)?;
@@ -338,7 +340,10 @@ async fn serve_with_maps(
                 note_sync(&metrics, &syncer, &stats);
                 log::debug!("synced {n} changed names of {names} ({stats:?})");
                 if complete && !syncer.backend().answering() {
-                    log::info!("first lists synced: {names} names");
+                    log::info!(
+                        "first lists synced: {names} names, {} ms after start",
+                        started.elapsed().as_millis()
+                    );
                     become_ready(&mut syncer, args, &metrics)?;
                 }
             }
