@@ -18,6 +18,7 @@ use anyhow::{Context as _, Result, bail};
 use hickory_proto::rr::Name;
 use hickory_proto::rr::rdata::{SOA, SRV};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use thin_vec::ThinVec;
 
 use crate::source::{Objects, SERVICE_NAME_LABEL, is_dns1123_label};
 
@@ -197,8 +198,10 @@ impl Default for MapRefs {
 /// Equality compares the records only, not where the syncer put them.
 #[derive(Clone, Debug, Default)]
 pub struct NameEntry {
-    pub a: Vec<Ipv4Addr>,
-    pub aaaa: Vec<Ipv6Addr>,
+    // Thin (one pointer, no allocation when empty): 150,000 pods' names
+    // are most of the table, and a `Vec` pair made each entry 64 bytes.
+    pub a: ThinVec<Ipv4Addr>,
+    pub aaaa: ThinVec<Ipv6Addr>,
     /// Boxed so the common entry (a pod name: addresses only) pays one
     /// pointer for it.
     other: Option<Box<Other>>,
@@ -245,16 +248,18 @@ struct SrvSet {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Target {
     Service,
-    /// An endpoint with a hostname.
-    Host(Box<str>),
+    /// An endpoint with a hostname: the view's own string, shared, so
+    /// 100,000 pods' hostnames are held once (by the source's index and the
+    /// PTR and SRV targets alike).
+    Host(Arc<str>),
     /// An endpoint without one, named after its address ([`dashed`]).
     Ip(IpAddr),
 }
 
 impl Target {
-    fn endpoint(host: Option<&str>, ip: IpAddr) -> Self {
+    fn endpoint(host: Option<&Arc<str>>, ip: IpAddr) -> Self {
         match host {
-            Some(h) => Target::Host(h.into()),
+            Some(h) => Target::Host(h.clone()),
             None => Target::Ip(ip),
         }
     }
@@ -399,9 +404,10 @@ pub type ServiceKey = (String, String);
 struct ServiceState {
     /// `<svc>.<ns>.svc.<zone>`: every name of the service is at or under it.
     key: Key,
-    /// Index into `service_names` and the addresses with PTR records
-    /// pointing under this service.
-    ptr: Option<(u32, Box<[IpAddr]>)>,
+    /// Index into `service_names`, when PTR records point under this
+    /// service. Their addresses are not kept: they are all addresses of
+    /// the service's own names, which an update takes out anyway.
+    ptr: Option<u32>,
 }
 
 /// One name whose entry an update added, changed or removed. The new entry
@@ -666,8 +672,20 @@ impl RecordTable {
         let mut old_names: Vec<(Key, NameEntry)> = Vec::new();
         if let Some(old) = &old {
             old_names.extend(self.names.extract_if(old.key.subtree(), |_, _| true));
-            if let Some((index, ips)) = &old.ptr {
-                for ip in ips.iter() {
+            if let Some(index) = &old.ptr {
+                // Every address with a PTR under the service is in its
+                // names (a superset is harmless: only this service's
+                // targets go).
+                let mut ips: Vec<IpAddr> = old_names
+                    .iter()
+                    .flat_map(|(_, e)| {
+                        let v4 = e.a.iter().map(|&a| IpAddr::V4(a));
+                        v4.chain(e.aaaa.iter().map(|&a| IpAddr::V6(a)))
+                    })
+                    .collect();
+                ips.sort_unstable();
+                ips.dedup();
+                for ip in &ips {
                     if let Some(targets) = self.ptr.get_mut(ip) {
                         if targets.iter().all(|t| t.service == *index) {
                             self.ptr.remove(ip);
@@ -722,9 +740,6 @@ impl RecordTable {
                     (self.service_names.len() - 1) as u32
                 });
                 self.service_names[index as usize] = Some(svc_name.clone());
-                let mut ips: Vec<IpAddr> = b.ptr.iter().map(|(ip, _)| *ip).collect();
-                ips.sort_unstable();
-                ips.dedup();
                 for (ip, target) in b.ptr {
                     let t = PtrTarget {
                         service: index,
@@ -733,7 +748,7 @@ impl RecordTable {
                     let slot = self.ptr.entry(ip).or_default();
                     *slot = slot.iter().cloned().chain([t]).collect();
                 }
-                (index, ips.into_boxed_slice())
+                index
             });
             self.services.insert(
                 key,
@@ -977,7 +992,7 @@ fn add_headless(b: &mut Builder, svc_name: &Name, slices: &[&SliceView], publish
             if !ep.named {
                 continue;
             }
-            let target = Target::endpoint(ep.hostname.as_deref(), ep.ip);
+            let target = Target::endpoint(ep.hostname.as_ref(), ep.ip);
             let Some(ep_name) = target.under(svc_name) else {
                 continue;
             };

@@ -9,6 +9,7 @@
 //! 40-byte entry per address.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use hickory_proto::rr::Name;
 use k8s_openapi::api::core::v1::Service;
@@ -133,7 +134,7 @@ pub struct EndpointAddr {
     pub named: bool,
     /// The endpoint's name under a headless service; None: named after
     /// each address (`dashed`).
-    pub hostname: Option<Box<str>>,
+    pub hostname: Option<Arc<str>>,
 }
 
 /// An EndpointSlice as the record table reads it.
@@ -176,7 +177,7 @@ impl From<&EndpointSlice> for SliceView {
             .iter()
             .flat_map(|ep| {
                 let named = ep.hostname.as_deref().is_none_or(is_dns1123_label);
-                let hostname: Option<Box<str>> = ep.hostname.as_deref().map(Into::into);
+                let hostname: Option<Arc<str>> = ep.hostname.as_deref().map(Into::into);
                 let ready = ready(ep);
                 ep.addresses
                     .iter()

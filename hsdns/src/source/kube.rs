@@ -101,7 +101,9 @@ struct Index {
     services: HashMap<ServiceKey, Arc<ServiceView>>,
     /// (namespace, slice name) -> its service and the slice.
     slices: HashMap<(String, String), (Option<ServiceKey>, Arc<SliceView>)>,
-    by_service: HashMap<ServiceKey, BTreeSet<String>>,
+    /// Slice names by service: a few each, so a Vec (a set's node would be
+    /// 270 bytes a service).
+    by_service: HashMap<ServiceKey, Vec<String>>,
     dirty: BTreeSet<ServiceKey>,
     /// Objects seen since the current (re)list began, per kind: at the
     /// list's end, every object not among them is gone.
@@ -150,7 +152,8 @@ impl Index {
             self.by_service
                 .entry(owner.clone())
                 .or_default()
-                .insert(key.1.clone());
+                // Not there: remove_slice just took it out.
+                .push(key.1.clone());
             self.dirty.insert(owner.clone());
         }
         self.slices
@@ -162,7 +165,7 @@ impl Index {
             return;
         };
         if let Some(set) = self.by_service.get_mut(&owner) {
-            set.remove(&key.1);
+            set.retain(|name| *name != key.1);
             if set.is_empty() {
                 self.by_service.remove(&owner);
             }
