@@ -340,9 +340,13 @@ async fn serve_with_maps(
                 note_sync(&metrics, &syncer, &stats);
                 log::debug!("synced {n} changed names of {names} ({stats:?})");
                 if complete && !syncer.backend().answering() {
+                    // With the figures an operator sizes the maps by.
                     log::info!(
-                        "first lists synced: {names} names, {} ms after start",
-                        started.elapsed().as_millis()
+                        "first lists synced: {names} names, {} ms after start; \
+                         {} names in the maps, answer slots in use {:?}",
+                        started.elapsed().as_millis(),
+                        syncer.names_installed(),
+                        syncer.slots_in_use()
                     );
                     become_ready(&mut syncer, args, &metrics)?;
                 }
