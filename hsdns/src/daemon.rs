@@ -173,6 +173,18 @@ async fn serve(args: RunArgs, started: Instant) -> Result<()> {
         names: args.name_capacity,
         answers: args.answer_capacity,
     };
+    // The verifier takes about half a second on this program: it runs on
+    // a blocking thread while the first lists stream in (their updates
+    // wait in the source's index), not before them.
+    let load = tokio::task::spawn_blocking(move || {
+        let t = Instant::now();
+        let ebpf = loader::load(&caps)?;
+        log::info!(
+            "program loaded and verified in {} ms",
+            t.elapsed().as_millis()
+        );
+        Ok::<_, anyhow::Error>(ebpf)
+    });
     let netlink = links::connect()?;
     let local = if args.no_local_interface {
         None
@@ -186,7 +198,7 @@ async fn serve(args: RunArgs, started: Instant) -> Result<()> {
         );
         Some(l)
     };
-    let result = serve_with_maps(&args, &caps, table, updates, &netlink, started).await;
+    let result = serve_with_maps(&args, &caps, table, updates, &netlink, started, load).await;
     if let Some(l) = &local
         && let Err(e) = links::release_local(&netlink, l).await
     {
@@ -202,13 +214,9 @@ async fn serve_with_maps(
     mut updates: Option<tokio::sync::mpsc::Receiver<source::kube::Update>>,
     netlink: &rtnetlink::Handle,
     started: Instant,
+    load: tokio::task::JoinHandle<Result<Ebpf>>,
 ) -> Result<()> {
-    let load_started = Instant::now();
-    let mut ebpf = loader::load(caps)?;
-    log::info!(
-        "program loaded and verified in {} ms",
-        load_started.elapsed().as_millis()
-    );
+    let mut ebpf = load.await.context("loading the program")??;
     let _pins = loader::pin_maps(&ebpf, &args.pin_dir)?;
     let mut maps = BpfMaps::take(&mut ebpf)?;
     maps.set_answering(false)?;
