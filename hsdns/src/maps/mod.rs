@@ -231,6 +231,7 @@ impl<B: Backend> Syncer<B> {
             p.mature(now);
         }
         let mut stats = SyncStats::default();
+        let apex = Key::of(&table.zone().zone);
         for Change { key, old } in changes {
             let old = old.map(|o| o.refs);
             if old == Some(MapRefs::NONE) {
@@ -242,7 +243,7 @@ impl<B: Backend> Syncer<B> {
                 }
                 continue;
             };
-            let refs = self.install(zone, &key, entry, old, now, &mut stats)?;
+            let refs = self.install(zone, apex.as_ref(), &key, entry, old, now, &mut stats)?;
             if refs == MapRefs::NONE {
                 self.missing += 1;
             }
@@ -290,9 +291,11 @@ impl<B: Backend> Syncer<B> {
 
     /// Writes a new or changed name: answers first into fresh slots, then
     /// the name's value in one update, then the old slots into quarantine.
+    #[allow(clippy::too_many_arguments)]
     fn install(
         &mut self,
         zone: &ZoneConfig,
+        apex: Option<&Key>,
         table_key: &Key,
         entry: &NameEntry,
         old: Option<MapRefs>,
@@ -301,7 +304,6 @@ impl<B: Backend> Syncer<B> {
     ) -> Result<MapRefs> {
         let old = old.filter(|r| *r != MapRefs::NONE);
         let key = table_key.wire();
-        let name = &table_key.name();
         let t = tier(key.len());
         if old.is_none() && self.name_counts[t] >= self.name_caps[t] {
             stats.names_full += 1;
@@ -313,8 +315,8 @@ impl<B: Backend> Syncer<B> {
         // ExternalName CNAMEs and the like: the name exists, but its A/AAAA
         // answers are not the kernel's to give.
         let (a, aaaa) = if entry.kernel_answerable() {
-            let a = answer::entry_answer_section(zone, name, entry, RecordType::A);
-            let aaaa = answer::entry_answer_section(zone, name, entry, RecordType::AAAA);
+            let a = answer::records_answer_section(zone, entry, RecordType::A);
+            let aaaa = answer::records_answer_section(zone, entry, RecordType::AAAA);
             (self.place(a, 16, stats)?, self.place(aaaa, 28, stats)?)
         } else {
             (REF_PASS, REF_PASS)
@@ -324,13 +326,20 @@ impl<B: Backend> Syncer<B> {
             aaaa,
             rcode: 0,
             zone: 0,
-            flags: if *name == zone.zone { FLAG_APEX } else { 0 },
+            flags: if Some(table_key) == apex {
+                FLAG_APEX
+            } else {
+                0
+            },
             _pad: 0,
         };
         if let Err(e) = self.backend.put_name(&key, rec) {
             // The kernel keeps whatever it had; better to withdraw the name
             // entirely than to leave it answering stale records.
-            log::warn!("writing {name} failed ({e:#}); withdrawing it to userspace");
+            log::warn!(
+                "writing {} failed ({e:#}); withdrawing it to userspace",
+                table_key.name()
+            );
             self.apply_nxdomain(false, zone)?;
             self.release(a, now);
             self.release(aaaa, now);
