@@ -1061,9 +1061,18 @@ fn add_headless(
     publish_not_ready: bool,
 ) {
     let mut svc = NameEntry::default();
-    let mut endpoints: BTreeMap<Name, NameEntry> = BTreeMap::new();
+    // By key, not by `Name`: hickory's label-wise comparison was a fifth of
+    // the table's time at 150,000 pods.
+    let mut endpoints: HashMap<Key, NameEntry> = HashMap::new();
     let mut sets: BTreeMap<(String, String), SrvCollect> = BTreeMap::new();
-    let mut ptrs: Vec<(IpAddr, Target)> = Vec::new();
+    let addresses: usize = slices
+        .iter()
+        .flat_map(|s| &s.endpoints)
+        .map(|ep| ep.addresses.len())
+        .sum();
+    let mut ptrs: Vec<(IpAddr, Target)> = Vec::with_capacity(addresses);
+    svc.a.reserve(addresses);
+    endpoints.reserve(addresses);
     for slice in slices {
         if !matches!(slice.address_type.as_str(), "IPv4" | "IPv6") {
             continue;
@@ -1097,7 +1106,7 @@ fn add_headless(
                 let Some(ep_name) = target.under(svc_name) else {
                     continue;
                 };
-                endpoints.entry(ep_name).or_default().push(ip);
+                endpoints.entry(svc_key(&ep_name)).or_default().push(ip);
                 for (name, proto, port) in &ports {
                     let set = sets.entry((name.clone(), proto.clone())).or_default();
                     set.entries += 1;
@@ -1111,8 +1120,8 @@ fn add_headless(
         return; // spec 2.4.1: NXDOMAIN
     }
     b.ptr.extend(ptrs);
-    for (name, mut entry) in endpoints {
-        let merged = b.entry(name);
+    for (key, mut entry) in endpoints {
+        let merged = b.names.entry(key).or_default();
         merged.a.append(&mut entry.a);
         merged.aaaa.append(&mut entry.aaaa);
     }
