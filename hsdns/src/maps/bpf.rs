@@ -3,7 +3,7 @@
 use std::{
     io,
     net::IpAddr,
-    os::fd::{AsFd as _, AsRawFd as _, BorrowedFd, OwnedFd},
+    os::fd::{AsFd as _, AsRawFd as _, BorrowedFd, RawFd},
 };
 
 use anyhow::{Context as _, Result, anyhow, bail};
@@ -32,10 +32,12 @@ pub struct BpfMaps {
     counters: PerCpuArray<MapData, Counters>,
     /// What `config` holds: every change rewrites the whole entry.
     shadow: Config,
-    /// The name and answer maps' descriptors again, for batch writes (aya
-    /// does not hand out the ones it holds).
-    names_fds: [OwnedFd; 3],
-    answers_fds: [OwnedFd; 3],
+    /// The descriptors of the name and answer maps above, owned by them,
+    /// for batch writes (aya's typed maps do not hand them out). Not
+    /// duplicates: a second descriptor would count the maps' memory twice
+    /// wherever it is summed per descriptor (bpftool, the benchmarks).
+    names_fds: [RawFd; 3],
+    answers_fds: [RawFd; 3],
 }
 
 fn take(ebpf: &mut Ebpf, name: &str) -> Result<Map> {
@@ -43,18 +45,13 @@ fn take(ebpf: &mut Ebpf, name: &str) -> Result<Map> {
         .ok_or_else(|| anyhow!("no map {name} in the object"))
 }
 
-/// A map and a duplicate of its descriptor.
-fn take_with_fd(ebpf: &mut Ebpf, name: &str) -> Result<(Map, OwnedFd)> {
+/// A map and its descriptor (which stays the map's: see `names_fds`).
+fn take_with_fd(ebpf: &mut Ebpf, name: &str) -> Result<(Map, RawFd)> {
     let map = take(ebpf, name)?;
-    let data = match &map {
-        Map::HashMap(d) | Map::Array(d) => d,
+    let fd = match &map {
+        Map::HashMap(d) | Map::Array(d) => d.fd().as_fd().as_raw_fd(),
         _ => bail!("map {name} is neither a hash map nor an array"),
     };
-    let fd = data
-        .fd()
-        .as_fd()
-        .try_clone_to_owned()
-        .with_context(|| format!("duplicating the descriptor of {name}"))?;
     Ok((map, fd))
 }
 
@@ -213,6 +210,17 @@ impl BpfMaps {
         }
     }
 
+    fn names_fd(&self, tier: usize) -> BorrowedFd<'_> {
+        // SAFETY: the descriptor belongs to a name map of `self`, open
+        // for as long as `self` is.
+        unsafe { BorrowedFd::borrow_raw(self.names_fds[tier]) }
+    }
+
+    fn answers_fd(&self, class: usize) -> BorrowedFd<'_> {
+        // SAFETY: as in `names_fd`.
+        unsafe { BorrowedFd::borrow_raw(self.answers_fds[class]) }
+    }
+
     /// What an answer slot holds.
     pub fn answer(&self, class: usize, slot: u32) -> Result<StoredAnswer> {
         macro_rules! stored {
@@ -246,7 +254,7 @@ impl BpfMaps {
         for chunk in writes.chunks(BATCH) {
             let keys: Vec<u32> = chunk.iter().map(|a| a.slot).collect();
             let values = chunk.iter().map(|a| value(a)).collect::<Result<Vec<V>>>()?;
-            if let Err((done, _)) = update_batch(self.answers_fds[class].as_fd(), &keys, &values) {
+            if let Err((done, _)) = update_batch(self.answers_fd(class), &keys, &values) {
                 for a in &chunk[done..] {
                     self.put_answer(a.class, a.slot, &a.bytes, a.count, a.stride)?;
                 }
@@ -271,7 +279,7 @@ impl BpfMaps {
             let keys: Result<Vec<K>> = chunk.iter().map(|&i| key(&names[i].key)).collect();
             let values: Vec<NameRecord> = chunk.iter().map(|&i| names[i].rec).collect();
             let done = match keys {
-                Ok(keys) => match update_batch(self.names_fds[tier].as_fd(), &keys, &values) {
+                Ok(keys) => match update_batch(self.names_fd(tier), &keys, &values) {
                     Ok(()) => continue,
                     Err((done, _)) => done,
                 },
