@@ -20,12 +20,12 @@ use hickory_proto::{
 use hsdns::{
     dns::resolver::{self, Verdict as UserVerdict},
     loader::{self, Capacities},
-    maps::{Syncer, bpf::BpfMaps},
+    maps::{AnswerWrite, Backend as _, NameWrite, Syncer, bpf::BpfMaps},
     records::{RecordTable, ZoneConfig},
     source,
     testing::*,
 };
-use hsdns_common::Counters;
+use hsdns_common::{Counters, NameRecord, REF_NODATA};
 
 fn require_root() {
     // SAFETY: geteuid has no preconditions.
@@ -786,4 +786,136 @@ fn large_answers_change_without_a_gap() {
         versions_seen.len() > 1,
         "the updates were seen: {versions_seen:?}"
     );
+}
+
+/// A key of `len` wire bytes (one or more labels of `c`).
+fn wire_key(len: usize, c: u8) -> Vec<u8> {
+    let mut k = Vec::new();
+    let mut left = len - 1;
+    while left > 0 {
+        let l = (left - 1).min(63);
+        k.push(l as u8);
+        k.extend(std::iter::repeat_n(c, l));
+        left -= l + 1;
+    }
+    k.push(0);
+    assert_eq!(k.len(), len);
+    k
+}
+
+fn rec(a: u32) -> NameRecord {
+    NameRecord {
+        a,
+        aaaa: REF_NODATA,
+        ..NameRecord::default()
+    }
+}
+
+#[test]
+fn batch_writes_equal_single_writes() {
+    require_root();
+    let caps = Capacities {
+        names: [1024, 64, 64],
+        answers: [1024, 64, 64],
+    };
+    let take = || BpfMaps::take(&mut loader::load(&caps).expect("load")).unwrap();
+    let (mut batched, mut single) = (take(), take());
+
+    // More than one batch call's worth of small answers; rotated (doubled)
+    // and plain ones in the larger classes.
+    let mut answers = Vec::new();
+    for slot in 0..600u32 {
+        answers.push(AnswerWrite {
+            class: 0,
+            slot,
+            bytes: (0..16).map(|b| (slot as u8).wrapping_add(b)).collect(),
+            count: 1,
+            stride: 0,
+        });
+    }
+    for (class, slot, n, stride) in [
+        (1, 3, 5, 16),
+        (1, 7, 150, 0),
+        (2, 0, 70, 16),
+        (2, 63, 1216, 0),
+    ] {
+        answers.push(AnswerWrite {
+            class,
+            slot,
+            bytes: (0..n).map(|b| b as u8 ^ slot as u8).collect(),
+            count: (n / 16).max(1) as u16,
+            stride,
+        });
+    }
+    // Names of every tier, one written twice: the later value must win.
+    let mut names: Vec<NameWrite> = (0..600)
+        .map(|i| NameWrite {
+            key: wire_key(20 + i % 40, b'a' + (i / 40) as u8),
+            rec: rec(i as u32),
+        })
+        .collect();
+    for (i, len) in [100, 128, 129, 200, 255].into_iter().enumerate() {
+        names.push(NameWrite {
+            key: wire_key(len, b'q'),
+            rec: rec(1000 + i as u32),
+        });
+    }
+    names.push(NameWrite {
+        key: names[3].key.clone(),
+        rec: rec(7777),
+    });
+
+    batched.put_answers(&answers).unwrap();
+    assert_eq!(batched.put_names(&names), Vec::<usize>::new());
+    for a in &answers {
+        single
+            .put_answer(a.class, a.slot, &a.bytes, a.count, a.stride)
+            .unwrap();
+    }
+    for n in &names {
+        single.put_name(&n.key, n.rec).unwrap();
+    }
+
+    for a in &answers {
+        let got = batched.answer(a.class, a.slot).unwrap();
+        assert_eq!(got, single.answer(a.class, a.slot).unwrap());
+        assert_eq!(usize::from(got.len), a.bytes.len());
+    }
+    for n in &names {
+        assert_eq!(batched.name(&n.key).unwrap(), single.name(&n.key).unwrap());
+    }
+    assert_eq!(batched.name(&names[3].key).unwrap(), Some(rec(7777)));
+    assert_eq!(batched.name(&wire_key(30, b'z')).unwrap(), None);
+}
+
+#[test]
+fn a_batch_stopped_by_a_full_map_reports_the_rest_undone() {
+    require_root();
+    let caps = Capacities {
+        names: [4, 4, 4],
+        answers: [4, 4, 4],
+    };
+    let mut maps = BpfMaps::take(&mut loader::load(&caps).expect("load")).unwrap();
+    let mut names: Vec<NameWrite> = (0..6)
+        .map(|i| NameWrite {
+            key: wire_key(10 + i, b'a'),
+            rec: rec(i as u32),
+        })
+        .collect();
+    // A later write of a name already in: not tried after the failure.
+    names.push(NameWrite {
+        key: names[0].key.clone(),
+        rec: rec(99),
+    });
+    // Another tier goes on regardless.
+    names.push(NameWrite {
+        key: wire_key(100, b'b'),
+        rec: rec(100),
+    });
+    assert_eq!(maps.put_names(&names), vec![4, 5, 6]);
+    for (i, n) in names[..4].iter().enumerate() {
+        assert_eq!(maps.name(&n.key).unwrap(), Some(rec(i as u32)));
+    }
+    assert_eq!(maps.name(&names[4].key).unwrap(), None);
+    assert_eq!(maps.name(&names[7].key).unwrap(), Some(rec(100)));
 }

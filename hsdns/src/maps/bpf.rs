@@ -1,6 +1,10 @@
 //! The [`Backend`] over the loaded program's maps.
 
-use std::net::IpAddr;
+use std::{
+    io,
+    net::IpAddr,
+    os::fd::{AsFd as _, AsRawFd as _, BorrowedFd, RawFd},
+};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
@@ -13,7 +17,7 @@ use hsdns_common::{
     csum_add_bytes, csum_fold,
 };
 
-use super::{Backend, tier};
+use super::{AnswerWrite, Backend, NameWrite, tier};
 
 pub struct BpfMaps {
     names64: HashMap<MapData, NameKey64, NameRecord>,
@@ -28,6 +32,12 @@ pub struct BpfMaps {
     counters: PerCpuArray<MapData, Counters>,
     /// What `config` holds: every change rewrites the whole entry.
     shadow: Config,
+    /// The descriptors of the name and answer maps above, owned by them,
+    /// for batch writes (aya's typed maps do not hand them out). Not
+    /// duplicates: a second descriptor would count the maps' memory twice
+    /// wherever it is summed per descriptor (bpftool, the benchmarks).
+    names_fds: [RawFd; 3],
+    answers_fds: [RawFd; 3],
 }
 
 fn take(ebpf: &mut Ebpf, name: &str) -> Result<Map> {
@@ -35,16 +45,124 @@ fn take(ebpf: &mut Ebpf, name: &str) -> Result<Map> {
         .ok_or_else(|| anyhow!("no map {name} in the object"))
 }
 
+/// A map and its descriptor (which stays the map's: see `names_fds`).
+fn take_with_fd(ebpf: &mut Ebpf, name: &str) -> Result<(Map, RawFd)> {
+    let map = take(ebpf, name)?;
+    let fd = match &map {
+        Map::HashMap(d) | Map::Array(d) => d.fd().as_fd().as_raw_fd(),
+        _ => bail!("map {name} is neither a hash map nor an array"),
+    };
+    Ok((map, fd))
+}
+
+/// Elements per BPF_MAP_UPDATE_BATCH call: the kernel walks them without
+/// a break (it only reschedules between them), and the values of the
+/// largest answer class take 2.4 KB each.
+const BATCH: usize = 256;
+
+/// bpf(2) command BPF_MAP_UPDATE_BATCH (linux/bpf.h, Linux 5.6).
+const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
+
+/// The `batch` member of `union bpf_attr` (linux/bpf.h). The kernel
+/// accepts an attr shorter than its own and reads the rest as zero.
+#[repr(C)]
+#[derive(Default)]
+struct BatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
+}
+
+/// Writes `keys[i]` -> `values[i]` in order in one bpf(2) call, as as many
+/// BPF_MAP_UPDATE_ELEM calls with flags 0 would (the kernel runs the same
+/// update per element): a third of the time of a full sync at 150,000
+/// pods was the per-call cost of single updates. aya 0.14 has no batch
+/// operations, hence the raw call.
+///
+/// `K` and `V` must be the map's key and value types (their sizes are the
+/// map's, as aya checked when it typed the map): the kernel steps through
+/// the arrays by its key and value sizes.
+///
+/// On failure, returns how many elements were written, all before the
+/// first that failed. That is 0 when the kernel does not say (a kernel
+/// without batch operations, say): writing them again is harmless.
+fn update_batch<K, V>(
+    fd: BorrowedFd<'_>,
+    keys: &[K],
+    values: &[V],
+) -> Result<(), (usize, io::Error)> {
+    assert_eq!(keys.len(), values.len());
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let count = u32::try_from(keys.len()).expect("batches are small");
+    let mut attr = BatchAttr {
+        keys: keys.as_ptr() as u64,
+        values: values.as_ptr() as u64,
+        count,
+        map_fd: fd.as_raw_fd() as u32,
+        ..BatchAttr::default()
+    };
+    // SAFETY: `attr` is a valid `bpf_attr` prefix for this command, the
+    // kernel reads `count` keys and values from the two slices (their
+    // element sizes are the map's, see above) and writes back only
+    // `attr.count`.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_UPDATE_BATCH,
+            &raw mut attr,
+            size_of::<BatchAttr>(),
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    // The kernel writes back the number done on failures within the
+    // batch; on earlier ones `count` is still ours.
+    let done = if attr.count < count {
+        attr.count as usize
+    } else {
+        0
+    };
+    Err((done, err))
+}
+
+/// What an answer slot holds, for tests and diagnostics.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredAnswer {
+    pub len: u16,
+    pub count: u16,
+    pub csum: u16,
+    pub stride: u16,
+    /// The whole slot: the answer (twice with a stride), then zeros.
+    pub bytes: Vec<u8>,
+}
+
 impl BpfMaps {
     /// Takes the maps out of the loaded object (pin them first).
     pub fn take(ebpf: &mut Ebpf) -> Result<Self> {
+        let (names64, n64) = take_with_fd(ebpf, MAP_NAMES[0])?;
+        let (names128, n128) = take_with_fd(ebpf, MAP_NAMES[1])?;
+        let (names256, n256) = take_with_fd(ebpf, MAP_NAMES[2])?;
+        let (answers_s, a_s) = take_with_fd(ebpf, MAP_ANSWERS[0])?;
+        let (answers_m, a_m) = take_with_fd(ebpf, MAP_ANSWERS[1])?;
+        let (answers_l, a_l) = take_with_fd(ebpf, MAP_ANSWERS[2])?;
         Ok(Self {
-            names64: take(ebpf, MAP_NAMES[0])?.try_into()?,
-            names128: take(ebpf, MAP_NAMES[1])?.try_into()?,
-            names256: take(ebpf, MAP_NAMES[2])?.try_into()?,
-            answers_s: take(ebpf, MAP_ANSWERS[0])?.try_into()?,
-            answers_m: take(ebpf, MAP_ANSWERS[1])?.try_into()?,
-            answers_l: take(ebpf, MAP_ANSWERS[2])?.try_into()?,
+            names64: names64.try_into()?,
+            names128: names128.try_into()?,
+            names256: names256.try_into()?,
+            answers_s: answers_s.try_into()?,
+            answers_m: answers_m.try_into()?,
+            answers_l: answers_l.try_into()?,
+            names_fds: [n64, n128, n256],
+            answers_fds: [a_s, a_m, a_l],
             soa: take(ebpf, MAP_SOA)?.try_into()?,
             config: take(ebpf, MAP_CONFIG)?.try_into()?,
             dns_addrs: take(ebpf, MAP_DNS_ADDRS)?.try_into()?,
@@ -78,6 +196,100 @@ impl BpfMaps {
             .with_context(|| format!("adding DNS address {addr}"))
     }
 
+    /// A name's value in the maps (`key` the lowercase wire-format name).
+    pub fn name(&self, key: &[u8]) -> Result<Option<NameRecord>> {
+        let r = match tier(key.len()) {
+            0 => self.names64.get(&NameKey64 { name: fill(key)? }, 0),
+            1 => self.names128.get(&NameKey128 { name: fill(key)? }, 0),
+            _ => self.names256.get(&NameKey256 { name: fill(key)? }, 0),
+        };
+        match r {
+            Ok(rec) => Ok(Some(rec)),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(e).context("reading a name"),
+        }
+    }
+
+    fn names_fd(&self, tier: usize) -> BorrowedFd<'_> {
+        // SAFETY: the descriptor belongs to a name map of `self`, open
+        // for as long as `self` is.
+        unsafe { BorrowedFd::borrow_raw(self.names_fds[tier]) }
+    }
+
+    fn answers_fd(&self, class: usize) -> BorrowedFd<'_> {
+        // SAFETY: as in `names_fd`.
+        unsafe { BorrowedFd::borrow_raw(self.answers_fds[class]) }
+    }
+
+    /// What an answer slot holds.
+    pub fn answer(&self, class: usize, slot: u32) -> Result<StoredAnswer> {
+        macro_rules! stored {
+            ($map:expr) => {{
+                let a = $map.get(&slot, 0).context("reading an answer")?;
+                StoredAnswer {
+                    len: a.len,
+                    count: a.count,
+                    csum: a.csum,
+                    stride: a.stride,
+                    bytes: a.bytes.to_vec(),
+                }
+            }};
+        }
+        Ok(match class {
+            0 => stored!(self.answers_s),
+            1 => stored!(self.answers_m),
+            2 => stored!(self.answers_l),
+            _ => bail!("no answer class {class}"),
+        })
+    }
+
+    /// Writes `writes` (all of one answer class) in batches; what a batch
+    /// leaves undone goes one at a time, for the error of the one failing.
+    fn put_answer_batches<V>(
+        &mut self,
+        class: usize,
+        writes: &[&AnswerWrite],
+        value: impl Fn(&AnswerWrite) -> Result<V>,
+    ) -> Result<()> {
+        for chunk in writes.chunks(BATCH) {
+            let keys: Vec<u32> = chunk.iter().map(|a| a.slot).collect();
+            let values = chunk.iter().map(|a| value(a)).collect::<Result<Vec<V>>>()?;
+            if let Err((done, _)) = update_batch(self.answers_fd(class), &keys, &values) {
+                for a in &chunk[done..] {
+                    self.put_answer(a.class, a.slot, &a.bytes, a.count, a.stride)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the names at `indexes` (all of one tier) in batches, in
+    /// order; adds to `failed` those not written. After a failure none of
+    /// the tier's later names is tried: one of them could be a later write
+    /// of the same name, which must not land before the earlier one.
+    fn put_name_batches<K>(
+        &self,
+        tier: usize,
+        names: &[NameWrite],
+        indexes: &[usize],
+        key: impl Fn(&[u8]) -> Result<K>,
+        failed: &mut Vec<usize>,
+    ) {
+        for (n, chunk) in indexes.chunks(BATCH).enumerate() {
+            let keys: Result<Vec<K>> = chunk.iter().map(|&i| key(&names[i].key)).collect();
+            let values: Vec<NameRecord> = chunk.iter().map(|&i| names[i].rec).collect();
+            let done = match keys {
+                Ok(keys) => match update_batch(self.names_fd(tier), &keys, &values) {
+                    Ok(()) => continue,
+                    Err((done, _)) => done,
+                },
+                Err(_) => 0,
+            };
+            failed.extend_from_slice(&indexes[n * BATCH + done..]);
+            return;
+        }
+    }
+
     /// The counters summed over CPUs.
     pub fn counters(&self) -> Result<Counters> {
         let per_cpu = self.counters.get(&0, 0).context("reading counters")?;
@@ -107,6 +319,37 @@ fn csum(bytes: &[u8]) -> u16 {
     csum_fold(csum_add_bytes(0, bytes))
 }
 
+macro_rules! answer_value {
+    ($name:ident, $ty:ident) => {
+        fn $name(bytes: &[u8], count: u16, stride: u16) -> Result<$ty> {
+            // With a stride the kernel rotates by copying from
+            // `k * stride`, so the answer is stored twice in a row.
+            let mut stored = fill::<{ size_of::<$ty>() - 8 }>(bytes)?;
+            if stride != 0 {
+                let end = 2 * bytes.len();
+                if end > stored.len() {
+                    bail!(
+                        "{} bytes twice do not fit a {}",
+                        bytes.len(),
+                        stringify!($ty)
+                    );
+                }
+                stored[bytes.len()..end].copy_from_slice(bytes);
+            }
+            Ok($ty {
+                len: bytes.len() as u16,
+                count,
+                csum: csum(bytes),
+                stride,
+                bytes: stored,
+            })
+        }
+    };
+}
+answer_value!(answer_s, AnswerS);
+answer_value!(answer_m, AnswerM);
+answer_value!(answer_l, AnswerL);
+
 impl Backend for BpfMaps {
     fn put_answer(
         &mut self,
@@ -116,51 +359,60 @@ impl Backend for BpfMaps {
         count: u16,
         stride: u16,
     ) -> Result<()> {
-        let (len, csum) = (bytes.len() as u16, csum(bytes));
-        // With a stride the kernel rotates by copying from `k * stride`, so
-        // the answer is stored twice in a row.
-        let stored = if stride != 0 {
-            [bytes, bytes].concat()
-        } else {
-            bytes.to_vec()
-        };
         let r = match class {
-            0 => self.answers_s.set(
-                slot,
-                AnswerS {
-                    len,
-                    count,
-                    csum,
-                    stride,
-                    bytes: fill(&stored)?,
-                },
-                0,
-            ),
-            1 => self.answers_m.set(
-                slot,
-                AnswerM {
-                    len,
-                    count,
-                    csum,
-                    stride,
-                    bytes: fill(&stored)?,
-                },
-                0,
-            ),
-            2 => self.answers_l.set(
-                slot,
-                AnswerL {
-                    len,
-                    count,
-                    csum,
-                    stride,
-                    bytes: fill(&stored)?,
-                },
-                0,
-            ),
+            0 => self.answers_s.set(slot, answer_s(bytes, count, stride)?, 0),
+            1 => self.answers_m.set(slot, answer_m(bytes, count, stride)?, 0),
+            2 => self.answers_l.set(slot, answer_l(bytes, count, stride)?, 0),
             _ => bail!("no answer class {class}"),
         };
         r.with_context(|| format!("writing {} slot {slot}", MAP_ANSWERS[class]))
+    }
+
+    fn put_answers(&mut self, answers: &[AnswerWrite]) -> Result<()> {
+        let mut by_class: [Vec<&AnswerWrite>; 3] = Default::default();
+        for a in answers {
+            by_class
+                .get_mut(a.class)
+                .with_context(|| format!("no answer class {}", a.class))?
+                .push(a);
+        }
+        let [s, m, l] = by_class;
+        self.put_answer_batches(0, &s, |a| answer_s(&a.bytes, a.count, a.stride))?;
+        self.put_answer_batches(1, &m, |a| answer_m(&a.bytes, a.count, a.stride))?;
+        self.put_answer_batches(2, &l, |a| answer_l(&a.bytes, a.count, a.stride))
+    }
+
+    fn put_names(&mut self, names: &[NameWrite]) -> Vec<usize> {
+        // Names of different tiers are different names: only the order
+        // within a tier matters.
+        let mut by_tier: [Vec<usize>; 3] = Default::default();
+        for (i, n) in names.iter().enumerate() {
+            by_tier[tier(n.key.len())].push(i);
+        }
+        let mut failed = Vec::new();
+        self.put_name_batches(
+            0,
+            names,
+            &by_tier[0],
+            |k| Ok(NameKey64 { name: fill(k)? }),
+            &mut failed,
+        );
+        self.put_name_batches(
+            1,
+            names,
+            &by_tier[1],
+            |k| Ok(NameKey128 { name: fill(k)? }),
+            &mut failed,
+        );
+        self.put_name_batches(
+            2,
+            names,
+            &by_tier[2],
+            |k| Ok(NameKey256 { name: fill(k)? }),
+            &mut failed,
+        );
+        failed.sort_unstable();
+        failed
     }
 
     fn put_name(&mut self, key: &[u8], rec: NameRecord) -> Result<()> {

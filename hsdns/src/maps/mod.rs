@@ -53,6 +53,23 @@ pub trait Backend {
     ) -> Result<()>;
     /// `key` is the lowercase wire-format name.
     fn put_name(&mut self, key: &[u8], rec: NameRecord) -> Result<()>;
+    /// Writes every answer, as [`Self::put_answer`] each. All go into
+    /// fresh slots, so their order does not matter.
+    fn put_answers(&mut self, answers: &[AnswerWrite]) -> Result<()> {
+        for a in answers {
+            self.put_answer(a.class, a.slot, &a.bytes, a.count, a.stride)?;
+        }
+        Ok(())
+    }
+    /// Writes the names in order, as [`Self::put_name`] each, and returns
+    /// the positions of those it did not write, ascending. Of a name that
+    /// failed, no later write of the same key may have happened: the caller
+    /// writes them again one at a time, in order.
+    fn put_names(&mut self, names: &[NameWrite]) -> Vec<usize> {
+        (0..names.len())
+            .filter(|&i| self.put_name(&names[i].key, names[i].rec).is_err())
+            .collect()
+    }
     fn remove_name(&mut self, key: &[u8]) -> Result<()>;
     fn put_soa(&mut self, index: u32, bytes: &[u8]) -> Result<()>;
     /// Turns the kernel's NXDOMAIN answers for provably missing names on or
@@ -74,6 +91,35 @@ pub struct SyncStats {
     /// Answers larger than any UDP reply the kernel sends: passed up.
     pub answers_too_large: usize,
 }
+
+/// One answer for [`Backend::put_answers`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AnswerWrite {
+    pub class: usize,
+    pub slot: u32,
+    pub bytes: Vec<u8>,
+    pub count: u16,
+    pub stride: u16,
+}
+
+/// One name for [`Backend::put_names`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NameWrite {
+    /// The lowercase wire-format name.
+    pub key: Vec<u8>,
+    pub rec: NameRecord,
+}
+
+/// What a name write held back for [`Syncer::flush`] needs if it fails.
+struct NameUndo {
+    key: Key,
+    /// Whether the name was in the maps before (with other slots).
+    replaced: bool,
+}
+
+/// Name writes held back at most: one bpf(2) call's worth per tier, and
+/// a bound on the bytes waiting.
+const PENDING_MAX: usize = 1024;
 
 struct SlotPool {
     next: u32,
@@ -140,6 +186,11 @@ pub struct Syncer<B> {
     nxdomain_wanted: bool,
     /// What the kernel was last told.
     nxdomain_on: bool,
+    /// Writes not yet in the maps: answers, then the names pointing at
+    /// them (see [`Self::flush`]).
+    answers_pending: Vec<AnswerWrite>,
+    names_pending: Vec<NameWrite>,
+    undo_pending: Vec<NameUndo>,
 }
 
 /// The lowercase wire-format name: the kernel's key.
@@ -167,6 +218,9 @@ impl<B: Backend> Syncer<B> {
             missing: 0,
             nxdomain_wanted: false,
             nxdomain_on: false,
+            answers_pending: Vec::new(),
+            names_pending: Vec::new(),
+            undo_pending: Vec::new(),
         }
     }
 
@@ -231,6 +285,7 @@ impl<B: Backend> Syncer<B> {
             p.mature(now);
         }
         let mut stats = SyncStats::default();
+        let apex = Key::of(&table.zone().zone);
         for Change { key, old } in changes {
             let old = old.map(|o| o.refs);
             if old == Some(MapRefs::NONE) {
@@ -238,16 +293,23 @@ impl<B: Backend> Syncer<B> {
             }
             let Some((zone, entry)) = table.entry_mut(&key) else {
                 if let Some(r) = old {
+                    // After the writes before it: one of them may be the
+                    // same name.
+                    self.flush(table, now, &mut stats)?;
                     self.remove(&key, r, now, &mut stats)?;
                 }
                 continue;
             };
-            let refs = self.install(zone, &key, entry, old, now, &mut stats)?;
+            let refs = self.install(zone, apex.as_ref(), &key, entry, old, now, &mut stats)?;
             if refs == MapRefs::NONE {
                 self.missing += 1;
             }
             entry.refs = refs;
+            if self.names_pending.len() >= PENDING_MAX {
+                self.flush(table, now, &mut stats)?;
+            }
         }
+        self.flush(table, now, &mut stats)?;
         let complete = self.missing == 0 && table.is_complete();
         self.apply_nxdomain(self.nxdomain_wanted && complete, table.zone())?;
         if stats.names_full + stats.answers_full > 0 {
@@ -288,11 +350,13 @@ impl<B: Backend> Syncer<B> {
         Ok(())
     }
 
-    /// Writes a new or changed name: answers first into fresh slots, then
-    /// the name's value in one update, then the old slots into quarantine.
+    /// Writes a new or changed name: answers into fresh slots, then the
+    /// name's value in one update, both held back until [`Self::flush`].
+    #[allow(clippy::too_many_arguments)]
     fn install(
         &mut self,
         zone: &ZoneConfig,
+        apex: Option<&Key>,
         table_key: &Key,
         entry: &NameEntry,
         old: Option<MapRefs>,
@@ -301,7 +365,6 @@ impl<B: Backend> Syncer<B> {
     ) -> Result<MapRefs> {
         let old = old.filter(|r| *r != MapRefs::NONE);
         let key = table_key.wire();
-        let name = &table_key.name();
         let t = tier(key.len());
         if old.is_none() && self.name_counts[t] >= self.name_caps[t] {
             stats.names_full += 1;
@@ -313,8 +376,8 @@ impl<B: Backend> Syncer<B> {
         // ExternalName CNAMEs and the like: the name exists, but its A/AAAA
         // answers are not the kernel's to give.
         let (a, aaaa) = if entry.kernel_answerable() {
-            let a = answer::entry_answer_section(zone, name, entry, RecordType::A);
-            let aaaa = answer::entry_answer_section(zone, name, entry, RecordType::AAAA);
+            let a = answer::records_answer_section(zone, entry, RecordType::A);
+            let aaaa = answer::records_answer_section(zone, entry, RecordType::AAAA);
             (self.place(a, 16, stats)?, self.place(aaaa, 28, stats)?)
         } else {
             (REF_PASS, REF_PASS)
@@ -324,25 +387,22 @@ impl<B: Backend> Syncer<B> {
             aaaa,
             rcode: 0,
             zone: 0,
-            flags: if *name == zone.zone { FLAG_APEX } else { 0 },
+            flags: if Some(table_key) == apex {
+                FLAG_APEX
+            } else {
+                0
+            },
             _pad: 0,
         };
-        if let Err(e) = self.backend.put_name(&key, rec) {
-            // The kernel keeps whatever it had; better to withdraw the name
-            // entirely than to leave it answering stale records.
-            log::warn!("writing {name} failed ({e:#}); withdrawing it to userspace");
-            self.apply_nxdomain(false, zone)?;
-            self.release(a, now);
-            self.release(aaaa, now);
-            if let Some(o) = old {
-                self.backend.remove_name(&key)?;
-                self.name_counts[t] -= 1;
-                self.release(o.a, now);
-                self.release(o.aaaa, now);
-            }
-            stats.names_full += 1;
-            return Ok(MapRefs::NONE);
-        }
+        // Held back, to go into the maps with others in one call. Counted
+        // as written meanwhile; the flush undoes what fails. The old
+        // slots may go into quarantine before the name leaves them: none
+        // is reused before the next sync, and this one ends with the flush.
+        self.names_pending.push(NameWrite { key, rec });
+        self.undo_pending.push(NameUndo {
+            key: table_key.clone(),
+            replaced: old.is_some(),
+        });
         stats.names_written += 1;
         match old {
             Some(o) => {
@@ -352,6 +412,57 @@ impl<B: Backend> Syncer<B> {
             None => self.name_counts[t] += 1,
         }
         Ok(MapRefs { a, aaaa })
+    }
+
+    /// Writes what is held back: the answers first, then the names that
+    /// point at them, so no name ever points at a slot not yet written. A
+    /// name the backend could not write is withdrawn to userspace: the
+    /// kernel keeps whatever it had, and better no entry than a stale one.
+    fn flush(
+        &mut self,
+        table: &mut RecordTable,
+        now: Instant,
+        stats: &mut SyncStats,
+    ) -> Result<()> {
+        if self.names_pending.is_empty() && self.answers_pending.is_empty() {
+            return Ok(());
+        }
+        let answers = std::mem::take(&mut self.answers_pending);
+        self.backend.put_answers(&answers)?;
+        let names = std::mem::take(&mut self.names_pending);
+        let undo = std::mem::take(&mut self.undo_pending);
+        for i in self.backend.put_names(&names) {
+            let NameWrite { key, rec } = &names[i];
+            let Err(e) = self.backend.put_name(key, *rec) else {
+                continue;
+            };
+            let NameUndo {
+                key: table_key,
+                replaced,
+            } = &undo[i];
+            log::warn!(
+                "writing {} failed ({e:#}); withdrawing it to userspace",
+                table_key.name()
+            );
+            self.apply_nxdomain(false, table.zone())?;
+            self.release(rec.a, now);
+            self.release(rec.aaaa, now);
+            if *replaced {
+                self.backend.remove_name(key)?;
+            }
+            self.name_counts[tier(key.len())] -= 1;
+            stats.names_written -= 1;
+            stats.names_full += 1;
+            // Unless a later write of the same name has replaced them.
+            if let Some((_, entry)) = table.entry_mut(table_key)
+                && entry.refs.a == rec.a
+                && entry.refs.aaaa == rec.aaaa
+            {
+                entry.refs = MapRefs::NONE;
+                self.missing += 1;
+            }
+        }
+        Ok(())
     }
 
     /// Puts one answer into a fresh slot of the smallest class with room.
@@ -386,8 +497,13 @@ impl<B: Backend> Syncer<B> {
         } else {
             0
         };
-        self.backend
-            .put_answer(class, slot, &bytes, count, stride)?;
+        self.answers_pending.push(AnswerWrite {
+            class,
+            slot,
+            bytes,
+            count,
+            stride,
+        });
         stats.answers_written += 1;
         Ok(answer_ref(class as u32, slot))
     }

@@ -24,6 +24,11 @@ struct Mem {
     soa: Map<u32, Vec<u8>>,
     ops: Vec<Op>,
     nxdomain: Option<u32>,
+    /// A name whose writes fail.
+    reject: Option<Vec<u8>>,
+    /// Batches write this many names at most and report the rest undone,
+    /// as a batch call stopped half way does.
+    batch_limit: Option<usize>,
 }
 
 impl Backend for Mem {
@@ -40,9 +45,21 @@ impl Backend for Mem {
         Ok(())
     }
     fn put_name(&mut self, key: &[u8], rec: NameRecord) -> Result<()> {
+        if self.reject.as_deref() == Some(key) {
+            anyhow::bail!("rejected");
+        }
         self.names.insert(key.to_vec(), rec);
         self.ops.push(Op::Name(key.to_vec(), rec));
         Ok(())
+    }
+    fn put_names(&mut self, names: &[NameWrite]) -> Vec<usize> {
+        let limit = self.batch_limit.unwrap_or(usize::MAX);
+        for (i, n) in names.iter().enumerate() {
+            if i == limit || self.put_name(&n.key, n.rec).is_err() {
+                return (i..names.len()).collect();
+            }
+        }
+        Vec::new()
     }
     fn remove_name(&mut self, key: &[u8]) -> Result<()> {
         self.names.remove(key);
@@ -349,4 +366,79 @@ fn negative_answers_only_while_every_name_is_in_the_maps() {
     s.set_nxdomain(false);
     update(&mut s, &mut t, &small, now);
     assert_eq!(s.backend().nxdomain, None, "switched off by configuration");
+}
+
+#[test]
+fn names_a_batch_leaves_undone_are_written_one_by_one() {
+    let eps: Vec<(String, String)> = (0..10)
+        .map(|i| (format!("web-{i}"), format!("169.254.1.{}", i + 1)))
+        .collect();
+    let eps: Vec<(&str, &str)> = eps.iter().map(|(h, i)| (h.as_str(), i.as_str())).collect();
+    let yaml = headless("app", "web", &eps);
+    let mut whole = Syncer::new(Mem::default(), &Capacities::default());
+    whole.sync_new(&mut table(&yaml)).unwrap();
+    let mut t = table(&yaml);
+    let mut cut = Syncer::new(
+        Mem {
+            batch_limit: Some(3),
+            ..Mem::default()
+        },
+        &Capacities::default(),
+    );
+    let st = cut.sync_new(&mut t).unwrap();
+    assert_eq!(st.names_written, t.len());
+    assert_eq!(cut.backend().names, whole.backend().names);
+    assert_eq!(cut.backend().answers, whole.backend().answers);
+    assert_eq!(cut.names_installed(), t.len());
+}
+
+#[test]
+fn a_name_the_backend_rejects_is_withdrawn_not_left_stale() {
+    let web1 = "web-1.web.app.svc.cluster.local.";
+    let key1 = name_key(&Name::from_ascii(web1).unwrap()).unwrap();
+    let y1 = headless(
+        "app",
+        "web",
+        &[("web-0", "169.254.1.1"), ("web-1", "169.254.1.2")],
+    );
+    let y2 = headless(
+        "app",
+        "web",
+        &[("web-0", "169.254.1.1"), ("web-1", "169.254.1.3")],
+    );
+    let now = Instant::now();
+    let mut t = table(&y1);
+    let mut s = Syncer::new(Mem::default(), &Capacities::default());
+    s.set_nxdomain(true);
+    s.sync_new(&mut t).unwrap();
+    assert!(s.nxdomain_active());
+
+    s.backend_mut().reject = Some(key1.clone());
+    let st = update(&mut s, &mut t, &y2, now);
+    assert_eq!(st.names_full, 1);
+    assert_eq!(s.backend().answer(web1, RecordType::A), None, "passed up");
+    assert!(!s.nxdomain_active(), "its absence proves nothing");
+    assert_eq!(s.names_installed(), t.len() - 1);
+    // The others went in.
+    assert_eq!(
+        s.backend().answer(WEB, RecordType::A),
+        Some(
+            answer::answer_section(&t, &Name::from_ascii(WEB).unwrap(), RecordType::A)
+                .map(|e| e.bytes)
+        )
+    );
+
+    // Once the backend takes it, the next sync installs it.
+    s.backend_mut().reject = None;
+    let st = update(&mut s, &mut t, &y2, now);
+    assert_eq!(st.names_written, 1);
+    assert_eq!(
+        s.backend().answer(web1, RecordType::A),
+        Some(
+            answer::answer_section(&t, &Name::from_ascii(web1).unwrap(), RecordType::A)
+                .map(|e| e.bytes)
+        )
+    );
+    assert_eq!(s.names_installed(), t.len());
+    assert!(s.nxdomain_active());
 }

@@ -979,9 +979,14 @@ fn add_cluster_ip(b: &mut Builder, svc_name: &Name, ips: &[IpAddr], ports: &[Nam
 /// endpoint address. Without a published endpoint the service has no name.
 fn add_headless(b: &mut Builder, svc_name: &Name, slices: &[&SliceView], publish_not_ready: bool) {
     let mut svc = NameEntry::default();
-    let mut endpoints: BTreeMap<Name, NameEntry> = BTreeMap::new();
+    // By key, not by `Name`: hickory's label-wise comparison was a fifth of
+    // the table's time at 150,000 pods.
+    let mut endpoints: HashMap<Key, NameEntry> = HashMap::new();
     let mut sets: BTreeMap<(String, String), SrvCollect> = BTreeMap::new();
-    let mut ptrs: Vec<(IpAddr, Target)> = Vec::new();
+    let addresses: usize = slices.iter().map(|s| s.endpoints.len()).sum();
+    let mut ptrs: Vec<(IpAddr, Target)> = Vec::with_capacity(addresses);
+    svc.a.reserve(addresses);
+    endpoints.reserve(addresses);
     for slice in slices {
         for ep in slice
             .endpoints
@@ -996,7 +1001,7 @@ fn add_headless(b: &mut Builder, svc_name: &Name, slices: &[&SliceView], publish
             let Some(ep_name) = target.under(svc_name) else {
                 continue;
             };
-            endpoints.entry(ep_name).or_default().push(ep.ip);
+            endpoints.entry(svc_key(&ep_name)).or_default().push(ep.ip);
             // Headless SRV records carry the slice's ports (the pods'
             // ports), as CoreDNS's do.
             for NamedPort { name, proto, port } in &slice.ports {
@@ -1013,8 +1018,8 @@ fn add_headless(b: &mut Builder, svc_name: &Name, slices: &[&SliceView], publish
         return; // spec 2.4.1: NXDOMAIN
     }
     b.ptr.extend(ptrs);
-    for (name, mut entry) in endpoints {
-        let merged = b.entry(name);
+    for (key, mut entry) in endpoints {
+        let merged = b.names.entry(key).or_default();
         merged.a.append(&mut entry.a);
         merged.aaaa.append(&mut entry.aaaa);
     }
