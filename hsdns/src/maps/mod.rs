@@ -451,7 +451,9 @@ impl<B: Backend> Syncer<B> {
                 self.backend.remove_name(key)?;
             }
             self.name_counts[tier(key.len())] -= 1;
-            stats.names_written -= 1;
+            // Saturating: after a sync that failed half way, its held-back
+            // writes go out with the next one, which did not count them.
+            stats.names_written = stats.names_written.saturating_sub(1);
             stats.names_full += 1;
             // Unless a later write of the same name has replaced them.
             if let Some((_, entry)) = table.entry_mut(table_key)
