@@ -13,7 +13,7 @@
 pub mod bpf;
 
 use std::{
-    collections::VecDeque,
+    collections::{HashSet, VecDeque},
     time::{Duration, Instant},
 };
 
@@ -286,7 +286,17 @@ impl<B: Backend> Syncer<B> {
         }
         let mut stats = SyncStats::default();
         let apex = Key::of(&table.zone().zone);
+        // A namespace's name is the one name two services share: one
+        // batch can take it out (its last service deleted) and put it back
+        // (another one added). The first change's `old` is what the maps
+        // hold, and it is written against the final entry; a later change
+        // of the same name would install it a second time.
+        let ns_depth = table.zone().zone.num_labels() as usize + 2;
+        let mut namespaces_seen: HashSet<Key> = HashSet::new();
         for Change { key, old } in changes {
+            if key.labels().count() == ns_depth && !namespaces_seen.insert(key.clone()) {
+                continue;
+            }
             let old = old.map(|o| o.refs);
             if old == Some(MapRefs::NONE) {
                 self.missing -= 1;

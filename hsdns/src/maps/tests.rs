@@ -442,3 +442,34 @@ fn a_name_the_backend_rejects_is_withdrawn_not_left_stale() {
     assert_eq!(s.names_installed(), t.len());
     assert!(s.nxdomain_active());
 }
+
+#[test]
+fn a_namespace_emptied_and_refilled_in_one_batch_is_installed_once() {
+    // The live source sends dirty services in key order: `a` deleted, then
+    // `b` added, both in `app`, in one update.
+    let mut t = table(&headless("app", "a", &[("a-0", "169.254.1.1")]));
+    let mut s = Syncer::new(Mem::default(), &Capacities::default());
+    s.sync_new(&mut t).unwrap();
+    let objects =
+        source::parse_manifests("test", &headless("app", "b", &[("b-0", "169.254.1.2")])).unwrap();
+    let svc = crate::records::ServiceView::from(&objects.services[0]);
+    let slice = crate::records::SliceView::from(&objects.slices[0]);
+    let mut changes = Vec::new();
+    t.update_service("app", "a", None, &[], &mut changes);
+    t.update_service("app", "b", Some(&svc), &[&slice], &mut changes);
+    s.apply_at(&mut t, changes, Instant::now()).unwrap();
+    assert_eq!(s.names_installed(), t.len());
+    assert_eq!(s.backend().names.len(), t.len());
+    assert!(
+        s.backend()
+            .answer("app.svc.cluster.local.", RecordType::A)
+            .is_some(),
+        "the namespace still exists"
+    );
+    assert!(
+        s.backend()
+            .answer("b-0.b.app.svc.cluster.local.", RecordType::A)
+            .unwrap()
+            .is_some()
+    );
+}

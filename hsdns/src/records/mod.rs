@@ -125,7 +125,7 @@ impl Key {
 
     /// The labels, from the leftmost (the wire order): the key holds them
     /// root first, so they are its zero-separated parts read backwards.
-    fn labels(&self) -> impl Iterator<Item = &[u8]> {
+    pub(crate) fn labels(&self) -> impl Iterator<Item = &[u8]> {
         let body = self.0.strip_suffix(&[0]).unwrap_or(&self.0);
         body.rsplit(|&b| b == 0).filter(|l| !l.is_empty())
     }
