@@ -26,6 +26,8 @@
 mod apiserver;
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "support/proc.rs"]
+mod proc_stats;
 
 use std::{
     fs,
@@ -39,14 +41,10 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 use apiserver::{ApiServer, Kind};
-use aya::maps::{Array, HashMap as BpfHashMap, Map, MapData};
 use common::{Daemon, Netns, enter, ip as ip_cmd, require_root};
 use hickory_proto::rr::Name;
-use hsdns::maps::name_key;
-use hsdns_common::{
-    AnswerL, AnswerM, AnswerS, MAP_ANSWERS, MAP_NAMES, NameKey64, NameRecord, REF_CLASS_SHIFT,
-    REF_SLOT_MASK,
-};
+use hsdns::maps::{bpf::BpfMaps, name_key};
+use hsdns_common::{REF_CLASS_SHIFT, REF_SLOT_MASK};
 use serde_json::{Value, json};
 
 const HEADLESS: usize = 2000;
@@ -105,69 +103,22 @@ fn percentile(v: &mut [f64], p: f64) -> f64 {
     v[((v.len() - 1) as f64 * p).round() as usize]
 }
 
-/// The daemon's pinned name map (names up to 64 bytes, which every churned
-/// name is) and answer maps, read as the kernel reads them.
-struct PinnedMaps {
-    names: BpfHashMap<MapData, NameKey64, NameRecord>,
-    answers_s: Array<MapData, AnswerS>,
-    answers_m: Array<MapData, AnswerM>,
-    answers_l: Array<MapData, AnswerL>,
-}
-
-impl PinnedMaps {
-    fn open(pin_dir: &Path) -> Result<Self> {
-        let open = |name: &str, hash: bool| -> Result<Map> {
-            let path = pin_dir.join(name);
-            let data =
-                MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))?;
-            Ok(if hash {
-                Map::HashMap(data)
-            } else {
-                Map::Array(data)
-            })
-        };
-        Ok(Self {
-            names: open(MAP_NAMES[0], true)?.try_into()?,
-            answers_s: open(MAP_ANSWERS[0], false)?.try_into()?,
-            answers_m: open(MAP_ANSWERS[1], false)?.try_into()?,
-            answers_l: open(MAP_ANSWERS[2], false)?.try_into()?,
-        })
-    }
-
-    /// Whether the kernel's A answer for `key` holds `want`.
-    fn answers_with(&self, key: &NameKey64, want: Ipv4Addr) -> bool {
-        let Ok(rec) = self.names.get(key, 0) else {
-            return false;
-        };
-        let (class, slot) = (rec.a >> REF_CLASS_SHIFT, rec.a & REF_SLOT_MASK);
-        let bytes: Vec<u8> = match class {
-            0 => self
-                .answers_s
-                .get(&slot, 0)
-                .map(|a| a.bytes[..a.len as usize].to_vec()),
-            1 => self
-                .answers_m
-                .get(&slot, 0)
-                .map(|a| a.bytes[..a.len as usize].to_vec()),
-            2 => self
-                .answers_l
-                .get(&slot, 0)
-                .map(|a| a.bytes[..a.len as usize].to_vec()),
-            _ => return false,
-        }
-        .unwrap_or_default();
-        // The A record's RDATA is the address's 4 bytes; churn addresses
-        // are unique (see `churn_addr`), so finding them is finding the
-        // change.
-        bytes.windows(4).any(|w| w == want.octets())
-    }
-}
-
-fn key64(name: &str) -> NameKey64 {
-    let wire = name_key(&Name::from_ascii(name).expect("a name")).expect("a wire name");
-    let mut key = NameKey64 { name: [0; 64] };
-    key.name[..wire.len()].copy_from_slice(&wire);
-    key
+/// Whether the kernel's A answer for `key` (a lowercase wire-format
+/// name) holds `want`, read from the pinned maps as the kernel reads them:
+/// the name's value, then the answer slot it points to.
+fn answers_with(maps: &BpfMaps, key: &[u8], want: Ipv4Addr) -> bool {
+    let Ok(Some(rec)) = maps.name(key) else {
+        return false;
+    };
+    let (class, slot) = (rec.a >> REF_CLASS_SHIFT, rec.a & REF_SLOT_MASK);
+    let Ok(answer) = maps.answer(class as usize, slot) else {
+        return false;
+    };
+    // The A record's RDATA is the address's 4 bytes; churn addresses are
+    // unique (see `churn_addr`), so finding them is finding the change.
+    answer.bytes[..answer.len as usize]
+        .windows(4)
+        .any(|w| w == want.octets())
 }
 
 /// Kernel memory of each map pinned in `pin_dir`, as bpftool reports it.
@@ -194,16 +145,6 @@ fn bpftool_map_bytes(pin_dir: &Path) -> Result<serde_json::Map<String, Value>> {
     Ok(bytes)
 }
 
-fn status_kib(pid: u32, field: &str) -> u64 {
-    fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 /// A number from the daemon's log line that starts with `prefix`, e.g. the
 /// load time in "program loaded and verified in 123 ms".
 fn log_ms(log: &str, prefix: &str) -> Option<u64> {
@@ -215,14 +156,14 @@ fn log_ms(log: &str, prefix: &str) -> Option<u64> {
 
 /// A pending change: the name whose answer must come to hold `want`.
 struct Pending {
-    key: NameKey64,
+    key: Vec<u8>,
     want: Ipv4Addr,
     at: Instant,
 }
 
 /// Polls the maps for each pending change until it lands or `deadline`
 /// passes; returns the latencies in ms of those that landed.
-fn poll_landings(maps: PinnedMaps, rx: std_mpsc::Receiver<Pending>, deadline: Instant) -> Vec<f64> {
+fn poll_landings(maps: BpfMaps, rx: std_mpsc::Receiver<Pending>, deadline: Instant) -> Vec<f64> {
     let mut pending: Vec<Pending> = Vec::new();
     let mut landed = Vec::new();
     loop {
@@ -238,7 +179,7 @@ fn poll_landings(maps: PinnedMaps, rx: std_mpsc::Receiver<Pending>, deadline: In
         pending.extend(incoming);
         pending.extend(rx.try_iter());
         pending.retain(|p| {
-            if maps.answers_with(&p.key, p.want) {
+            if answers_with(&maps, &p.key, p.want) {
                 landed.push(p.at.elapsed().as_secs_f64() * 1000.0);
                 false
             } else {
@@ -384,7 +325,7 @@ fn measure(
 
     // Churn: 100 single-pod changes a second, each a new address for pod 0
     // of one headless service (one name's answer changes).
-    let maps = PinnedMaps::open(pin_dir)?;
+    let maps = BpfMaps::open_pinned(pin_dir)?;
     let (tx, rx) = std_mpsc::channel();
     let poll_deadline = Instant::now() + Duration::from_secs(churn_secs + 30);
     let poller = thread::spawn(move || poll_landings(maps, rx, poll_deadline));
@@ -400,7 +341,7 @@ fn measure(
         let at = Instant::now();
         api.apply(Kind::EndpointSlice, slice(s, first_pod, n, Some(want)));
         tx.send(Pending {
-            key: key64(&name),
+            key: name_key(&Name::from_ascii(&name)?)?,
             want,
             at,
         })?;
@@ -414,10 +355,10 @@ fn measure(
     }
     let landed = lat.len();
     let pid = daemon.proc.pid();
-    let peak_rss_kib = status_kib(pid, "VmHWM:");
-    let rss_kib = status_kib(pid, "VmRSS:");
-    let rss_anon_kib = status_kib(pid, "RssAnon:");
-    let rss_file_kib = status_kib(pid, "RssFile:");
+    let peak_rss_kib = proc_stats::status_kib_of(pid, "VmHWM:");
+    let rss_kib = proc_stats::status_kib_of(pid, "VmRSS:");
+    let rss_anon_kib = proc_stats::status_kib_of(pid, "RssAnon:");
+    let rss_file_kib = proc_stats::status_kib_of(pid, "RssFile:");
     let map_bytes_by_map = bpftool_map_bytes(pin_dir)?;
     let map_bytes: u64 = map_bytes_by_map.values().filter_map(Value::as_u64).sum();
     let log_path = daemon.log.clone();

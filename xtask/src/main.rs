@@ -528,12 +528,12 @@ fn bench(runs: usize, repeats: usize, only: &[String]) -> Result<()> {
     md.push_str(
         "\n### Targets (medians)\n\n| figure | median | target | verdict |\n|---|---|---|---|\n",
     );
+    let rows: Vec<&str> = sync.lines().filter(|l| l.starts_with('{')).collect();
     for (what, field, target) in [
         ("first sync, ms", "first_sync_ms", 1000.0),
         ("event-to-map p99, ms", "event_to_map_p99_ms", 10.0),
         ("daemon RSS + maps, MiB", "rss_plus_maps_mib", 100.0),
     ] {
-        let rows: Vec<&str> = sync.lines().filter(|l| l.starts_with('{')).collect();
         let Some(st) = stat(&rows, field) else {
             continue;
         };

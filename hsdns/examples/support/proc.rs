@@ -1,4 +1,6 @@
-//! Memory figures of this process, for the scale and sync benchmarks.
+//! Memory figures of a process, for the scale and sync benchmarks.
+// Each example uses part of this module.
+#![allow(dead_code)]
 
 use std::fs;
 
@@ -6,7 +8,21 @@ use anyhow::Result;
 
 /// A `/proc/self/status` field in KiB (`VmRSS:`, `VmHWM:`).
 pub fn status_kib(field: &str) -> u64 {
-    let s = fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status_in(
+        &fs::read_to_string("/proc/self/status").unwrap_or_default(),
+        field,
+    )
+}
+
+/// The same field of another process.
+pub fn status_kib_of(pid: u32, field: &str) -> u64 {
+    status_in(
+        &fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default(),
+        field,
+    )
+}
+
+fn status_in(s: &str, field: &str) -> u64 {
     s.lines()
         .find(|l| l.starts_with(field))
         .and_then(|l| l.split_whitespace().nth(1))

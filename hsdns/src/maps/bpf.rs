@@ -4,6 +4,7 @@ use std::{
     io,
     net::IpAddr,
     os::fd::{AsFd as _, AsRawFd as _, BorrowedFd, RawFd},
+    path::Path,
 };
 
 use anyhow::{Context as _, Result, anyhow, bail};
@@ -46,8 +47,7 @@ fn take(ebpf: &mut Ebpf, name: &str) -> Result<Map> {
 }
 
 /// A map and its descriptor (which stays the map's: see `names_fds`).
-fn take_with_fd(ebpf: &mut Ebpf, name: &str) -> Result<(Map, RawFd)> {
-    let map = take(ebpf, name)?;
+fn with_fd(map: Map, name: &str) -> Result<(Map, RawFd)> {
     let fd = match &map {
         Map::HashMap(d) | Map::Array(d) => d.fd().as_fd().as_raw_fd(),
         _ => bail!("map {name} is neither a hash map nor an array"),
@@ -148,12 +148,30 @@ pub struct StoredAnswer {
 impl BpfMaps {
     /// Takes the maps out of the loaded object (pin them first).
     pub fn take(ebpf: &mut Ebpf) -> Result<Self> {
-        let (names64, n64) = take_with_fd(ebpf, MAP_NAMES[0])?;
-        let (names128, n128) = take_with_fd(ebpf, MAP_NAMES[1])?;
-        let (names256, n256) = take_with_fd(ebpf, MAP_NAMES[2])?;
-        let (answers_s, a_s) = take_with_fd(ebpf, MAP_ANSWERS[0])?;
-        let (answers_m, a_m) = take_with_fd(ebpf, MAP_ANSWERS[1])?;
-        let (answers_l, a_l) = take_with_fd(ebpf, MAP_ANSWERS[2])?;
+        Self::from_maps(|name| take(ebpf, name))
+    }
+
+    /// The maps a running daemon pinned in `pin_dir`, as bpftool sees
+    /// them (the benchmarks read the kernel's view through this).
+    pub fn open_pinned(pin_dir: &Path) -> Result<Self> {
+        let mut maps = Self::from_maps(|name| {
+            let path = pin_dir.join(name);
+            let data =
+                MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))?;
+            Ok(Map::from_map_data(data)?)
+        })?;
+        // What the daemon last wrote, so a write through these maps keeps it.
+        maps.shadow = maps.config.get(&0, 0).context("reading config")?;
+        Ok(maps)
+    }
+
+    fn from_maps(mut map: impl FnMut(&str) -> Result<Map>) -> Result<Self> {
+        let (names64, n64) = with_fd(map(MAP_NAMES[0])?, MAP_NAMES[0])?;
+        let (names128, n128) = with_fd(map(MAP_NAMES[1])?, MAP_NAMES[1])?;
+        let (names256, n256) = with_fd(map(MAP_NAMES[2])?, MAP_NAMES[2])?;
+        let (answers_s, a_s) = with_fd(map(MAP_ANSWERS[0])?, MAP_ANSWERS[0])?;
+        let (answers_m, a_m) = with_fd(map(MAP_ANSWERS[1])?, MAP_ANSWERS[1])?;
+        let (answers_l, a_l) = with_fd(map(MAP_ANSWERS[2])?, MAP_ANSWERS[2])?;
         Ok(Self {
             names64: names64.try_into()?,
             names128: names128.try_into()?,
@@ -163,10 +181,10 @@ impl BpfMaps {
             answers_l: answers_l.try_into()?,
             names_fds: [n64, n128, n256],
             answers_fds: [a_s, a_m, a_l],
-            soa: take(ebpf, MAP_SOA)?.try_into()?,
-            config: take(ebpf, MAP_CONFIG)?.try_into()?,
-            dns_addrs: take(ebpf, MAP_DNS_ADDRS)?.try_into()?,
-            counters: take(ebpf, MAP_COUNTERS)?.try_into()?,
+            soa: map(MAP_SOA)?.try_into()?,
+            config: map(MAP_CONFIG)?.try_into()?,
+            dns_addrs: map(MAP_DNS_ADDRS)?.try_into()?,
+            counters: map(MAP_COUNTERS)?.try_into()?,
             shadow: Config::default(),
         })
     }
