@@ -3,13 +3,17 @@ use std::{env, fs, path::PathBuf};
 use anyhow::{Context as _, anyhow};
 use aya_build::{Package, Toolchain};
 
+#[path = "src/btf_char.rs"]
+#[allow(dead_code)]
+mod btf_char;
+
 fn main() -> anyhow::Result<()> {
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").ok_or_else(|| anyhow!("OUT_DIR not set"))?);
-    // AYA_BUILD_SKIP=1 builds the daemon without its XDP object (aya-build
+    let obj = out_dir.join("hsdns");
+    // AYA_BUILD_SKIP=1 builds the daemon without its eBPF object (aya-build
     // honours it); an empty placeholder keeps the crate compiling, and loading
     // then fails at run time with a clear error.
     if env::var_os("AYA_BUILD_SKIP").is_some_and(|v| v == "1") {
-        let obj = out_dir.join("hsdns");
         if !obj.exists() {
             fs::write(&obj, b"").context("placeholder eBPF object")?;
         }
@@ -31,5 +35,19 @@ fn main() -> anyhow::Result<()> {
             ..Default::default()
         }],
         Toolchain::Custom("stable"),
-    )
+    )?;
+    // Name fields print as text in bpftool (see src/btf_char.rs).
+    let mut bytes = fs::read(&obj).with_context(|| format!("reading {}", obj.display()))?;
+    if !bytes.is_empty() {
+        let n = btf_char::mark_char(&mut bytes, "i8").map_err(|e| anyhow!("patching BTF: {e}"))?;
+        if n == 0 {
+            anyhow::bail!("the eBPF object's BTF has no i8 type to mark as char");
+        }
+        // A new file renamed over the old: the old may be a hard link to
+        // the eBPF crate's own build output.
+        let tmp = out_dir.join("hsdns.patched");
+        fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+        fs::rename(&tmp, &obj).with_context(|| format!("replacing {}", obj.display()))?;
+    }
+    Ok(())
 }

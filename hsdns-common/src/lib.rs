@@ -1,24 +1,32 @@
-//! Types shared by the XDP program and the daemon: the layout of every BPF map.
+//! Types shared by the kernel program and the daemon: the layout of every
+//! BPF map, the verdict table, and how names are keyed.
 //!
-//! Memory drives the layout (150,000 pods, 10,000 services): names are keys of
-//! three hash maps whose key sizes are tiers of the wire-format name length, so
-//! a typical 50-byte pod name costs a 64-byte key, not a 256-byte one; answers
-//! live in array maps of three size classes, so the common one-address answer
-//! costs 56 bytes while a 76-address headless service still fits.
+//! Memory drives the layout (150,000 pods, 10,000 services). Names are hash
+//! maps keyed by an 8-byte keyed hash of the name ([`NameHash`]); the value
+//! holds the full name (as dotted text, so bpftool prints it) for the
+//! kernel to verify before any answer, and references to answers. Values
+//! come in three sizes by name length, so a typical 50-byte pod name costs
+//! a 64-byte name field, not a 256-byte one. Answers live in array maps of
+//! three size classes, so the common one-address answer costs 40 bytes
+//! while a 76-address headless service still fits.
 #![no_std]
 
-/// Longest wire-format name (RFC 1035 2.3.4), root label included.
-pub const MAX_NAME_LEN: usize = 255;
-/// The largest DNS message the XDP program sends, and the UDP payload size it
+pub mod name;
+pub mod verdict;
+
+pub use name::{MAX_NAME_LEN, dotted, name_hash, record_check};
+pub use verdict::{Action, Counters, VERDICT_COUNT, Verdict};
+
+/// The largest DNS message the kernel sends, and the UDP payload size it
 /// advertises in its OPT record (DNS flag day 2020).
 pub const EDNS_UDP_SIZE: u16 = 1232;
 /// Reply size limit for a client that sent no OPT record (RFC 1035 4.2.1).
 pub const PLAIN_UDP_SIZE: u16 = 512;
-/// The only port the XDP program answers on.
+/// The only port the kernel answers on.
 pub const DNS_PORT: u16 = 53;
 
-/// Key sizes of the three name maps. A name of wire length `n` lives in the
-/// first tier with `n <= tier`, zero padded to the tier size.
+/// Name field sizes of the three name maps. A name of wire length `n`
+/// lives in the first tier with `n <= tier`, NUL padded.
 pub const NAME_TIERS: [usize; 3] = [64, 128, 256];
 
 /// Map names, as pinned under [`PIN_DIR`].
@@ -28,62 +36,169 @@ pub const MAP_SOA: &str = "soa";
 pub const MAP_DNS_ADDRS: &str = "dns_addrs";
 pub const MAP_CONFIG: &str = "config";
 pub const MAP_COUNTERS: &str = "counters";
+/// The XDP entry point (driver-mode interfaces, uplinks).
 pub const PROGRAM_NAME: &str = "hsdns";
+/// The tc ingress entry point (pod veths).
+pub const PROGRAM_TC: &str = "hsdns_tc";
+/// Bare reflectors on each hook: the floors of the benchmarks, never
+/// attached.
+pub const PROGRAM_FLOOR_XDP: &str = "floor_xdp";
+pub const PROGRAM_FLOOR_TC: &str = "floor_tc";
 pub const PIN_DIR: &str = "/sys/fs/bpf/hsdns";
 
+/// A byte of a name as text. The loader marks this type as a C `char` in
+/// the object's BTF before loading (it is `i8` in Rust, used for nothing
+/// else), so bpftool prints name fields as strings.
+pub type NameChar = i8;
+
+/// Key of the name maps: SipHash-1-3 of the name's dotted form under
+/// `Config::hash_key` (see [`name`]).
 #[repr(C)]
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-pub struct NameKey64 {
-    pub name: [u8; 64],
-}
-#[repr(C)]
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-pub struct NameKey128 {
-    pub name: [u8; 128],
-}
-#[repr(C)]
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-pub struct NameKey256 {
-    pub name: [u8; 256],
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+pub struct NameHash {
+    pub hash: u64,
 }
 
-/// A reference to an answer: `class << 30 | slot` in the answer map of that
-/// class, or one of the sentinels below.
-pub type AnswerRef = u32;
-/// The name exists but has no record of this type: NOERROR, no answer, the
-/// zone's SOA in the authority section (NODATA, RFC 2308).
-pub const REF_NODATA: AnswerRef = u32::MAX;
-/// Records exist but the kernel must not answer them (too large for any UDP
-/// reply, or not stored): pass the query up to userspace.
-pub const REF_PASS: AnswerRef = u32::MAX - 1;
-pub const REF_CLASS_SHIFT: u32 = 30;
-pub const REF_SLOT_MASK: u32 = (1 << REF_CLASS_SHIFT) - 1;
-
-pub const fn answer_ref(class: u32, slot: u32) -> AnswerRef {
-    (class << REF_CLASS_SHIFT) | (slot & REF_SLOT_MASK)
-}
-
-/// Value of the name maps: what the kernel knows about one name.
-#[repr(C)]
+/// Where an answer is, or why there is none.
+///
+/// In the name records a class byte and a slot number; in the daemon's
+/// bookkeeping both packed into an [`AnswerRef`].
+#[repr(u8)]
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
-pub struct NameRecord {
-    /// Answer for QTYPE A.
-    pub a: AnswerRef,
-    /// Answer for QTYPE AAAA.
-    pub aaaa: AnswerRef,
-    /// RCODE of the reply (0 NOERROR, 3 NXDOMAIN).
-    pub rcode: u8,
-    /// Which zone's SOA goes into a negative answer: index `zone * 256 + qname
-    /// wire length` of the `soa` map.
-    pub zone: u8,
-    /// `FLAG_APEX`: this name is the apex of the cluster zone.
-    pub flags: u8,
-    pub _pad: u8,
+pub enum AnswerClass {
+    /// In `answers_s` (one record).
+    #[default]
+    Small = 0,
+    /// In `answers_m`.
+    Medium = 1,
+    /// In `answers_l`.
+    Large = 2,
+    /// The name exists but has no record of this type: NOERROR, no
+    /// answer, the zone's SOA in the authority section (NODATA, RFC 2308).
+    Nodata = 3,
+    /// Records exist but the kernel does not hold them (not addresses, or
+    /// the answer maps were full): the query goes up to userspace.
+    Userspace = 4,
+    /// Records exist but no UDP reply of ours holds them (over 1232
+    /// bytes): the kernel answers with TC=1.
+    Truncated = 5,
 }
 
-/// The name is the cluster zone's apex: names below it that are missing
-/// from the maps follow the NXDOMAIN rule of `Config::nxdomain`.
-pub const FLAG_APEX: u8 = 1;
+impl AnswerClass {
+    pub const fn from_u8(v: u8) -> Option<Self> {
+        Some(match v {
+            0 => Self::Small,
+            1 => Self::Medium,
+            2 => Self::Large,
+            3 => Self::Nodata,
+            4 => Self::Userspace,
+            5 => Self::Truncated,
+            _ => return None,
+        })
+    }
+}
+
+/// An answer reference packed in 32 bits: `class << 29 | slot`.
+pub type AnswerRef = u32;
+pub const REF_CLASS_SHIFT: u32 = 29;
+pub const REF_SLOT_MASK: u32 = (1 << REF_CLASS_SHIFT) - 1;
+pub const REF_NODATA: AnswerRef = answer_ref(AnswerClass::Nodata, 0);
+pub const REF_PASS: AnswerRef = answer_ref(AnswerClass::Userspace, 0);
+pub const REF_TRUNCATED: AnswerRef = answer_ref(AnswerClass::Truncated, 0);
+
+pub const fn answer_ref(class: AnswerClass, slot: u32) -> AnswerRef {
+    ((class as u32) << REF_CLASS_SHIFT) | (slot & REF_SLOT_MASK)
+}
+
+/// The class of a packed reference (`None` for values no syncer writes).
+pub const fn ref_class(r: AnswerRef) -> Option<AnswerClass> {
+    AnswerClass::from_u8((r >> REF_CLASS_SHIFT) as u8)
+}
+
+pub const fn ref_slot(r: AnswerRef) -> u32 {
+    r & REF_SLOT_MASK
+}
+
+/// A name's two answer references, as the daemon hands them to the maps.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct NameRefs {
+    pub a: AnswerRef,
+    pub aaaa: AnswerRef,
+}
+
+/// Byte offset of the reference fields in every name record (the name
+/// field comes first): `a_slot`, `aaaa_slot` as one 8-byte word, then
+/// `check`, then the two class bytes.
+pub const fn refs_offset(tier: usize) -> usize {
+    NAME_TIERS[tier]
+}
+
+macro_rules! name_record {
+    ($name:ident, $n:expr) => {
+        /// Value of a name map: the name, verified by the kernel before it
+        /// answers, and where its A and AAAA answers are.
+        #[repr(C, align(8))]
+        #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+        pub struct $name {
+            /// The lowercase name in dotted form (see [`name`]), NUL padded.
+            pub name: [NameChar; $n],
+            pub a_slot: u32,
+            pub aaaa_slot: u32,
+            /// [`record_check`] of the name's hash and the fields around.
+            pub check: u32,
+            pub a_class: AnswerClass,
+            pub aaaa_class: AnswerClass,
+            pub _pad: [u8; 2],
+        }
+
+        impl $name {
+            /// The record for a name in dotted form with `refs`, checked
+            /// under `hash`. `None` when the name does not fit.
+            pub fn new(dotted: &[u8], hash: u64, refs: NameRefs) -> Option<Self> {
+                if dotted.len() > $n {
+                    return None;
+                }
+                let mut name = [0 as NameChar; $n];
+                for (d, s) in name.iter_mut().zip(dotted) {
+                    *d = *s as NameChar;
+                }
+                let a_class = ref_class(refs.a)?;
+                let aaaa_class = ref_class(refs.aaaa)?;
+                let (a_slot, aaaa_slot) = (ref_slot(refs.a), ref_slot(refs.aaaa));
+                let slots = (a_slot as u64) | ((aaaa_slot as u64) << 32);
+                let classes = (a_class as u16) | ((aaaa_class as u16) << 8);
+                Some(Self {
+                    name,
+                    a_slot,
+                    aaaa_slot,
+                    check: record_check(hash, slots, classes),
+                    a_class,
+                    aaaa_class,
+                    _pad: [0; 2],
+                })
+            }
+
+            /// The references, packed.
+            pub fn refs(&self) -> NameRefs {
+                NameRefs {
+                    a: answer_ref(self.a_class, self.a_slot),
+                    aaaa: answer_ref(self.aaaa_class, self.aaaa_slot),
+                }
+            }
+
+            /// The dotted name's bytes, up to its terminator.
+            pub fn dotted(&self) -> &[u8] {
+                // SAFETY: i8 and u8 have the same layout.
+                let bytes: &[u8; $n] = unsafe { &*(&self.name as *const _ as *const [u8; $n]) };
+                let end = bytes.iter().position(|&b| b == 0).unwrap_or($n - 1);
+                &bytes[..=end]
+            }
+        }
+    };
+}
+name_record!(NameRecord64, 64);
+name_record!(NameRecord128, 128);
+name_record!(NameRecord256, 256);
 
 /// Largest answer section of each answer class, in bytes. A record with a
 /// compressed owner takes 16 bytes for A and 28 for AAAA: the small class
@@ -98,19 +213,18 @@ macro_rules! answer_class {
         #[repr(C)]
         #[derive(Clone, Copy, PartialEq, Eq, Debug)]
         pub struct $name {
-            /// Length of the answer section (of one copy, see `stride`).
+            /// Length of the answer section.
             pub len: u16,
             /// ANCOUNT of the reply.
             pub count: u16,
-            /// One's complement sum of the answer as if it started at an
-            /// even offset (see [`csum_add_bytes`]), so the kernel never loops
-            /// over an answer to checksum it.
+            /// One's complement sum of the section as if it started at an
+            /// even offset (see [`csum_add_bytes`]), so the kernel never
+            /// loops over an answer to checksum it.
             pub csum: u16,
-            /// Size of each record when all have the same size (they do:
-            /// every owner is a pointer to the question): then `bytes` holds
-            /// the answer twice in a row, and the kernel rotates the records
-            /// by copying `len` bytes from `k * stride`, one helper call
-            /// whose bounds the verifier can see. Rotating by whole records
+            /// Size of each record when all have the same even size (they
+            /// do: every owner is a pointer to the question): the kernel
+            /// then rotates the records, copying `bytes[k * stride..len]`
+            /// and then `bytes[..k * stride]`; a rotation by whole records
             /// of even size keeps the checksum. Zero: copy as is.
             pub stride: u16,
             pub bytes: [u8; $n],
@@ -129,15 +243,14 @@ macro_rules! answer_class {
     };
 }
 answer_class!(AnswerS, 32);
-answer_class!(AnswerM, 384);
-answer_class!(AnswerL, 2432);
+answer_class!(AnswerM, 192);
+answer_class!(AnswerL, 1216);
 
 /// Authority section of a negative answer: the zone's SOA with its owner
 /// compressed against the question. The pointer depends on where the zone
 /// starts in the question, so the daemon stores one per question length.
 pub const SOA_BYTES: usize = 184;
-pub const SOA_ENTRIES_PER_ZONE: u32 = 256;
-pub const MAX_ZONES: u32 = 4;
+pub const SOA_ENTRIES: u32 = 256;
 answer_class!(Authority, 184);
 
 /// Key of `dns_addrs`: an address the program answers for, with its family
@@ -168,9 +281,13 @@ impl DnsAddr {
     }
 }
 
+/// Longest zone (dotted form, terminator included) the kernel answers
+/// NXDOMAIN under; longer zones get their negative answers from userspace.
+pub const ZONE_MAX: usize = 64;
+
 /// Runtime switches, one entry.
 #[repr(C)]
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct Config {
     /// Zero until the daemon has written a complete record set: until then the
     /// kernel passes every query up, so partial data never looks authoritative.
@@ -182,98 +299,43 @@ pub struct Config {
     /// `pod.<zone>`, and either the label before the zone is not `svc`, or at
     /// least two labels stand before `svc` (a service or a name below one).
     pub nxdomain: u32,
-    /// Wire length of the cluster zone's name, root label included. The
-    /// zone itself is the name in the maps flagged `FLAG_APEX`.
+    /// Wire length of the cluster zone's name, root label included.
     pub zone_len: u32,
     pub _pad: u32,
+    /// CLOCK_BOOTTIME ns (`bpf_ktime_get_boot_ns`) of the daemon's last
+    /// heartbeat.
+    pub heartbeat_ns: u64,
+    /// Heartbeat older than this: the kernel answers no NXDOMAIN for
+    /// missing names. 0: no bound.
+    pub stale_nxdomain_ns: u64,
+    /// Heartbeat older than this: every query passes up, counted as
+    /// `pass_stale`. 0: no bound.
+    pub stale_pass_ns: u64,
+    /// The SipHash key of the name maps ([`NameHash`]), drawn at random
+    /// when the maps are created and never changed while they live.
+    pub hash_key: [u64; 2],
+    /// Labels of the zone, the root not counted (`cluster.local`: 2).
+    pub zone_labels: u32,
+    pub _pad2: u32,
+    /// The zone in dotted form (see [`name`]), NUL padded.
+    pub zone: [NameChar; ZONE_MAX],
 }
 
-/// Per-CPU verdict counters, one entry; each field counts packets.
-#[repr(C)]
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
-pub struct Counters {
-    pub answered_a: u64,
-    pub answered_aaaa: u64,
-    pub answered_nodata: u64,
-    pub answered_nxdomain: u64,
-    /// Not Ethernet/IP/UDP to port 53: other traffic.
-    pub pass_not_dns: u64,
-    /// UDP port 53 but not to one of `dns_addrs`.
-    pub pass_not_our_addr: u64,
-    /// The daemon has not finished its first sync.
-    pub pass_not_ready: u64,
-    /// IPv4 fragment or IPv6 extension header.
-    pub pass_fragment: u64,
-    /// Not a plain query: QR=1, OPCODE, TC, counts, an additional record
-    /// that is not an EDNS version 0 OPT.
-    pub pass_unsupported_query: u64,
-    /// Not class IN, or a QTYPE other than A/AAAA.
-    pub pass_unsupported_type: u64,
-    pub pass_unknown_name: u64,
-    /// The answer does not fit what the client accepts.
-    pub pass_too_large: u64,
-    /// Lengths that do not add up, labels over 63, compression in the
-    /// question, names over 255 bytes.
-    pub pass_malformed: u64,
-    /// The name's records are kept in userspace only.
-    pub pass_userspace_only: u64,
-    /// A helper failed (adjusting the packet, a dangling answer reference).
-    pub pass_internal: u64,
-    /// The frame could not grow to the reply's size. On a veth the frame is
-    /// the sender's skb buffer. Measured: in generic (skb) mode a reply 59
-    /// bytes longer than the query (three A records and an OPT) fit, one 811
-    /// bytes longer (50 records) did not; in native (driver) mode not even
-    /// one record fit (the skb is used as is when its headroom suffices).
-    pub pass_no_room: u64,
-    /// A helper failed after the rewrite began (cannot happen with the
-    /// bounds checked before it; counted so it would not go unseen).
-    pub dropped_internal: u64,
-}
-
-impl Counters {
-    /// Every counter with its field name, in declaration order (for
-    /// metrics and summing per-CPU values without listing fields again).
-    pub fn fields(&self) -> [(&'static str, u64); 17] {
-        [
-            ("answered_a", self.answered_a),
-            ("answered_aaaa", self.answered_aaaa),
-            ("answered_nodata", self.answered_nodata),
-            ("answered_nxdomain", self.answered_nxdomain),
-            ("pass_not_dns", self.pass_not_dns),
-            ("pass_not_our_addr", self.pass_not_our_addr),
-            ("pass_not_ready", self.pass_not_ready),
-            ("pass_fragment", self.pass_fragment),
-            ("pass_unsupported_query", self.pass_unsupported_query),
-            ("pass_unsupported_type", self.pass_unsupported_type),
-            ("pass_unknown_name", self.pass_unknown_name),
-            ("pass_too_large", self.pass_too_large),
-            ("pass_malformed", self.pass_malformed),
-            ("pass_userspace_only", self.pass_userspace_only),
-            ("pass_internal", self.pass_internal),
-            ("pass_no_room", self.pass_no_room),
-            ("dropped_internal", self.dropped_internal),
-        ]
-    }
-
-    /// Field-wise sum, for per-CPU values.
-    pub fn add(&mut self, o: &Counters) {
-        self.answered_a += o.answered_a;
-        self.answered_aaaa += o.answered_aaaa;
-        self.answered_nodata += o.answered_nodata;
-        self.answered_nxdomain += o.answered_nxdomain;
-        self.pass_not_dns += o.pass_not_dns;
-        self.pass_not_our_addr += o.pass_not_our_addr;
-        self.pass_not_ready += o.pass_not_ready;
-        self.pass_fragment += o.pass_fragment;
-        self.pass_unsupported_query += o.pass_unsupported_query;
-        self.pass_unsupported_type += o.pass_unsupported_type;
-        self.pass_unknown_name += o.pass_unknown_name;
-        self.pass_too_large += o.pass_too_large;
-        self.pass_malformed += o.pass_malformed;
-        self.pass_userspace_only += o.pass_userspace_only;
-        self.pass_internal += o.pass_internal;
-        self.pass_no_room += o.pass_no_room;
-        self.dropped_internal += o.dropped_internal;
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            answering: 0,
+            nxdomain: 0,
+            zone_len: 0,
+            _pad: 0,
+            heartbeat_ns: 0,
+            stale_nxdomain_ns: 0,
+            stale_pass_ns: 0,
+            hash_key: [0; 2],
+            zone_labels: 0,
+            _pad2: 0,
+            zone: [0; ZONE_MAX],
+        }
     }
 }
 
@@ -301,10 +363,10 @@ pub const fn csum_fold(mut sum: u32) -> u16 {
 #[cfg(feature = "user")]
 mod user {
     use super::*;
-    unsafe impl aya::Pod for NameKey64 {}
-    unsafe impl aya::Pod for NameKey128 {}
-    unsafe impl aya::Pod for NameKey256 {}
-    unsafe impl aya::Pod for NameRecord {}
+    unsafe impl aya::Pod for NameHash {}
+    unsafe impl aya::Pod for NameRecord64 {}
+    unsafe impl aya::Pod for NameRecord128 {}
+    unsafe impl aya::Pod for NameRecord256 {}
     unsafe impl aya::Pod for AnswerS {}
     unsafe impl aya::Pod for AnswerM {}
     unsafe impl aya::Pod for AnswerL {}

@@ -3,9 +3,11 @@
 //! `source` (manifests, later the API) -> `records` (the record table) ->
 //! `dns` (wire encoding, userspace resolver) -> `maps` (sync into BPF maps) ->
 //! `loader` (load, attach, pin) -> `daemon` (wiring, signals); `cli` parses.
+pub mod btf_char;
 pub mod cli;
 pub mod daemon;
 pub mod dns;
+pub mod kernel_cases;
 pub mod links;
 pub mod loader;
 pub mod maps;

@@ -11,14 +11,21 @@ use std::{
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
-    programs::{Xdp, XdpMode, xdp::XdpLinkId},
+    programs::{SchedClassifier, Xdp, XdpMode, xdp::XdpLinkId},
 };
 use hsdns_common::{
     MAP_ANSWERS, MAP_CONFIG, MAP_COUNTERS, MAP_DNS_ADDRS, MAP_NAMES, MAP_SOA, PROGRAM_NAME,
+    PROGRAM_TC,
 };
 
-/// The XDP object built by `hsdns/build.rs` from the hsdns-ebpf crate.
+/// The eBPF object built by `hsdns/build.rs` from the hsdns-ebpf crate
+/// (XDP and tc entry points, their floors, the maps).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/hsdns"));
+
+/// The eBPF object's bytes, for tests and benchmarks.
+pub fn object() -> &'static [u8] {
+    OBJECT
+}
 
 /// Map capacities. Hash maps are created without preallocation, so unused
 /// name capacity costs only hash buckets; answer arrays are preallocated and
@@ -38,8 +45,8 @@ impl Default for Capacities {
     }
 }
 
-/// Loads and verifies the program with the given capacities. Nothing is
-/// attached or pinned yet.
+/// Loads and verifies the programs (XDP and tc) with the given
+/// capacities. Nothing is attached or pinned yet.
 pub fn load(caps: &Capacities) -> Result<Ebpf> {
     if OBJECT.is_empty() {
         bail!("this hsdns was built with AYA_BUILD_SKIP=1 and carries no XDP program");
@@ -57,7 +64,18 @@ pub fn load(caps: &Capacities) -> Result<Ebpf> {
     program(&mut ebpf)?
         .load()
         .context("the kernel rejected the XDP program")?;
+    program_tc(&mut ebpf)?
+        .load()
+        .context("the kernel rejected the tc program")?;
     Ok(ebpf)
+}
+
+/// The tc ingress entry point (pod veths).
+pub fn program_tc(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier> {
+    ebpf.program_mut(PROGRAM_TC)
+        .ok_or_else(|| anyhow!("no program {PROGRAM_TC} in the object"))?
+        .try_into()
+        .context("program type")
 }
 
 pub fn program(ebpf: &mut Ebpf) -> Result<&mut Xdp> {

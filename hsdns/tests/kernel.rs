@@ -1,31 +1,33 @@
-//! The XDP program through BPF_PROG_TEST_RUN: a table of (input packet,
-//! expected verdict, expected output), each answer compared byte for byte
-//! with the userspace resolver's answer to the same query.
+//! The kernel program through BPF_PROG_TEST_RUN, on both entry points (XDP
+//! and tc): the table of (input packet, expected verdict, expected output)
+//! in `hsdns::kernel_cases`, every answer compared byte for byte with the
+//! userspace resolver's, framed; then what a table cannot show: rotation,
+//! updates and element reuse under concurrent queries, crossed records,
+//! the verifier's budget.
 //!
 //! Needs root (it loads BPF programs): run through `cargo xtask test`.
 
 use std::{
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    sync::Arc,
+    net::{IpAddr, Ipv4Addr},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
 };
 
-use aya::{
-    Ebpf,
-    programs::{TestRun as _, TestRunOptions},
-};
-use hickory_proto::{
-    op::Message,
-    rr::{RecordType, rdata::opt::EdnsOption},
-};
+use aya::programs::{SchedClassifier, Xdp};
+use hickory_proto::{op::Message, rr::RecordType};
 use hsdns::{
     dns::resolver::{self, Verdict as UserVerdict},
+    kernel_cases::{self, Hook, Kernel, Setup, reply_frame},
     loader::{self, Capacities},
     maps::{AnswerWrite, Backend as _, NameWrite, Syncer, bpf::BpfMaps},
-    records::{RecordTable, ZoneConfig},
+    records::RecordTable,
     source,
     testing::*,
 };
-use hsdns_common::{Counters, NameRecord, REF_NODATA};
+use hsdns_common::{Action, Counters, NameRefs, REF_NODATA, Verdict, answer_ref};
 
 fn require_root() {
     // SAFETY: geteuid has no preconditions.
@@ -37,521 +39,113 @@ fn require_root() {
     }
 }
 
-fn table() -> RecordTable {
-    let mut objects = source::embedded_seed();
-    for (name, n) in [("big40", 40), ("big100", 100)] {
-        let extra = source::parse_manifests(name, &headless_yaml("big", name, n)).unwrap();
-        objects.services.extend(extra.services);
-        objects.slices.extend(extra.slices);
-    }
-    RecordTable::build(&ZoneConfig::default(), &objects, 12345)
+fn kernel() -> Kernel {
+    require_root();
+    Kernel::load().expect("load")
 }
 
-struct Kernel {
-    ebpf: Ebpf,
-    syncer: Syncer<BpfMaps>,
-    table: RecordTable,
+fn total(c: &Counters) -> u64 {
+    c.fields().iter().map(|(_, n)| n).sum()
 }
 
-impl Kernel {
-    fn new(answering: bool) -> Self {
-        Self::with_nxdomain(answering, false)
+/// Runs one packet on one hook; checks the return code, the counter (that
+/// one moved, by one, and nothing else), and the output against
+/// `expected` (any of them; empty: the packet goes up untouched).
+fn check(k: &Kernel, hook: Hook, pkt: &[u8], verdict: Verdict, expected: &[Vec<u8>]) -> Result<(), String> {
+    let before = k.counters().map_err(|e| e.to_string())?;
+    let (code, out, _) = k.run(hook, pkt).map_err(|e| e.to_string())?;
+    let after = k.counters().map_err(|e| e.to_string())?;
+    let mut errs = Vec::new();
+    if code != hook.code(verdict.action()) {
+        errs.push(format!("return code {code}, want {}", hook.code(verdict.action())));
     }
+    if after.get(verdict) != before.get(verdict) + 1 || total(&after) != total(&before) + 1 {
+        let moved: Vec<_> = after
+            .fields()
+            .iter()
+            .zip(before.fields())
+            .filter(|(a, b)| a.1 != b.1)
+            .map(|(a, _)| a.0)
+            .collect();
+        errs.push(format!("counted under {moved:?}, want {}", verdict.name()));
+    }
+    if expected.is_empty() {
+        if out != pkt {
+            errs.push("a passed packet was changed".into());
+        }
+    } else if !expected.contains(&out) {
+        errs.push(format!(
+            "reply differs from the oracle's:\n  got  {out:02x?}\n  want {:02x?}",
+            expected[0]
+        ));
+    }
+    if errs.is_empty() { Ok(()) } else { Err(errs.join("; ")) }
+}
 
-    fn with_nxdomain(answering: bool, nxdomain: bool) -> Self {
-        require_root();
-        let caps = Capacities::default();
-        let mut ebpf = loader::load(&caps).expect("load");
-        let mut maps = BpfMaps::take(&mut ebpf).unwrap();
-        maps.add_dns_addr(IpAddr::V4(DNS4)).unwrap();
-        maps.add_dns_addr(IpAddr::V6(DNS6)).unwrap();
-        let mut table = table();
-        let mut syncer = Syncer::new(maps, &caps);
-        syncer.set_nxdomain(nxdomain);
-        syncer.write_soa(&table).unwrap();
-        syncer.sync_new(&mut table).unwrap();
-        syncer.backend_mut().set_answering(answering).unwrap();
-        Self {
-            ebpf,
-            syncer,
-            table,
+/// Every case of the table, on both entry points.
+#[test]
+fn every_case_on_both_entry_points() {
+    let mut k = kernel();
+    let cases = kernel_cases::cases();
+    let mut setups: Vec<Setup> = Vec::new();
+    for c in &cases {
+        if !setups.contains(&c.setup) {
+            setups.push(c.setup);
         }
     }
-
-    fn counters(&self) -> Counters {
-        self.syncer.backend().counters().unwrap()
-    }
-
-    fn run(&mut self, pkt: &[u8]) -> (u32, Vec<u8>) {
-        let prog = loader::program(&mut self.ebpf).unwrap();
-        let mut out = vec![0u8; 4096];
-        let r = prog
-            .test_run(TestRunOptions {
-                data_in: Some(pkt),
-                data_out: Some(&mut out),
-                ..Default::default()
-            })
-            .expect("BPF_PROG_TEST_RUN");
-        out.truncate(r.data_size_out as usize);
-        (r.return_value, out)
-    }
-}
-
-/// Parses a reply frame, checks every header invariant against the query
-/// frame, and returns the DNS payload.
-fn check_reply(q: &Frame, out: &[u8]) -> Vec<u8> {
-    assert_eq!(&out[0..6], &CLIENT_MAC, "destination MAC is the client's");
-    assert_eq!(&out[6..12], &NODE_MAC, "source MAC is ours");
-    let mut o = 12;
-    if let Some(tci) = q.vlan {
-        assert_eq!(
-            &out[12..16],
-            &[0x81, 0, (tci >> 8) as u8, tci as u8],
-            "VLAN tag kept"
-        );
-        o = 16;
-    }
-    let l4 = match (q.src, q.dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => {
-            assert_eq!(&out[o..o + 2], &[0x08, 0x00]);
-            let ip = &out[o + 2..o + 22];
-            assert_eq!(ip[0], 0x45, "reply has a plain 20-byte IPv4 header");
-            assert_eq!(
-                u16::from_be_bytes([ip[2], ip[3]]) as usize,
-                out.len() - o - 2,
-                "IPv4 total length"
-            );
-            assert_eq!(fold(sum16(ip)), 0xffff, "IPv4 header checksum");
-            assert_eq!(&ip[12..16], &d.octets(), "source is the DNS address");
-            assert_eq!(&ip[16..20], &s.octets(), "destination is the client");
-            assert_eq!(
-                u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff,
-                0,
-                "not a fragment"
-            );
-            o + 22
-        }
-        (IpAddr::V6(s), IpAddr::V6(d)) => {
-            assert_eq!(&out[o..o + 2], &[0x86, 0xdd]);
-            let ip = &out[o + 2..o + 42];
-            assert_eq!(ip[0] >> 4, 6);
-            assert_eq!(
-                u16::from_be_bytes([ip[4], ip[5]]) as usize,
-                out.len() - o - 42,
-                "IPv6 payload length"
-            );
-            assert_eq!(ip[6], 17);
-            assert_eq!(&ip[8..24], &d.octets());
-            assert_eq!(&ip[24..40], &s.octets());
-            o + 42
-        }
-        _ => unreachable!(),
-    };
-    let udp = &out[l4..];
-    assert_eq!(
-        u16::from_be_bytes([udp[0], udp[1]]),
-        q.dport,
-        "source port 53"
-    );
-    assert_eq!(
-        u16::from_be_bytes([udp[2], udp[3]]),
-        q.sport,
-        "client's port"
-    );
-    assert_eq!(
-        u16::from_be_bytes([udp[4], udp[5]]) as usize,
-        udp.len(),
-        "UDP length"
-    );
-    let mut zeroed = udp.to_vec();
-    zeroed[6] = 0;
-    zeroed[7] = 0;
-    assert_eq!(
-        u16::from_be_bytes([udp[6], udp[7]]),
-        l4_checksum(q.dst, q.src, &zeroed),
-        "UDP checksum"
-    );
-    udp[8..].to_vec()
-}
-
-/// Runs one query frame through the kernel and checks it against the
-/// userspace resolver: the same verdict, and for answers the same bytes.
-fn expect_same(k: &mut Kernel, f: &Frame) -> (u32, Option<Message>) {
-    let before = k.counters();
-    let input = f.bytes();
-    let (action, out) = k.run(&input);
-    let after = k.counters();
-    match resolver::respond(&k.table, &f.payload) {
-        UserVerdict::Answer(expected) => {
-            assert_eq!(action, XDP_TX, "userspace answers this, so must the kernel");
-            let dns = check_reply(f, &out);
-            // The kernel rotates multi-address answers; it must equal the
-            // userspace answer rotated by some number of places.
-            if dns != expected {
-                let rot = rotation(&k.table, &f.payload, &dns);
-                assert!(rot.is_some(), "kernel and userspace answers differ");
+    let mut failures = Vec::new();
+    let mut runs = 0;
+    for setup in setups {
+        k.apply(setup).unwrap();
+        for case in cases.iter().filter(|c| c.setup == setup) {
+            let expected = match case.expected(&k.table) {
+                Ok(e) => e,
+                Err(e) => {
+                    failures.push(format!("{e:#}"));
+                    continue;
+                }
+            };
+            if case.verdict.action() == Action::Answer {
+                assert!(!expected.is_empty(), "{}", case.name);
             }
-            let msg = Message::from_vec(&dns).expect("reply parses");
-            let q = Message::from_vec(&f.payload).unwrap();
-            assert_eq!(msg.metadata.id, q.metadata.id);
-            assert_eq!(
-                msg.queries, q.queries,
-                "answers exactly the question, as sent"
-            );
-            assert_eq!(
-                answered(&after) - answered(&before),
-                1,
-                "an answered counter moved"
-            );
-            (action, Some(msg))
-        }
-        UserVerdict::Pass(reason) => {
-            assert_eq!(
-                action, XDP_PASS,
-                "userspace passes this ({reason:?}), so must the kernel"
-            );
-            assert_eq!(out, input, "a passed packet goes up untouched");
-            (action, None)
+            let pkt = case.frame.bytes();
+            for hook in Hook::ALL {
+                runs += 1;
+                if let Err(e) = check(&k, hook, &pkt, case.verdict, &expected) {
+                    failures.push(format!("{} on {}: {e}", case.name, hook.name()));
+                }
+            }
         }
     }
-}
-
-/// By how many places the kernel rotated the addresses in `reply`, if it is
-/// the userspace answer rotated at all.
-fn rotation(table: &RecordTable, query: &[u8], reply: &[u8]) -> Option<usize> {
-    (0..80).find(|&r| {
-        resolver::respond_rotated(table, query, r) == UserVerdict::Answer(reply.to_vec())
-    })
-}
-
-fn answered(c: &Counters) -> u64 {
-    c.answered_a + c.answered_aaaa + c.answered_nodata + c.answered_nxdomain
-}
-
-/// Runs a frame that must pass, checking that exactly `field` counted it.
-fn expect_pass(k: &mut Kernel, f: &Frame, field: fn(&Counters) -> u64, what: &str) {
-    let before = k.counters();
-    let input = f.bytes();
-    let (action, out) = k.run(&input);
-    let after = k.counters();
-    assert_eq!(action, XDP_PASS, "{what}: must pass");
-    assert_eq!(out, input, "{what}: a passed packet goes up untouched");
-    assert_eq!(
-        field(&after) - field(&before),
-        1,
-        "{what}: its counter moved"
-    );
-    assert_eq!(
-        answered(&after),
-        answered(&before),
-        "{what}: nothing answered"
-    );
-}
-
-const POD: &str = "nginx-0.nginx-headless.test.svc.cluster.local.";
-const SVC: &str = "nginx-headless.test.svc.cluster.local.";
-
-fn ips(msg: &Message) -> Vec<IpAddr> {
-    msg.answers
-        .iter()
-        .filter_map(|r| match &r.data {
-            hickory_proto::rr::RData::A(a) => Some(IpAddr::V4(a.0)),
-            hickory_proto::rr::RData::AAAA(a) => Some(IpAddr::V6(a.0)),
-            _ => None,
-        })
-        .collect()
-}
-
-#[test]
-fn answers_a_and_aaaa_for_known_names() {
-    let mut k = Kernel::new(true);
-    let before = k.counters();
-    let (_, m) = expect_same(&mut k, &Frame::v4(query(POD, RecordType::A, None)));
-    assert_eq!(ips(&m.unwrap()), vec![IpAddr::V4(CLIENT4)]);
-    let (_, m) = expect_same(&mut k, &Frame::v4(query(SVC, RecordType::A, Some(1232))));
-    let m = m.unwrap();
-    assert_eq!(ips(&m).len(), 3, "every ready endpoint");
-    assert!(m.edns.is_some(), "OPT echoed when the query had one");
-    let (_, m) = expect_same(&mut k, &Frame::v6(query(POD, RecordType::AAAA, None)));
-    assert_eq!(ips(&m.unwrap()), vec![IpAddr::V6(CLIENT6)]);
-    let (_, m) = expect_same(&mut k, &Frame::v6(query(SVC, RecordType::AAAA, Some(4096))));
-    assert_eq!(ips(&m.unwrap()).len(), 3);
-    let after = k.counters();
-    assert_eq!(after.answered_a - before.answered_a, 2);
-    assert_eq!(after.answered_aaaa - before.answered_aaaa, 2);
-}
-
-#[test]
-fn keeps_the_question_case_and_matches_case_insensitively() {
-    let mut k = Kernel::new(true);
-    for name in [
-        "NGINX-0.nginx-headless.TEST.svc.cluster.local.",
-        "nGiNx-HeAdLeSs.TeSt.SvC.cLuStEr.LoCaL.",
-        "NGINX-HEADLESS.TEST.SVC.CLUSTER.LOCAL.",
-    ] {
-        for qtype in [RecordType::A, RecordType::AAAA] {
-            let (action, m) = expect_same(&mut k, &Frame::v4(query(name, qtype, Some(1232))));
-            assert_eq!(action, XDP_TX, "{name}");
-            let m = m.unwrap();
-            let q = m.queries[0].name().to_ascii();
-            assert_eq!(q, name, "0x20 case survives");
+    k.apply(Setup::default()).unwrap();
+    for (name, pkt, verdict) in kernel_cases::raw_cases() {
+        for hook in Hook::ALL {
+            runs += 1;
+            if let Err(e) = check(&k, hook, &pkt, verdict, &[]) {
+                failures.push(format!("{name} on {}: {e}", hook.name()));
+            }
         }
     }
+    assert!(runs > 200, "only {runs} runs");
+    assert!(failures.is_empty(), "{} of {runs} runs failed:\n{}", failures.len(), failures.join("\n"));
 }
 
+/// The table covers every verdict but the ones no packet can provoke
+/// from outside (crossed records and helper failures have their own tests
+/// or none).
 #[test]
-fn nodata_carries_the_zone_soa() {
-    let mut k = Kernel::new(true);
-    // big40 has no IPv6 endpoints: AAAA is NODATA, as CoreDNS answers it.
-    for name in [
-        "big40.big.svc.cluster.local.",
-        "BIG40.Big.SVC.cluster.LOCAL.",
-    ] {
-        let before = k.counters();
-        let (action, m) = expect_same(&mut k, &Frame::v4(query(name, RecordType::AAAA, None)));
-        assert_eq!(action, XDP_TX);
-        let m = m.unwrap();
-        assert!(m.answers.is_empty());
-        assert_eq!(m.authorities.len(), 1);
-        assert_eq!(m.authorities[0].record_type(), RecordType::SOA);
-        assert_eq!(
-            m.authorities[0].name.to_lowercase().to_ascii(),
-            "cluster.local."
-        );
-        assert_eq!(k.counters().answered_nodata - before.answered_nodata, 1);
-    }
-}
-
-#[test]
-fn vlan_ipv4_options_and_ipv6_are_answered() {
-    let mut k = Kernel::new(true);
-    let mut f = Frame::v4(query(POD, RecordType::A, None));
-    f.vlan = Some(42);
-    assert_eq!(expect_same(&mut k, &f).0, XDP_TX, "802.1Q");
-    let mut f = Frame::v4(query(POD, RecordType::A, Some(1232)));
-    // Record Route (7), length 11, pointer 4, plus end-of-list padding.
-    f.ip_options = vec![7, 11, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-    assert_eq!(expect_same(&mut k, &f).0, XDP_TX, "IPv4 options");
-    let mut f = Frame::v6(query(SVC, RecordType::A, None));
-    f.vlan = Some(7);
-    assert_eq!(expect_same(&mut k, &f).0, XDP_TX, "IPv6 in VLAN");
-}
-
-#[test]
-fn size_limits_follow_the_client() {
-    let mut k = Kernel::new(true);
-    let name = "big40.big.svc.cluster.local.";
-    // 40 addresses: 640 answer bytes, over 512 without EDNS.
-    let before = k.counters();
-    let (a, _) = expect_same(&mut k, &Frame::v4(query(name, RecordType::A, None)));
-    assert_eq!(a, XDP_PASS);
-    assert_eq!(k.counters().pass_too_large - before.pass_too_large, 1);
-    let (a, m) = expect_same(&mut k, &Frame::v4(query(name, RecordType::A, Some(1232))));
-    assert_eq!(a, XDP_TX);
-    assert_eq!(ips(&m.unwrap()).len(), 40);
-    // A client that advertises less than 512 still gets 512.
-    let (a, _) = expect_same(&mut k, &Frame::v4(query(name, RecordType::A, Some(600))));
-    assert_eq!(a, XDP_PASS);
-    // 100 addresses never fit a UDP reply of ours: kept in userspace.
-    let before = k.counters();
-    let (a, _) = expect_same(
-        &mut k,
-        &Frame::v4(query(
-            "big100.big.svc.cluster.local.",
-            RecordType::A,
-            Some(4096),
-        )),
-    );
-    assert_eq!(a, XDP_PASS);
-    assert_eq!(
-        k.counters().pass_userspace_only - before.pass_userspace_only,
-        1
-    );
-}
-
-#[test]
-fn passes_what_is_not_a_query_for_us() {
-    let mut k = Kernel::new(true);
-    let q = query(POD, RecordType::A, None);
-
-    let mut f = Frame::v4(q.clone());
-    f.dport = 5353;
-    expect_pass(&mut k, &f, |c| c.pass_not_dns, "wrong port");
-
-    let mut f = Frame::v4(q.clone());
-    f.dst = Ipv4Addr::new(169, 254, 20, 11).into();
-    expect_pass(&mut k, &f, |c| c.pass_not_our_addr, "wrong address");
-
-    let mut f = Frame::v4(q.clone());
-    f.proto = 6;
-    expect_pass(&mut k, &f, |c| c.pass_not_dns, "TCP");
-
-    let mut f = Frame::v4(q.clone());
-    f.frag = 0x2000; // MF
-    expect_pass(&mut k, &f, |c| c.pass_fragment, "first fragment");
-    let mut f = Frame::v4(q.clone());
-    f.frag = 0x0010;
-    expect_pass(&mut k, &f, |c| c.pass_fragment, "later fragment");
-
-    let mut arp = Frame::v4(q.clone()).bytes();
-    arp[12] = 0x08;
-    arp[13] = 0x06;
-    let before = k.counters();
-    let (a, out) = k.run(&arp);
-    assert_eq!((a, &out), (XDP_PASS, &arp));
-    assert_eq!(k.counters().pass_not_dns - before.pass_not_dns, 1);
-}
-
-/// A query message with a byte patched.
-fn patched(name: &str, at: usize, val: u8) -> Vec<u8> {
-    let mut q = query(name, RecordType::A, None);
-    q[at] = val;
-    q
-}
-
-#[test]
-fn passes_queries_it_cannot_answer_exactly() {
-    let mut k = Kernel::new(true);
-    // (query bytes, counter, description); each also agrees with userspace.
-    type Case = (Vec<u8>, fn(&Counters) -> u64, &'static str);
-    let mut label64 = query("x.svc.cluster.local.", RecordType::A, None);
-    // Replace the 1-byte label "x" by a 64-byte label.
-    label64.splice(
-        12..14,
-        std::iter::once(64).chain(std::iter::repeat_n(b'a', 64)),
-    );
-    let mut long = vec![0u8; 12];
-    long[5] = 1;
-    for _ in 0..5 {
-        long.push(63);
-        long.extend(std::iter::repeat_n(b'a', 63));
-    }
-    long.extend_from_slice(&[0, 0, 1, 0, 1]);
-    let mut ptr = query(POD, RecordType::A, None);
-    // The question name as a compression pointer to itself.
-    ptr.truncate(12);
-    ptr.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1]);
-    let mut qd2 = query(POD, RecordType::A, None);
-    let question = qd2[12..].to_vec();
-    qd2.extend_from_slice(&question);
-    qd2[5] = 2;
-    let mut cookie = Message::from_vec(&query(POD, RecordType::A, Some(1232))).unwrap();
-    cookie
-        .edns
-        .as_mut()
-        .unwrap()
-        .options_mut()
-        .insert(EdnsOption::Unknown(10, vec![1, 2, 3, 4, 5, 6, 7, 8]));
-    let cookie = cookie.to_vec().unwrap();
-    // A client cookie is ignored, not echoed: answered.
-    let (a, m) = expect_same(&mut k, &Frame::v4(cookie.clone()));
-    assert_eq!(a, XDP_TX, "EDNS with a cookie option");
-    assert!(m.unwrap().edns.unwrap().options().as_ref().is_empty());
-    let mut v1 = query(POD, RecordType::A, Some(1232));
-    let n = v1.len();
-    v1[n - 5] = 1; // EDNS version 1
-    let mut trailing = query(POD, RecordType::A, None);
-    trailing.push(0);
-    let cases: Vec<Case> = vec![
-        (patched(POD, 2, 0x81), |c| c.pass_unsupported_query, "QR=1"),
-        (
-            patched(POD, 2, 0x29),
-            |c| c.pass_unsupported_query,
-            "OPCODE=5",
-        ),
-        (patched(POD, 2, 0x03), |c| c.pass_unsupported_query, "TC=1"),
-        (qd2, |c| c.pass_unsupported_query, "QDCOUNT=2"),
-        (
-            patched(POD, 7, 1),
-            |c| c.pass_unsupported_query,
-            "ANCOUNT=1",
-        ),
-        (
-            patched(POD, 9, 1),
-            |c| c.pass_unsupported_query,
-            "NSCOUNT=1",
-        ),
-        (v1, |c| c.pass_unsupported_query, "EDNS version 1"),
-        (
-            query(POD, RecordType::A, None)[..10].to_vec(),
-            |c| c.pass_malformed,
-            "truncated header",
-        ),
-        (
-            query(POD, RecordType::A, None)[..30].to_vec(),
-            |c| c.pass_malformed,
-            "truncated name",
-        ),
-        (label64, |c| c.pass_malformed, "label over 63"),
-        (long, |c| c.pass_malformed, "name over 255"),
-        (
-            ptr,
-            |c| c.pass_malformed,
-            "compression pointer in the question",
-        ),
-        (trailing, |c| c.pass_malformed, "trailing byte"),
-        (
-            query(POD, RecordType::TXT, None),
-            |c| c.pass_unsupported_type,
-            "TXT",
-        ),
-        (
-            query(POD, RecordType::SRV, None),
-            |c| c.pass_unsupported_type,
-            "SRV",
-        ),
-        (
-            query(
-                "nginx-9.nginx-headless.test.svc.cluster.local.",
-                RecordType::A,
-                None,
-            ),
-            |c| c.pass_unknown_name,
-            "unknown name",
-        ),
-        (
-            query("example.test.", RecordType::A, None),
-            |c| c.pass_unknown_name,
-            "outside the zone",
-        ),
-    ];
-    for (payload, field, what) in cases {
-        for f in [Frame::v4(payload.clone()), Frame::v6(payload.clone())] {
-            let (a, _) = expect_same(&mut k, &f);
-            assert_eq!(a, XDP_PASS, "{what}");
-            expect_pass(&mut k, &f, field, what);
+fn the_table_covers_every_verdict() {
+    let cases = kernel_cases::cases();
+    for v in Verdict::ALL {
+        if matches!(v, Verdict::Crossed | Verdict::Internal | Verdict::NoRoom | Verdict::Dropped) {
+            continue;
         }
+        assert!(cases.iter().any(|c| c.verdict == v), "no case for {}", v.name());
     }
-    let mut ch = Message::from_vec(&query(POD, RecordType::A, None)).unwrap();
-    ch.queries[0].set_query_class(hickory_proto::rr::DNSClass::CH);
-    let f = Frame::v4(ch.to_vec().unwrap());
-    expect_same(&mut k, &f);
-    expect_pass(&mut k, &f, |c| c.pass_unsupported_type, "class CH");
-}
-
-#[test]
-fn passes_everything_until_the_first_sync_is_complete() {
-    let mut k = Kernel::new(false);
-    let f = Frame::v4(query(POD, RecordType::A, None));
-    expect_pass(&mut k, &f, |c| c.pass_not_ready, "before the first sync");
-    k.syncer.backend_mut().set_answering(true).unwrap();
-    assert_eq!(expect_same(&mut k, &f).0, XDP_TX);
-}
-
-#[test]
-fn dns_addrs_are_the_only_addresses_answered() {
-    let mut k = Kernel::new(true);
-    let mut f = Frame::v4(query(POD, RecordType::A, None));
-    f.dst = Ipv4Addr::new(169, 254, 30, 1).into();
-    expect_pass(&mut k, &f, |c| c.pass_not_our_addr, "other IPv4");
-    // An IPv6 packet to ::ffff:169.254.20.10 is not a query to our IPv4
-    // address.
-    let mut f = Frame::v6(query(POD, RecordType::A, None));
-    f.dst = IpAddr::V6(DNS4.to_ipv6_mapped());
-    expect_pass(&mut k, &f, |c| c.pass_not_our_addr, "IPv4-mapped IPv6");
-    let mut f = Frame::v6(query(POD, RecordType::A, None));
-    f.dst = Ipv6Addr::new(0xfd00, 0x20, 0, 0, 0, 0, 0, 0x11).into();
-    expect_pass(&mut k, &f, |c| c.pass_not_our_addr, "other IPv6");
+    // And the size boundaries.
+    for (size, _) in kernel_cases::SIZES {
+        assert!(cases.iter().any(|c| c.name.contains(&format!("reply of {size} bytes"))));
+    }
 }
 
 /// Pins the calling thread to one CPU: the rotation position is per CPU.
@@ -561,138 +155,122 @@ fn pin_to_cpu0() {
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(0, &mut set);
-        assert_eq!(
-            libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set),
-            0
-        );
+        assert_eq!(libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set), 0);
     }
+}
+
+/// By how many places the kernel rotated the addresses in `reply`, if it is
+/// the userspace answer rotated at all.
+fn rotation(table: &RecordTable, query: &[u8], reply: &[u8]) -> Option<usize> {
+    (0..128).find(|&r| resolver::respond_rotated(table, query, r) == UserVerdict::Answer(reply.to_vec()))
+}
+
+/// The DNS payload of a reply frame (checked against the oracle's framing).
+fn payload(f: &Frame, out: &[u8]) -> Vec<u8> {
+    let hdr = reply_frame(f, Vec::new()).len();
+    out[hdr..].to_vec()
 }
 
 #[test]
 fn multi_address_answers_rotate_like_round_robin() {
     pin_to_cpu0();
-    let mut k = Kernel::new(true);
-    for (name, qtype, n) in [
-        (SVC, RecordType::A, 3),
-        (SVC, RecordType::AAAA, 3),
-        ("big40.big.svc.cluster.local.", RecordType::A, 40),
-    ] {
-        let f = Frame::v6(query(name, qtype, Some(1232)));
-        let mut starts = Vec::new();
-        for _ in 0..n + 2 {
-            let (action, out) = k.run(&f.bytes());
-            assert_eq!(action, XDP_TX);
-            let dns = check_reply(&f, &out);
-            let rot = rotation(&k.table, &f.payload, &dns)
-                .expect("the kernel's order is a rotation of the table's");
-            starts.push(rot);
-        }
-        // Each reply starts one address further, wrapping around: every
-        // address comes first in turn.
-        for w in starts.windows(2) {
-            assert_eq!(w[1], (w[0] + 1) % n, "{name} {qtype}: {starts:?}");
-        }
-    }
-    // A single address is never "rotated" into anything else.
-    let f = Frame::v4(query(POD, RecordType::A, None));
-    for _ in 0..3 {
-        let (_, out) = k.run(&f.bytes());
-        let dns = check_reply(&f, &out);
-        assert_eq!(
-            resolver::respond(&k.table, &f.payload),
-            UserVerdict::Answer(dns)
-        );
-    }
-}
-
-#[test]
-fn provably_missing_names_get_nxdomain_from_the_kernel() {
-    let mut k = Kernel::with_nxdomain(true, true);
-    // What an ndots:5 client in namespace `test` sends first for
-    // `nginx-0.nginx-headless.test`, and other names that cannot exist.
-    let missing = [
-        "nginx-0.nginx-headless.test.test.svc.cluster.local.",
-        "nginx-0.nginx-headless.test.svc.cluster.local.svc.cluster.local.",
-        "nginx-0.nginx-headless.test.cluster.local.",
-        "example.com.svc.cluster.local.",
-        "EXAMPLE.com.Cluster.Local.",
-        "nginx-9.nginx-headless.test.svc.cluster.local.",
-        "nosuch.test.svc.cluster.local.",
-    ];
-    for name in missing {
-        for (f, edns) in [
-            (Frame::v4 as fn(Vec<u8>) -> Frame, None),
-            (Frame::v6, Some(1232)),
+    let k = kernel();
+    for hook in Hook::ALL {
+        for (name, qtype, n) in [
+            (kernel_cases::SVC, RecordType::A, 3),
+            (kernel_cases::SVC, RecordType::AAAA, 3),
+            (kernel_cases::BIG40, RecordType::A, 40),
         ] {
-            let frame = f(query(name, RecordType::A, edns));
-            let before = k.counters();
-            let (action, out) = k.run(&frame.bytes());
-            assert_eq!(action, XDP_TX, "{name}");
-            let dns = check_reply(&frame, &out);
-            let expected = resolver::respond_any_type(&k.table, &frame.payload, Some(1232));
-            assert_eq!(
-                UserVerdict::Answer(dns.clone()),
-                expected,
-                "{name}: kernel and userspace"
-            );
-            let m = Message::from_vec(&dns).unwrap();
-            assert_eq!(
-                m.metadata.response_code,
-                hickory_proto::op::ResponseCode::NXDomain
-            );
-            assert_eq!(m.authorities[0].record_type(), RecordType::SOA);
-            assert_eq!(k.counters().answered_nxdomain - before.answered_nxdomain, 1);
+            let f = Frame::v6(query(name, qtype, Some(1232)));
+            let mut starts = Vec::new();
+            for _ in 0..n + 2 {
+                let (code, out, _) = k.run(hook, &f.bytes()).unwrap();
+                assert_eq!(code, hook.code(Action::Answer));
+                let dns = payload(&f, &out);
+                assert_eq!(out, reply_frame(&f, dns.clone()), "framing");
+                let rot = rotation(&k.table, &f.payload, &dns)
+                    .expect("the kernel's order is a rotation of the table's");
+                starts.push(rot);
+            }
+            // Each reply starts one address further, wrapping around: every
+            // address comes first in turn.
+            for w in starts.windows(2) {
+                assert_eq!(w[1], (w[0] + 1) % n, "{hook:?} {name} {qtype}: {starts:?}");
+            }
         }
     }
-    // Left to userspace: pod names, namespaces, the svc level, names whose
-    // SOA would compress differently, names outside the zone.
-    for name in [
-        "169-254-10-10.test.pod.cluster.local.",
-        "other.svc.cluster.local.",
-        "x.dns.cluster.local.",
-        "x.hostmaster.cluster.local.",
-        "example.com.",
-    ] {
-        let f = Frame::v4(query(name, RecordType::A, None));
-        expect_pass(&mut k, &f, |c| c.pass_unknown_name, name);
-    }
-    // An existing namespace is a name without addresses: NODATA.
-    let (a, m) = expect_same(
-        &mut k,
-        &Frame::v4(query("test.svc.cluster.local.", RecordType::A, None)),
-    );
-    assert_eq!(a, XDP_TX);
-    assert_eq!(
-        m.unwrap().metadata.response_code,
-        hickory_proto::op::ResponseCode::NoError
-    );
-    // Existing names still answer.
-    assert_eq!(
-        expect_same(&mut k, &Frame::v4(query(POD, RecordType::A, None))).0,
-        XDP_TX
-    );
 }
 
+/// A record under a name's hash that is not that name's (a hash
+/// collision), or whose check word does not match what was read (an
+/// element reused for another name mid-read): never an answer, never
+/// NXDOMAIN.
 #[test]
-fn nxdomain_stays_off_when_disabled() {
-    let mut k = Kernel::with_nxdomain(true, false);
-    let f = Frame::v4(query(
-        "nginx-0.nginx-headless.test.test.svc.cluster.local.",
-        RecordType::A,
-        None,
-    ));
-    expect_pass(&mut k, &f, |c| c.pass_unknown_name, "nxdomain off");
+fn crossed_records_are_never_answered() {
+    let mut k = kernel();
+    k.apply(Setup {
+        nxdomain: true,
+        ..Setup::default()
+    })
+    .unwrap();
+    let name = "crossed.test.svc.cluster.local.";
+    let other = "ossedcr.test.svc.cluster.local.";
+    let key = |n: &str| hsdns::maps::name_key(&hickory_proto::rr::Name::from_ascii(n).unwrap()).unwrap();
+    let pod_refs = k.syncer.backend().name(&key(kernel_cases::POD)).unwrap().unwrap();
+    let f = Frame::v4(query(name, RecordType::A, None));
+    // Before: provably missing.
+    for hook in Hook::ALL {
+        let exp = kernel_cases::reply_frame(
+            &f,
+            resolver::respond_kernel(
+                &k.table,
+                &f.payload,
+                resolver::KernelOpts {
+                    nxdomain: true,
+                    rotate: 0,
+                },
+            )
+            .unwrap()
+            .0,
+        );
+        check(&k, hook, &f.bytes(), Verdict::AnsweredNxdomain, &[exp]).unwrap();
+    }
+    // Another name stored under this name's hash.
+    k.syncer
+        .backend_mut()
+        .put_raw_record(&key(name), &key(other), pod_refs, None)
+        .unwrap();
+    for hook in Hook::ALL {
+        check(&k, hook, &f.bytes(), Verdict::Crossed, &[]).unwrap();
+    }
+    // This name, but a check word for other references.
+    let record = k.syncer.backend().name_record_check(&key(name)).unwrap();
+    assert!(record.is_some());
+    k.syncer
+        .backend_mut()
+        .put_raw_record(&key(name), &key(name), pod_refs, Some(record.unwrap() ^ 1))
+        .unwrap();
+    for hook in Hook::ALL {
+        check(&k, hook, &f.bytes(), Verdict::Crossed, &[]).unwrap();
+    }
+    // With the right check it is this name's record: answered (with the
+    // pod's address, as written).
+    k.syncer
+        .backend_mut()
+        .put_raw_record(&key(name), &key(name), pod_refs, None)
+        .unwrap();
+    for hook in Hook::ALL {
+        let (code, _, _) = k.run(hook, &f.bytes()).unwrap();
+        assert_eq!(code, hook.code(Action::Answer));
+    }
 }
 
-/// A large headless service whose addresses all change, version after
-/// version, while another thread queries it through the loaded program:
-/// every reply is the complete set of some version, never NXDOMAIN, a pass
-/// or a mix. (On a veth in skb mode such answers go up for lack of room; the
-/// update mechanism is the same for every size, and this exercises it at the
-/// size where answers live in the largest class.)
+/// Headless services whose addresses all change, version after version,
+/// while another thread queries them through the loaded program: every
+/// reply is the complete set of some version, never NXDOMAIN, a pass or a
+/// mix.
 #[test]
 fn large_answers_change_without_a_gap() {
-    use std::sync::atomic::{AtomicBool, Ordering};
     const N: usize = 40;
     const VERSIONS: usize = 40;
     let version = |v: usize| -> String {
@@ -714,37 +292,28 @@ fn large_answers_change_without_a_gap() {
     };
     let objects_of = |v: usize| source::parse_manifests("big", &version(v)).unwrap();
     let Kernel {
-        mut ebpf,
+        ebpf,
         mut syncer,
         mut table,
-    } = Kernel::new(true);
-    // Only this service from here on: the others leave the maps.
+        ..
+    } = kernel();
     let mut changes = Vec::new();
     table.set_objects(&objects_of(0), &mut changes);
     syncer.apply(&mut table, changes).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let stop2 = stop.clone();
-    let frame = Frame::v4(query(
-        "big.test.svc.cluster.local.",
-        RecordType::A,
-        Some(1232),
-    ));
+    let frame = Frame::v4(query("big.test.svc.cluster.local.", RecordType::A, Some(1232)));
     // The maps were taken out of the object: the program goes to the query
     // thread, the syncer stays here.
     let querier = std::thread::spawn(move || {
-        let prog = loader::program(&mut ebpf).unwrap();
         let pkt = frame.bytes();
-        let mut out = vec![0u8; 4096];
         let mut seen = Vec::new();
+        let mut i = 0usize;
         while !stop2.load(Ordering::Relaxed) {
-            let r = prog
-                .test_run(TestRunOptions {
-                    data_in: Some(&pkt),
-                    data_out: Some(&mut out),
-                    ..Default::default()
-                })
-                .unwrap();
-            seen.push((r.return_value, out[..r.data_size_out as usize].to_vec()));
+            let hook = Hook::ALL[i % 2];
+            i += 1;
+            let (code, out, _) = kernel_cases::run_program(&ebpf, hook, false, &pkt).unwrap();
+            seen.push((hook, code, out));
         }
         seen
     });
@@ -752,25 +321,18 @@ fn large_answers_change_without_a_gap() {
         let mut changes = Vec::new();
         table.set_objects(&objects_of(v), &mut changes);
         syncer.apply(&mut table, changes).unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(5));
+        std::thread::sleep(Duration::from_millis(5));
     }
     stop.store(true, Ordering::Relaxed);
     let seen = querier.join().unwrap();
     assert!(seen.len() > 100, "only {} queries", seen.len());
+    let frame = Frame::v4(query("big.test.svc.cluster.local.", RecordType::A, Some(1232)));
     let mut versions_seen = std::collections::BTreeSet::new();
-    let frame = Frame::v4(query(
-        "big.test.svc.cluster.local.",
-        RecordType::A,
-        Some(1232),
-    ));
-    for (verdict, out) in &seen {
-        assert_eq!(*verdict, XDP_TX, "answered in the kernel all along");
-        let dns = check_reply(&frame, out);
+    for (hook, code, out) in &seen {
+        assert_eq!(*code, hook.code(Action::Answer), "answered in the kernel all along");
+        let dns = payload(&frame, out);
+        assert_eq!(*out, reply_frame(&frame, dns.clone()), "framing and checksums");
         let m = Message::from_vec(&dns).unwrap();
-        assert_eq!(
-            m.metadata.response_code,
-            hickory_proto::op::ResponseCode::NoError
-        );
         let got: std::collections::BTreeSet<IpAddr> = ips(&m).into_iter().collect();
         let v = (0..VERSIONS)
             .find(|v| {
@@ -782,10 +344,135 @@ fn large_answers_change_without_a_gap() {
             .unwrap_or_else(|| panic!("a reply that is no version's complete set: {got:?}"));
         versions_seen.insert(v);
     }
-    assert!(
-        versions_seen.len() > 1,
-        "the updates were seen: {versions_seen:?}"
+    assert!(versions_seen.len() > 1, "the updates were seen: {versions_seen:?}");
+}
+
+fn ips(msg: &Message) -> Vec<IpAddr> {
+    msg.answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            hickory_proto::rr::RData::A(a) => Some(IpAddr::V4(a.0)),
+            hickory_proto::rr::RData::AAAA(a) => Some(IpAddr::V6(a.0)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Element reuse: names are removed and inserted again, and replaced,
+/// over and over, so the name maps' elements are freed and handed to other
+/// names while another thread queries one of them through test-run. The
+/// querier must only ever see that name's own answer (the old or the new
+/// address) or a pass: never another name's address.
+#[test]
+fn names_replaced_and_reinserted_never_cross() {
+    require_root();
+    let caps = Capacities {
+        names: [1024, 64, 64],
+        answers: [4096, 64, 64],
+    };
+    let mut ebpf = loader::load(&caps).expect("load");
+    let mut maps = BpfMaps::take(&mut ebpf).unwrap();
+    maps.add_dns_addr(IpAddr::V4(DNS4)).unwrap();
+    let table = kernel_cases::table();
+    let mut syncer = Syncer::new(maps, &caps);
+    syncer.write_soa(&table).unwrap();
+    syncer.backend_mut().set_answering(true).unwrap();
+    // Answers: slot i holds 169.254.200.i as a one-record A answer.
+    let answer = |i: u8| {
+        let mut b = vec![0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 5, 0, 4];
+        b.extend_from_slice(&[169, 254, 200, i]);
+        b
+    };
+    let n = 32u8;
+    let writes: Vec<AnswerWrite> = (0..n)
+        .map(|i| AnswerWrite {
+            class: 0,
+            slot: i as u32,
+            bytes: answer(i),
+            count: 1,
+            stride: 0,
+        })
+        .collect();
+    syncer.backend_mut().put_answers(&writes).unwrap();
+    let wire = |i: u8| hsdns::maps::name_key(&hickory_proto::rr::Name::from_ascii(format!("n{i}.test.svc.cluster.local.")).unwrap()).unwrap();
+    let refs = |slot: u8| NameRefs {
+        a: answer_ref(hsdns_common::AnswerClass::Small, slot as u32),
+        aaaa: REF_NODATA,
+    };
+    // Name 0 answers with slot 0 or 1; the others never with those.
+    let backend = syncer.backend_mut();
+    for i in 0..n {
+        backend.put_name(&wire(i), refs(if i == 0 { 0 } else { i }), false).unwrap();
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let querier = std::thread::spawn(move || {
+        let pkt = Frame::v4(query("n0.test.svc.cluster.local.", RecordType::A, None)).bytes();
+        let mut tally = [0u64; 3]; // answered, passed, runs
+        let mut crossed = Vec::new();
+        let mut i = 0usize;
+        while !stop2.load(Ordering::Relaxed) {
+            let hook = Hook::ALL[i % 2];
+            i += 1;
+            let (code, out, _) = kernel_cases::run_program(&ebpf, hook, false, &pkt).unwrap();
+            tally[2] += 1;
+            if code == hook.code(Action::Answer) {
+                tally[0] += 1;
+                let addr = &out[out.len() - 4..];
+                if addr != [169, 254, 200, 0] && addr != [169, 254, 200, 1] {
+                    crossed.push(addr.to_vec());
+                }
+            } else {
+                tally[1] += 1;
+            }
+        }
+        (tally, crossed)
+    });
+    let deadline = Instant::now() + Duration::from_secs(4);
+    let mut rounds = 0u64;
+    while Instant::now() < deadline {
+        let backend = syncer.backend_mut();
+        // Name 0 flips between its two slots; the others leave and come
+        // back, so their freed elements are reused at once.
+        backend.put_name(&wire(0), refs((rounds % 2) as u8), true).unwrap();
+        for i in 1..n {
+            backend.remove_name(&wire(i)).unwrap();
+        }
+        backend.remove_name(&wire(0)).unwrap();
+        for i in 1..n {
+            backend.put_name(&wire(i), refs(i), false).unwrap();
+        }
+        backend.put_name(&wire(0), refs(((rounds + 1) % 2) as u8), false).unwrap();
+        rounds += 1;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (tally, crossed) = querier.join().unwrap();
+    assert!(crossed.is_empty(), "crossed answers: {:?} of {tally:?}", &crossed[..crossed.len().min(5)]);
+    assert!(rounds > 100 && tally[2] > 10_000, "{rounds} rounds, {tally:?} runs");
+    assert!(tally[0] > 1000, "answered too rarely to mean anything: {tally:?}");
+    let c = syncer.backend().counters().unwrap();
+    eprintln!(
+        "{rounds} rounds of updates; {tally:?} (answered, passed, runs); \
+         crossed records seen and passed: {}",
+        c.pass_crossed
     );
+}
+
+/// The verifier's budget: well under its million instructions (target
+/// 100k), so there is room to grow; and loading fast enough for a start.
+#[test]
+fn the_verifier_budget_holds() {
+    require_root();
+    let t = Instant::now();
+    let mut ebpf = loader::load(&Capacities::default()).expect("load");
+    let load = t.elapsed();
+    let xdp: &Xdp = ebpf.program(hsdns_common::PROGRAM_NAME).unwrap().try_into().unwrap();
+    let n_xdp = xdp.info().unwrap().verified_instruction_count().unwrap();
+    let tc: &SchedClassifier = ebpf.program(hsdns_common::PROGRAM_TC).unwrap().try_into().unwrap();
+    let n_tc = tc.info().unwrap().verified_instruction_count().unwrap();
+    eprintln!("verified instructions: xdp {n_xdp}, tc {n_tc}; load and verify {load:?}");
+    assert!(n_xdp < 100_000 && n_tc < 100_000, "xdp {n_xdp}, tc {n_tc}");
+    kernel_cases::load_floors(&mut ebpf).unwrap();
 }
 
 /// A key of `len` wire bytes (one or more labels of `c`).
@@ -803,11 +490,10 @@ fn wire_key(len: usize, c: u8) -> Vec<u8> {
     k
 }
 
-fn rec(a: u32) -> NameRecord {
-    NameRecord {
-        a,
+fn refs(a: u32) -> NameRefs {
+    NameRefs {
+        a: answer_ref(hsdns_common::AnswerClass::Small, a),
         aaaa: REF_NODATA,
-        ..NameRecord::default()
     }
 }
 
@@ -821,8 +507,8 @@ fn batch_writes_equal_single_writes() {
     let take = || BpfMaps::take(&mut loader::load(&caps).expect("load")).unwrap();
     let (mut batched, mut single) = (take(), take());
 
-    // More than one batch call's worth of small answers; rotated (doubled)
-    // and plain ones in the larger classes.
+    // More than one batch call's worth of small answers; rotatable and
+    // plain ones in the larger classes.
     let mut answers = Vec::new();
     for slot in 0..600u32 {
         answers.push(AnswerWrite {
@@ -833,12 +519,7 @@ fn batch_writes_equal_single_writes() {
             stride: 0,
         });
     }
-    for (class, slot, n, stride) in [
-        (1, 3, 5, 16),
-        (1, 7, 150, 0),
-        (2, 0, 70, 16),
-        (2, 63, 1216, 0),
-    ] {
+    for (class, slot, n, stride) in [(1, 3, 80, 16), (1, 7, 150, 0), (2, 0, 1120, 16), (2, 63, 1216, 0)] {
         answers.push(AnswerWrite {
             class,
             slot,
@@ -847,44 +528,50 @@ fn batch_writes_equal_single_writes() {
             stride,
         });
     }
-    // Names of every tier, one written twice: the later value must win.
+    // Names of every tier; then replacements, one of a name twice: the
+    // later value must win.
     let mut names: Vec<NameWrite> = (0..600)
         .map(|i| NameWrite {
             key: wire_key(20 + i % 40, b'a' + (i / 40) as u8),
-            rec: rec(i as u32),
+            refs: refs(i as u32),
+            replace: false,
         })
         .collect();
     for (i, len) in [100, 128, 129, 200, 255].into_iter().enumerate() {
         names.push(NameWrite {
             key: wire_key(len, b'q'),
-            rec: rec(1000 + i as u32),
+            refs: refs(1000 + i as u32),
+            replace: false,
         });
     }
-    names.push(NameWrite {
-        key: names[3].key.clone(),
-        rec: rec(7777),
-    });
+    for (i, r) in [(3, 7777), (5, 5555), (3, 8888)] {
+        names.push(NameWrite {
+            key: names[i].key.clone(),
+            refs: refs(r),
+            replace: true,
+        });
+    }
 
     batched.put_answers(&answers).unwrap();
     assert_eq!(batched.put_names(&names), Vec::<usize>::new());
     for a in &answers {
-        single
-            .put_answer(a.class, a.slot, &a.bytes, a.count, a.stride)
-            .unwrap();
+        single.put_answer(a.class, a.slot, &a.bytes, a.count, a.stride).unwrap();
     }
     for n in &names {
-        single.put_name(&n.key, n.rec).unwrap();
+        single.put_name(&n.key, n.refs, n.replace).unwrap();
     }
 
     for a in &answers {
         let got = batched.answer(a.class, a.slot).unwrap();
         assert_eq!(got, single.answer(a.class, a.slot).unwrap());
         assert_eq!(usize::from(got.len), a.bytes.len());
+        assert_eq!(&got.bytes[..a.bytes.len()], &a.bytes[..]);
     }
     for n in &names {
         assert_eq!(batched.name(&n.key).unwrap(), single.name(&n.key).unwrap());
     }
-    assert_eq!(batched.name(&names[3].key).unwrap(), Some(rec(7777)));
+    assert_eq!(batched.name(&names[3].key).unwrap(), Some(refs(8888)));
+    assert_eq!(batched.name(&names[5].key).unwrap(), Some(refs(5555)));
     assert_eq!(batched.name(&wire_key(30, b'z')).unwrap(), None);
 }
 
@@ -899,23 +586,51 @@ fn a_batch_stopped_by_a_full_map_reports_the_rest_undone() {
     let mut names: Vec<NameWrite> = (0..6)
         .map(|i| NameWrite {
             key: wire_key(10 + i, b'a'),
-            rec: rec(i as u32),
+            refs: refs(i as u32),
+            replace: false,
         })
         .collect();
     // A later write of a name already in: not tried after the failure.
     names.push(NameWrite {
         key: names[0].key.clone(),
-        rec: rec(99),
+        refs: refs(99),
+        replace: true,
     });
     // Another tier goes on regardless.
     names.push(NameWrite {
         key: wire_key(100, b'b'),
-        rec: rec(100),
+        refs: refs(100),
+        replace: false,
     });
     assert_eq!(maps.put_names(&names), vec![4, 5, 6]);
     for (i, n) in names[..4].iter().enumerate() {
-        assert_eq!(maps.name(&n.key).unwrap(), Some(rec(i as u32)));
+        assert_eq!(maps.name(&n.key).unwrap(), Some(refs(i as u32)));
     }
     assert_eq!(maps.name(&names[4].key).unwrap(), None);
-    assert_eq!(maps.name(&names[7].key).unwrap(), Some(rec(100)));
+    assert_eq!(maps.name(&names[7].key).unwrap(), Some(refs(100)));
+}
+
+/// A new name never overwrites an entry already under its key (a hash
+/// collision would otherwise take the other name's place): the write
+/// fails and the name stays with userspace.
+#[test]
+fn a_new_name_never_takes_an_existing_entry() {
+    require_root();
+    let caps = Capacities {
+        names: [16, 16, 16],
+        answers: [16, 16, 16],
+    };
+    let mut maps = BpfMaps::take(&mut loader::load(&caps).expect("load")).unwrap();
+    let k = wire_key(20, b'a');
+    maps.put_name(&k, refs(1), false).unwrap();
+    assert!(maps.put_name(&k, refs(2), false).is_err());
+    let batch = [NameWrite {
+        key: k.clone(),
+        refs: refs(3),
+        replace: false,
+    }];
+    assert_eq!(maps.put_names(&batch), vec![0]);
+    assert_eq!(maps.name(&k).unwrap(), Some(refs(1)));
+    // A replacement of a name that is not there fails too.
+    assert!(maps.put_name(&wire_key(21, b'a'), refs(4), true).is_err());
 }

@@ -1,8 +1,9 @@
-//! The userspace resolver: the reference the XDP program is tested against,
-//! byte for byte, and the answerer for queries the kernel passes up.
+//! The userspace resolver: the reference the kernel program is tested
+//! against, byte for byte, and the answerer for queries the kernel passes up.
 //!
 //! It applies exactly the kernel's acceptance rules, in the kernel's order,
-//! so a pass here is a pass there with the same counter:
+//! so a pass here is a pass there with the same counter (the verdicts are
+//! `hsdns_common::Verdict`, the table the kernel counts by):
 //!
 //! 1. shorter than a header: malformed;
 //! 2. QR=1, OPCODE≠QUERY, TC=1, QDCOUNT≠1, ANCOUNT≠0, NSCOUNT≠0 or
@@ -12,14 +13,22 @@
 //!    short, or a question without its QTYPE/QCLASS: malformed;
 //! 4. QCLASS≠IN, or QTYPE other than A/AAAA: unsupported type;
 //! 5. with ARCOUNT=1, fewer than 11 bytes left: malformed; that record not
-//!    an OPT with root owner, EDNS version 0 and RDLENGTH 0: unsupported
-//!    query;
+//!    an OPT with root owner and EDNS version 0: unsupported query; its
+//!    RDLENGTH not ending the message: malformed;
 //! 6. bytes after the last record: malformed;
-//! 7. name not in the table: unknown name;
-//! 8. a name whose A/AAAA answers live in userspace only
+//! 7. a label holding a `.` or NUL byte: unsupported name (the kernel keys
+//!    names by their dotted form, which cannot tell such a label apart);
+//! 8. name not in the table: NXDOMAIN when negative answers are on and the
+//!    name provably does not exist ([`RecordTable::is_nxdomain`], except
+//!    under `dns.<zone>` and `hostmaster.<zone>`, whose SOA compresses
+//!    differently), else unknown name;
+//! 9. a name whose A/AAAA answers live in userspace only
 //!    ([`NameEntry::kernel_answerable`](crate::records::NameEntry::kernel_answerable)):
 //!    userspace only;
-//! 9. reply larger than the client accepts: too large.
+//! 10. the records, or NODATA with the zone's SOA; a reply larger than the
+//!     client accepts (512 bytes without EDNS, its EDNS size up to 1232
+//!     with) is the header and question with TC=1 and no records, so the
+//!     client retries over TCP and never gets a partial record set.
 //!
 //! [`respond_any_type`] is the userspace server's answerer for everything
 //! the kernel passes up: every type, NXDOMAIN, truncation.
@@ -30,9 +39,9 @@ use hickory_proto::op::{Edns, Header, Message, MessageType, OpCode, Query, Respo
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, PTR, TXT};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable as _, BinDecoder};
-use hsdns_common::{Counters, EDNS_UDP_SIZE, MAX_NAME_LEN, PLAIN_UDP_SIZE};
+use hsdns_common::{EDNS_UDP_SIZE, MAX_NAME_LEN, PLAIN_UDP_SIZE, ZONE_MAX};
 
-use super::answer::{HEADER_LEN, OPT_RECORD_LEN, server_edns};
+use super::answer::{HEADER_LEN, OPT_RECORD_LEN, server_edns, wire_len};
 use crate::records::{DNS_VERSION_TTL, RecordTable};
 
 /// What to do with a query.
@@ -44,52 +53,21 @@ pub enum Verdict {
     Pass(PassReason),
 }
 
-/// Why a query is passed on, one per kernel counter.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum PassReason {
-    UnsupportedQuery,
-    UnsupportedType,
-    UnknownName,
-    TooLarge,
-    Malformed,
-    /// The name exists but its A/AAAA answers come from userspace (a CNAME,
-    /// or a name only the upstream knows): the syncer marks it "pass".
-    UserspaceOnly,
-    /// hickory failed to encode a reply (a bug, never expected).
-    Internal,
+/// Why a query is passed on: the kernel's verdict for it (one of the
+/// `pass_*` counters).
+pub type PassReason = hsdns_common::Verdict;
+
+/// The kernel's settings the oracle follows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelOpts {
+    /// Negative answers on (the maps hold the whole zone).
+    pub nxdomain: bool,
+    /// Multi-address answers rotated left by this many places.
+    pub rotate: usize,
 }
 
-impl PassReason {
-    /// Field name of the matching [`Counters`] field.
-    pub fn counter_name(self) -> &'static str {
-        match self {
-            Self::UnsupportedQuery => "pass_unsupported_query",
-            Self::UnsupportedType => "pass_unsupported_type",
-            Self::UnknownName => "pass_unknown_name",
-            Self::TooLarge => "pass_too_large",
-            Self::Malformed => "pass_malformed",
-            Self::UserspaceOnly => "pass_userspace_only",
-            Self::Internal => "pass_internal",
-        }
-    }
-
-    /// Counts this pass the way the kernel does.
-    pub fn count(self, counters: &mut Counters) {
-        let field = match self {
-            Self::UnsupportedQuery => &mut counters.pass_unsupported_query,
-            Self::UnsupportedType => &mut counters.pass_unsupported_type,
-            Self::UnknownName => &mut counters.pass_unknown_name,
-            Self::TooLarge => &mut counters.pass_too_large,
-            Self::Malformed => &mut counters.pass_malformed,
-            Self::UserspaceOnly => &mut counters.pass_userspace_only,
-            Self::Internal => &mut counters.pass_internal,
-        };
-        *field += 1;
-    }
-}
-
-/// Answers `query` from `table`, or says why not. Addresses come in the
-/// table's order.
+/// Answers `query` from `table` as the kernel does with negative answers
+/// off, or says why not. Addresses come in the table's order.
 pub fn respond(table: &RecordTable, query: &[u8]) -> Verdict {
     respond_rotated(table, query, 0)
 }
@@ -98,14 +76,24 @@ pub fn respond(table: &RecordTable, query: &[u8]) -> Verdict {
 /// their number), as a load-balancing server hands them out: clients take
 /// the first address, so each query should start with a different one.
 pub fn respond_rotated(table: &RecordTable, query: &[u8], rotate: usize) -> Verdict {
-    match reply(table, query, rotate) {
-        Ok(bytes) => Verdict::Answer(bytes),
+    let opts = KernelOpts {
+        nxdomain: false,
+        rotate,
+    };
+    match respond_kernel(table, query, opts) {
+        Ok((bytes, _)) => Verdict::Answer(bytes),
         Err(reason) => Verdict::Pass(reason),
     }
 }
 
-fn reply(table: &RecordTable, query: &[u8], rotate: usize) -> Result<Vec<u8>, PassReason> {
-    use PassReason::*;
+/// The kernel's reply to `query` and the verdict it counts it under, or
+/// the verdict of its pass.
+pub fn respond_kernel(
+    table: &RecordTable,
+    query: &[u8],
+    opts: KernelOpts,
+) -> Result<(Vec<u8>, PassReason), PassReason> {
+    use hsdns_common::Verdict::*;
     let mut decoder = BinDecoder::new(query);
     let header = Header::read(&mut decoder).map_err(|_| Malformed)?;
     let (meta, counts) = (header.metadata, header.counts);
@@ -157,11 +145,10 @@ fn reply(table: &RecordTable, query: &[u8], rotate: usize) -> Result<Vec<u8>, Pa
         }
         None
     };
-
-    let entry = table.get(question.name()).ok_or(UnknownName)?;
-    if !entry.kernel_answerable() {
-        return Err(UserspaceOnly);
+    if !dotted_form_exists(&query[HEADER_LEN..HEADER_LEN + qname_len]) {
+        return Err(UnsupportedName);
     }
+
     let qname = question.name().clone();
     let ttl = table.zone().ttl;
     let mut msg = Message::response(meta.id, OpCode::Query);
@@ -169,42 +156,105 @@ fn reply(table: &RecordTable, query: &[u8], rotate: usize) -> Result<Vec<u8>, Pa
     msg.metadata.recursion_desired = meta.recursion_desired;
     msg.metadata.checking_disabled = meta.checking_disabled;
     msg.add_query(question.clone());
-    let mut answers: Vec<RData> = match question.query_type() {
-        RecordType::A => entry.a.iter().map(|ip| RData::A(A(*ip))).collect(),
-        _ => entry.aaaa.iter().map(|ip| RData::AAAA(AAAA(*ip))).collect(),
-    };
-    if !answers.is_empty() {
-        let n = answers.len();
-        answers.rotate_left(rotate % n);
-    }
-    if answers.is_empty() {
-        // The zone as the client spelled it, so the SOA compresses into the
-        // question (table names always end in the zone).
-        let zone_labels = table.zone().zone.iter().len();
-        let zone_as_asked = qname.trim_to(zone_labels);
-        let soa = table.soa(&zone_as_asked);
-        msg.add_authority(Record::from_rdata(zone_as_asked, ttl, RData::SOA(soa)));
-    } else {
-        msg.add_answers(
-            answers
-                .into_iter()
-                .map(|r| Record::from_rdata(qname.clone(), ttl, r)),
-        );
-    }
     if client_payload.is_some() {
         msg.set_edns(server_edns());
     }
+    // The zone as the client spelled it, so the SOA compresses into the
+    // question (table names always end in the zone).
+    let zone_labels = table.zone().zone.iter().len();
+    let soa_rr = || {
+        let zone_as_asked = qname.trim_to(zone_labels);
+        let soa = table.soa(&zone_as_asked);
+        Record::from_rdata(zone_as_asked, ttl, RData::SOA(soa))
+    };
+    let verdict = match table.get(&qname) {
+        None if opts.nxdomain && kernel_nxdomain(table, &qname) => {
+            msg.metadata.response_code = ResponseCode::NXDomain;
+            msg.add_authority(soa_rr());
+            AnsweredNxdomain
+        }
+        None => return Err(UnknownName),
+        Some(entry) if !entry.kernel_answerable() => return Err(UserspaceOnly),
+        Some(entry) => {
+            let (mut answers, verdict): (Vec<RData>, _) = match question.query_type() {
+                RecordType::A => (
+                    entry.a.iter().map(|ip| RData::A(A(*ip))).collect(),
+                    AnsweredA,
+                ),
+                _ => (
+                    entry.aaaa.iter().map(|ip| RData::AAAA(AAAA(*ip))).collect(),
+                    AnsweredAaaa,
+                ),
+            };
+            if answers.is_empty() {
+                msg.add_authority(soa_rr());
+                AnsweredNodata
+            } else {
+                let n = answers.len();
+                answers.rotate_left(opts.rotate % n);
+                msg.add_answers(
+                    answers
+                        .into_iter()
+                        .map(|r| Record::from_rdata(qname.clone(), ttl, r)),
+                );
+                verdict
+            }
+        }
+    };
     let wire = msg.to_vec().map_err(|_| Internal)?;
     let limit = match client_payload {
         None => PLAIN_UDP_SIZE,
         Some(size) => size.clamp(PLAIN_UDP_SIZE, EDNS_UDP_SIZE),
     };
-    // hickory drops records that overflow 64 KiB and sets TC; either way the
-    // kernel would not send it.
+    // hickory drops records that overflow 64 KiB and sets TC; either way
+    // the kernel sends the header and question alone, with TC.
     if wire.len() > usize::from(limit) || wire[2] & 0x02 != 0 {
-        return Err(TooLarge);
+        msg.answers.clear();
+        msg.authorities.clear();
+        msg.metadata.response_code = ResponseCode::NoError;
+        msg.metadata.truncation = true;
+        return Ok((msg.to_vec().map_err(|_| Internal)?, AnsweredTruncated));
     }
-    Ok(wire)
+    Ok((wire, verdict))
+}
+
+/// The kernel's NXDOMAIN rule: the table's, except under `dns.<zone>` and
+/// `hostmaster.<zone>` (see the module documentation), and only for zones
+/// short enough for the kernel's copy of the zone name.
+fn kernel_nxdomain(table: &RecordTable, name: &Name) -> bool {
+    let zone = &table.zone().zone;
+    if wire_len(zone) > ZONE_MAX || !table.is_nxdomain(name) {
+        return false;
+    }
+    let labels = name.iter().len();
+    let before_zone = labels - zone.iter().len();
+    let last = name.iter().nth(before_zone - 1).expect("below the zone");
+    !(last.eq_ignore_ascii_case(b"dns") || last.eq_ignore_ascii_case(b"hostmaster"))
+}
+
+/// Whether a plain wire-format name has a dotted form (see
+/// `hsdns_common::name`): no label holds a `.` or NUL byte.
+fn dotted_form_exists(wire: &[u8]) -> bool {
+    let mut out = vec![0u8; wire.len()];
+    hsdns_common::dotted(wire, &mut out).is_some()
+        && !label_bytes(wire).any(|b| b == 0)
+}
+
+/// The bytes of a plain wire-format name's labels.
+fn label_bytes(wire: &[u8]) -> impl Iterator<Item = u8> + '_ {
+    let mut starts = Vec::new();
+    let mut pos = 0;
+    while let Some(&l) = wire.get(pos) {
+        if l == 0 {
+            break;
+        }
+        starts.push(pos);
+        pos += 1 + usize::from(l);
+    }
+    wire.iter()
+        .enumerate()
+        .filter(move |(i, _)| !starts.contains(i) && *i + 1 < wire.len())
+        .map(|(_, &b)| b)
 }
 
 /// Length of an uncompressed question name at the start of `bytes`, root
@@ -284,7 +334,7 @@ fn reply_any_type(
     max_udp: Option<u16>,
     rotate: usize,
 ) -> Result<Vec<u8>, PassReason> {
-    use PassReason::*;
+    use hsdns_common::Verdict::*;
     let q = Message::from_vec(query).map_err(|_| Malformed)?;
     let meta = &q.metadata;
     if meta.message_type != MessageType::Query

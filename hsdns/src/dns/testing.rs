@@ -10,9 +10,12 @@ use crate::records::RecordTable;
 /// CD copied), the question bytes exactly as sent, then the precomputed
 /// answer or SOA authority section and the OPT record.
 ///
+/// A reply larger than the client accepts is the header and question
+/// with TC set (and the OPT record when the query had one).
+///
 /// It trusts `query` to pass the kernel's acceptance checks (the resolver's
-/// job) and only returns `None` for unknown names, lengths that do not add
-/// up, and replies larger than the client accepts.
+/// job) and only returns `None` for unknown names and lengths that do not
+/// add up.
 pub fn kernel_style_reply(query: &[u8], table: &RecordTable) -> Option<Vec<u8>> {
     let mut labels = Vec::new();
     let mut pos = HEADER_LEN;
@@ -49,18 +52,29 @@ pub fn kernel_style_reply(query: &[u8], table: &RecordTable) -> Option<Vec<u8>> 
         ),
     };
 
-    let mut reply = Vec::with_capacity(512);
-    reply.extend_from_slice(&query[..2]);
-    reply.push(0x80 | 0x04 | (query[2] & 0x01)); // QR, AA, RD
-    reply.push(query[3] & 0x10); // CD
-    reply.extend_from_slice(&1u16.to_be_bytes());
-    reply.extend_from_slice(&ancount.to_be_bytes());
-    reply.extend_from_slice(&nscount.to_be_bytes());
-    reply.extend_from_slice(&u16::from(has_opt).to_be_bytes());
-    reply.extend_from_slice(&query[HEADER_LEN..question_end]);
-    reply.extend_from_slice(&section);
-    if has_opt {
-        reply.extend_from_slice(&opt_record());
-    }
-    (reply.len() <= usize::from(limit)).then_some(reply)
+    let assemble = |tc: bool| {
+        let mut reply = Vec::with_capacity(512);
+        reply.extend_from_slice(&query[..2]);
+        reply.push(0x80 | 0x04 | if tc { 0x02 } else { 0 } | (query[2] & 0x01)); // QR, AA, TC, RD
+        reply.push(query[3] & 0x10); // CD
+        reply.extend_from_slice(&1u16.to_be_bytes());
+        let (an, ns) = if tc { (0, 0) } else { (ancount, nscount) };
+        reply.extend_from_slice(&an.to_be_bytes());
+        reply.extend_from_slice(&ns.to_be_bytes());
+        reply.extend_from_slice(&u16::from(has_opt).to_be_bytes());
+        reply.extend_from_slice(&query[HEADER_LEN..question_end]);
+        if !tc {
+            reply.extend_from_slice(&section);
+        }
+        if has_opt {
+            reply.extend_from_slice(&opt_record());
+        }
+        reply
+    };
+    let reply = assemble(false);
+    Some(if reply.len() <= usize::from(limit) {
+        reply
+    } else {
+        assemble(true)
+    })
 }

@@ -14,16 +14,24 @@ use aya::{
 };
 use hsdns_common::{
     AnswerL, AnswerM, AnswerS, Authority, Config, Counters, DnsAddr, MAP_ANSWERS, MAP_CONFIG,
-    MAP_COUNTERS, MAP_DNS_ADDRS, MAP_NAMES, MAP_SOA, NameKey64, NameKey128, NameKey256, NameRecord,
-    csum_add_bytes, csum_fold,
+    MAP_COUNTERS, MAP_DNS_ADDRS, MAP_NAMES, MAP_SOA, NameHash, NameRecord64,
+    NameRecord128, NameRecord256, NameRefs, ZONE_MAX, csum_add_bytes, csum_fold, dotted,
+    name_hash,
 };
 
 use super::{AnswerWrite, Backend, NameWrite, tier};
 
+/// The record of a name in dotted form, for the tier its length picks.
+macro_rules! record {
+    ($ty:ident, $d:expr, $h:expr, $refs:expr) => {
+        $ty::new($d, $h.hash, $refs).context("a name record that does not fit its tier")
+    };
+}
+
 pub struct BpfMaps {
-    names64: HashMap<MapData, NameKey64, NameRecord>,
-    names128: HashMap<MapData, NameKey128, NameRecord>,
-    names256: HashMap<MapData, NameKey256, NameRecord>,
+    names64: HashMap<MapData, NameHash, NameRecord64>,
+    names128: HashMap<MapData, NameHash, NameRecord128>,
+    names256: HashMap<MapData, NameHash, NameRecord256>,
     answers_s: Array<MapData, AnswerS>,
     answers_m: Array<MapData, AnswerM>,
     answers_l: Array<MapData, AnswerL>,
@@ -31,7 +39,8 @@ pub struct BpfMaps {
     config: Array<MapData, Config>,
     dns_addrs: HashMap<MapData, DnsAddr, u32>,
     counters: PerCpuArray<MapData, Counters>,
-    /// What `config` holds: every change rewrites the whole entry.
+    /// What `config` holds: every change rewrites the whole entry. Its
+    /// `hash_key` keys the name maps.
     shadow: Config,
     /// The descriptors of the name and answer maps above, owned by them,
     /// for batch writes (aya's typed maps do not hand them out). Not
@@ -79,7 +88,7 @@ struct BatchAttr {
 }
 
 /// Writes `keys[i]` -> `values[i]` in order in one bpf(2) call, as as many
-/// BPF_MAP_UPDATE_ELEM calls with flags 0 would (the kernel runs the same
+/// BPF_MAP_UPDATE_ELEM calls with `elem_flags` would (the kernel runs the same
 /// update per element): a third of the time of a full sync at 150,000
 /// pods was the per-call cost of single updates. aya 0.14 has no batch
 /// operations, hence the raw call.
@@ -95,6 +104,7 @@ fn update_batch<K, V>(
     fd: BorrowedFd<'_>,
     keys: &[K],
     values: &[V],
+    elem_flags: u64,
 ) -> Result<(), (usize, io::Error)> {
     assert_eq!(keys.len(), values.len());
     if keys.is_empty() {
@@ -106,6 +116,7 @@ fn update_batch<K, V>(
         values: values.as_ptr() as u64,
         count,
         map_fd: fd.as_raw_fd() as u32,
+        elem_flags,
         ..BatchAttr::default()
     };
     // SAFETY: `attr` is a valid `bpf_attr` prefix for this command, the
@@ -146,9 +157,14 @@ pub struct StoredAnswer {
 }
 
 impl BpfMaps {
-    /// Takes the maps out of the loaded object (pin them first).
+    /// Takes the maps out of the freshly loaded object (pin them first),
+    /// and keys its name maps: a random SipHash key goes into `config`
+    /// before any name is written.
     pub fn take(ebpf: &mut Ebpf) -> Result<Self> {
-        Self::from_maps(|name| take(ebpf, name))
+        let mut maps = Self::from_maps(|name| take(ebpf, name))?;
+        maps.shadow.hash_key = random_key()?;
+        maps.write_config()?;
+        Ok(maps)
     }
 
     /// The maps a running daemon pinned in `pin_dir`, as bpftool sees
@@ -160,7 +176,8 @@ impl BpfMaps {
                 MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))?;
             Ok(Map::from_map_data(data)?)
         })?;
-        // What the daemon last wrote, so a write through these maps keeps it.
+        // What the daemon last wrote (the hash key among it), so a write
+        // through these maps keeps it.
         maps.shadow = maps.config.get(&0, 0).context("reading config")?;
         Ok(maps)
     }
@@ -200,6 +217,41 @@ impl BpfMaps {
         self.shadow.answering != 0
     }
 
+    /// The daemon's heartbeat (CLOCK_BOOTTIME ns) and the kernel's
+    /// staleness bounds (see `hsdns_common::Config`; 0: no bound).
+    pub fn set_heartbeat(
+        &mut self,
+        heartbeat_ns: u64,
+        stale_nxdomain_ns: u64,
+        stale_pass_ns: u64,
+    ) -> Result<()> {
+        self.shadow.heartbeat_ns = heartbeat_ns;
+        self.shadow.stale_nxdomain_ns = stale_nxdomain_ns;
+        self.shadow.stale_pass_ns = stale_pass_ns;
+        self.write_config()
+    }
+
+    /// Writes a record under the hash of `key` (a short lowercase
+    /// wire-format name) that holds `stored` as its name, with `refs`, and
+    /// the right check word or `check`. For tests: what a hash collision or
+    /// a map element reused for another name looks like to the kernel.
+    #[doc(hidden)]
+    pub fn put_raw_record(
+        &mut self,
+        key: &[u8],
+        stored: &[u8],
+        refs: NameRefs,
+        check: Option<u32>,
+    ) -> Result<()> {
+        let (h, _) = self.key_of(key)?;
+        let (_, d) = self.key_of(stored)?;
+        let mut rec = record!(NameRecord64, &d, h, refs)?;
+        if let Some(c) = check {
+            rec.check = c;
+        }
+        self.names64.insert(h, rec, 0).context("writing a record")
+    }
+
     fn write_config(&mut self) -> Result<()> {
         self.config.set(0, self.shadow, 0).context("writing config")
     }
@@ -214,15 +266,51 @@ impl BpfMaps {
             .with_context(|| format!("adding DNS address {addr}"))
     }
 
-    /// A name's value in the maps (`key` the lowercase wire-format name).
-    pub fn name(&self, key: &[u8]) -> Result<Option<NameRecord>> {
+    /// The map key of a name (`wire` the lowercase wire-format name) and
+    /// its dotted form.
+    fn key_of(&self, wire: &[u8]) -> Result<(NameHash, Vec<u8>)> {
+        let mut d = vec![0u8; wire.len()];
+        let len = dotted(wire, &mut d)
+            .with_context(|| format!("{wire:?} is not a name the kernel can hold"))?;
+        Ok((
+            NameHash {
+                hash: name_hash(self.shadow.hash_key, &d, len),
+            },
+            d,
+        ))
+    }
+
+    /// A name's answer references in the maps (`key` the lowercase
+    /// wire-format name), read as the kernel reads them: the record under
+    /// the name's hash, if it holds this name.
+    pub fn name(&self, key: &[u8]) -> Result<Option<NameRefs>> {
+        let (h, d) = self.key_of(key)?;
+        macro_rules! get {
+            ($map:expr) => {
+                match $map.get(&h, 0) {
+                    Ok(r) if r.dotted() == d.as_slice() => Some(r.refs()),
+                    Ok(_) | Err(aya::maps::MapError::KeyNotFound) => None,
+                    Err(e) => return Err(e).context("reading a name"),
+                }
+            };
+        }
+        Ok(match tier(key.len()) {
+            0 => get!(self.names64),
+            1 => get!(self.names128),
+            _ => get!(self.names256),
+        })
+    }
+
+    /// The record of a name as stored (for tests and diagnostics).
+    pub fn name_record_check(&self, key: &[u8]) -> Result<Option<u32>> {
+        let (h, _) = self.key_of(key)?;
         let r = match tier(key.len()) {
-            0 => self.names64.get(&NameKey64 { name: fill(key)? }, 0),
-            1 => self.names128.get(&NameKey128 { name: fill(key)? }, 0),
-            _ => self.names256.get(&NameKey256 { name: fill(key)? }, 0),
+            0 => self.names64.get(&h, 0).map(|r| r.check),
+            1 => self.names128.get(&h, 0).map(|r| r.check),
+            _ => self.names256.get(&h, 0).map(|r| r.check),
         };
         match r {
-            Ok(rec) => Ok(Some(rec)),
+            Ok(c) => Ok(Some(c)),
             Err(aya::maps::MapError::KeyNotFound) => Ok(None),
             Err(e) => Err(e).context("reading a name"),
         }
@@ -272,7 +360,7 @@ impl BpfMaps {
         for chunk in writes.chunks(BATCH) {
             let keys: Vec<u32> = chunk.iter().map(|a| a.slot).collect();
             let values = chunk.iter().map(|a| value(a)).collect::<Result<Vec<V>>>()?;
-            if let Err((done, _)) = update_batch(self.answers_fd(class), &keys, &values) {
+            if let Err((done, _)) = update_batch(self.answers_fd(class), &keys, &values, 0) {
                 for a in &chunk[done..] {
                     self.put_answer(a.class, a.slot, &a.bytes, a.count, a.stride)?;
                 }
@@ -285,25 +373,43 @@ impl BpfMaps {
     /// order; adds to `failed` those not written. After a failure none of
     /// the tier's later names is tried: one of them could be a later write
     /// of the same name, which must not land before the earlier one.
-    fn put_name_batches<K>(
+    ///
+    /// New names go in with BPF_NOEXIST and replacements with BPF_EXIST, in
+    /// runs of one kind: a new name whose hash some other name already
+    /// holds (a collision of the keyed hash) fails instead of overwriting
+    /// it, and goes to userspace.
+    fn put_name_batches<V>(
         &self,
         tier: usize,
         names: &[NameWrite],
         indexes: &[usize],
-        key: impl Fn(&[u8]) -> Result<K>,
+        value: impl Fn(&NameWrite) -> Result<(NameHash, V)>,
         failed: &mut Vec<usize>,
     ) {
-        for (n, chunk) in indexes.chunks(BATCH).enumerate() {
-            let keys: Result<Vec<K>> = chunk.iter().map(|&i| key(&names[i].key)).collect();
-            let values: Vec<NameRecord> = chunk.iter().map(|&i| names[i].rec).collect();
-            let done = match keys {
-                Ok(keys) => match update_batch(self.names_fd(tier), &keys, &values) {
-                    Ok(()) => continue,
-                    Err((done, _)) => done,
-                },
+        let mut at = 0;
+        while at < indexes.len() {
+            let replace = names[indexes[at]].replace;
+            let run = indexes[at..]
+                .iter()
+                .take(BATCH)
+                .take_while(|&&i| names[i].replace == replace)
+                .count();
+            let chunk = &indexes[at..at + run];
+            let kv: Result<Vec<(NameHash, V)>> = chunk.iter().map(|&i| value(&names[i])).collect();
+            let done = match kv {
+                Ok(kv) => {
+                    let (keys, values): (Vec<NameHash>, Vec<V>) = kv.into_iter().unzip();
+                    match update_batch(self.names_fd(tier), &keys, &values, name_flags(replace)) {
+                        Ok(()) => {
+                            at += run;
+                            continue;
+                        }
+                        Err((done, _)) => done,
+                    }
+                }
                 Err(_) => 0,
             };
-            failed.extend_from_slice(&indexes[n * BATCH + done..]);
+            failed.extend_from_slice(&indexes[at + done..]);
             return;
         }
     }
@@ -333,6 +439,25 @@ fn fill<const N: usize>(bytes: &[u8]) -> Result<[u8; N]> {
     Ok(out)
 }
 
+/// BPF_NOEXIST / BPF_EXIST (linux/bpf.h).
+fn name_flags(replace: bool) -> u64 {
+    if replace { 2 } else { 1 }
+}
+
+/// A fresh SipHash key from the kernel's random pool.
+fn random_key() -> Result<[u64; 2]> {
+    let mut buf = [0u8; 16];
+    // SAFETY: getrandom writes at most buf.len() bytes into buf.
+    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n != buf.len() as isize {
+        bail!("getrandom: {}", io::Error::last_os_error());
+    }
+    Ok([
+        u64::from_le_bytes(buf[..8].try_into().expect("8 bytes")),
+        u64::from_le_bytes(buf[8..].try_into().expect("8 bytes")),
+    ])
+}
+
 fn csum(bytes: &[u8]) -> u16 {
     csum_fold(csum_add_bytes(0, bytes))
 }
@@ -340,26 +465,12 @@ fn csum(bytes: &[u8]) -> u16 {
 macro_rules! answer_value {
     ($name:ident, $ty:ident) => {
         fn $name(bytes: &[u8], count: u16, stride: u16) -> Result<$ty> {
-            // With a stride the kernel rotates by copying from
-            // `k * stride`, so the answer is stored twice in a row.
-            let mut stored = fill::<{ size_of::<$ty>() - 8 }>(bytes)?;
-            if stride != 0 {
-                let end = 2 * bytes.len();
-                if end > stored.len() {
-                    bail!(
-                        "{} bytes twice do not fit a {}",
-                        bytes.len(),
-                        stringify!($ty)
-                    );
-                }
-                stored[bytes.len()..end].copy_from_slice(bytes);
-            }
             Ok($ty {
                 len: bytes.len() as u16,
                 count,
                 csum: csum(bytes),
                 stride,
-                bytes: stored,
+                bytes: fill(bytes)?,
             })
         }
     };
@@ -412,45 +523,53 @@ impl Backend for BpfMaps {
             0,
             names,
             &by_tier[0],
-            |k| Ok(NameKey64 { name: fill(k)? }),
+            |n| {
+                let (h, d) = self.key_of(&n.key)?;
+                Ok((h, record!(NameRecord64, &d, h, n.refs)?))
+            },
             &mut failed,
         );
         self.put_name_batches(
             1,
             names,
             &by_tier[1],
-            |k| Ok(NameKey128 { name: fill(k)? }),
+            |n| {
+                let (h, d) = self.key_of(&n.key)?;
+                Ok((h, record!(NameRecord128, &d, h, n.refs)?))
+            },
             &mut failed,
         );
         self.put_name_batches(
             2,
             names,
             &by_tier[2],
-            |k| Ok(NameKey256 { name: fill(k)? }),
+            |n| {
+                let (h, d) = self.key_of(&n.key)?;
+                Ok((h, record!(NameRecord256, &d, h, n.refs)?))
+            },
             &mut failed,
         );
         failed.sort_unstable();
         failed
     }
 
-    fn put_name(&mut self, key: &[u8], rec: NameRecord) -> Result<()> {
+    fn put_name(&mut self, key: &[u8], refs: NameRefs, replace: bool) -> Result<()> {
+        let (h, d) = self.key_of(key)?;
+        let flags = name_flags(replace);
         let r = match tier(key.len()) {
-            0 => self.names64.insert(NameKey64 { name: fill(key)? }, rec, 0),
-            1 => self
-                .names128
-                .insert(NameKey128 { name: fill(key)? }, rec, 0),
-            _ => self
-                .names256
-                .insert(NameKey256 { name: fill(key)? }, rec, 0),
+            0 => self.names64.insert(h, record!(NameRecord64, &d, h, refs)?, flags),
+            1 => self.names128.insert(h, record!(NameRecord128, &d, h, refs)?, flags),
+            _ => self.names256.insert(h, record!(NameRecord256, &d, h, refs)?, flags),
         };
         r.context("writing a name")
     }
 
     fn remove_name(&mut self, key: &[u8]) -> Result<()> {
+        let (h, _) = self.key_of(key)?;
         let r = match tier(key.len()) {
-            0 => self.names64.remove(&NameKey64 { name: fill(key)? }),
-            1 => self.names128.remove(&NameKey128 { name: fill(key)? }),
-            _ => self.names256.remove(&NameKey256 { name: fill(key)? }),
+            0 => self.names64.remove(&h),
+            1 => self.names128.remove(&h),
+            _ => self.names256.remove(&h),
         };
         r.context("removing a name")
     }
@@ -466,9 +585,17 @@ impl Backend for BpfMaps {
         self.soa.set(index, a, 0).context("writing soa")
     }
 
-    fn set_nxdomain(&mut self, on: bool, zone_len: u32) -> Result<()> {
+    fn set_nxdomain(&mut self, on: bool, zone: &[u8]) -> Result<()> {
+        let mut d = [0u8; ZONE_MAX];
+        let len = dotted(zone, &mut d).with_context(|| {
+            format!("the zone ({} bytes) is too long for kernel NXDOMAIN", zone.len())
+        })?;
         self.shadow.nxdomain = on.into();
-        self.shadow.zone_len = zone_len;
+        self.shadow.zone_len = len as u32;
+        self.shadow.zone_labels = d[..len].iter().filter(|&&b| b == b'.').count() as u32;
+        for (z, b) in self.shadow.zone.iter_mut().zip(d) {
+            *z = b as i8;
+        }
         self.write_config()
     }
 }

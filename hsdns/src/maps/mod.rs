@@ -7,8 +7,10 @@
 //!   never a torn one and never a gap;
 //! - a slot freed by that swap is reused only after [`QUARANTINE`], long after
 //!   any program run that could still be reading it has finished;
-//! - whatever does not fit (map full, answer too large for any UDP reply) is
-//!   left to userspace (`REF_PASS` or no entry), never answered wrongly.
+//! - whatever does not fit the maps is left to userspace (`REF_PASS` or no
+//!   entry), never answered wrongly; an answer too large for any UDP reply
+//!   of ours is marked so (`REF_TRUNCATED`): the kernel answers it with
+//!   TC=1 and the client asks again over TCP.
 
 pub mod bpf;
 
@@ -23,8 +25,8 @@ use hickory_proto::{
     serialize::binary::BinEncodable as _,
 };
 use hsdns_common::{
-    ANSWER_CLASSES, AnswerRef, FLAG_APEX, MAX_NAME_LEN, NameRecord, REF_NODATA, REF_PASS,
-    SOA_BYTES, answer_ref,
+    ANSWER_CLASSES, AnswerClass, AnswerRef, MAX_NAME_LEN, NameRefs, REF_NODATA, REF_PASS,
+    REF_TRUNCATED, SOA_BYTES, ZONE_MAX, answer_ref, ref_class, ref_slot,
 };
 
 use crate::{
@@ -51,8 +53,9 @@ pub trait Backend {
         count: u16,
         stride: u16,
     ) -> Result<()>;
-    /// `key` is the lowercase wire-format name.
-    fn put_name(&mut self, key: &[u8], rec: NameRecord) -> Result<()>;
+    /// `key` is the lowercase wire-format name. `replace`: the name is in
+    /// the maps already (a new name must not overwrite another's entry).
+    fn put_name(&mut self, key: &[u8], refs: NameRefs, replace: bool) -> Result<()>;
     /// Writes every answer, as [`Self::put_answer`] each. All go into
     /// fresh slots, so their order does not matter.
     fn put_answers(&mut self, answers: &[AnswerWrite]) -> Result<()> {
@@ -67,15 +70,18 @@ pub trait Backend {
     /// writes them again one at a time, in order.
     fn put_names(&mut self, names: &[NameWrite]) -> Vec<usize> {
         (0..names.len())
-            .filter(|&i| self.put_name(&names[i].key, names[i].rec).is_err())
+            .filter(|&i| {
+                let n = &names[i];
+                self.put_name(&n.key, n.refs, n.replace).is_err()
+            })
             .collect()
     }
     fn remove_name(&mut self, key: &[u8]) -> Result<()>;
     fn put_soa(&mut self, index: u32, bytes: &[u8]) -> Result<()>;
     /// Turns the kernel's NXDOMAIN answers for provably missing names on or
-    /// off (see `hsdns_common::Config::nxdomain`); `zone_len` is the wire
-    /// length of the zone name.
-    fn set_nxdomain(&mut self, on: bool, zone_len: u32) -> Result<()>;
+    /// off (see `hsdns_common::Config::nxdomain`); `zone` is the zone's
+    /// lowercase wire-format name.
+    fn set_nxdomain(&mut self, on: bool, zone: &[u8]) -> Result<()>;
 }
 
 /// What one sync changed.
@@ -88,7 +94,8 @@ pub struct SyncStats {
     pub names_full: usize,
     /// Answers that did not fit their class: that type passes up.
     pub answers_full: usize,
-    /// Answers larger than any UDP reply the kernel sends: passed up.
+    /// Answers larger than any UDP reply the kernel sends: the kernel
+    /// answers them with TC=1.
     pub answers_too_large: usize,
 }
 
@@ -107,7 +114,9 @@ pub struct AnswerWrite {
 pub struct NameWrite {
     /// The lowercase wire-format name.
     pub key: Vec<u8>,
-    pub rec: NameRecord,
+    pub refs: NameRefs,
+    /// The name is in the maps already.
+    pub replace: bool,
 }
 
 /// What a name write held back for [`Syncer::flush`] needs if it fails.
@@ -193,7 +202,10 @@ pub struct Syncer<B> {
     undo_pending: Vec<NameUndo>,
 }
 
-/// The lowercase wire-format name: the kernel's key.
+/// The answer map classes, by index.
+const CLASSES: [AnswerClass; 3] = [AnswerClass::Small, AnswerClass::Medium, AnswerClass::Large];
+
+/// The lowercase wire-format name (the kernel keys its dotted form).
 pub fn name_key(name: &Name) -> Result<Vec<u8>> {
     let mut n = name.to_lowercase();
     n.set_fqdn(true);
@@ -285,7 +297,6 @@ impl<B: Backend> Syncer<B> {
             p.mature(now);
         }
         let mut stats = SyncStats::default();
-        let apex = Key::of(&table.zone().zone);
         // A namespace's name is the one name two services share: one
         // batch can take it out (its last service deleted) and put it back
         // (another one added). The first change's `old` is what the maps
@@ -310,7 +321,7 @@ impl<B: Backend> Syncer<B> {
                 }
                 continue;
             };
-            let refs = self.install(zone, apex.as_ref(), &key, entry, old, now, &mut stats)?;
+            let refs = self.install(zone, &key, entry, old, now, &mut stats)?;
             if refs == MapRefs::NONE {
                 self.missing += 1;
             }
@@ -338,9 +349,12 @@ impl<B: Backend> Syncer<B> {
     }
 
     fn apply_nxdomain(&mut self, on: bool, zone: &ZoneConfig) -> Result<()> {
+        let wire = name_key(&zone.zone)?;
+        // A zone too long for the kernel's copy: negative answers come
+        // from userspace.
+        let on = on && wire.len() <= ZONE_MAX;
         if on != self.nxdomain_on {
-            let zone_len = answer::wire_len(&zone.zone) as u32;
-            self.backend.set_nxdomain(on, zone_len)?;
+            self.backend.set_nxdomain(on, &wire)?;
             self.nxdomain_on = on;
             log::info!("kernel NXDOMAIN answers {}", if on { "on" } else { "off" });
         }
@@ -362,11 +376,9 @@ impl<B: Backend> Syncer<B> {
 
     /// Writes a new or changed name: answers into fresh slots, then the
     /// name's value in one update, both held back until [`Self::flush`].
-    #[allow(clippy::too_many_arguments)]
     fn install(
         &mut self,
         zone: &ZoneConfig,
-        apex: Option<&Key>,
         table_key: &Key,
         entry: &NameEntry,
         old: Option<MapRefs>,
@@ -392,23 +404,15 @@ impl<B: Backend> Syncer<B> {
         } else {
             (REF_PASS, REF_PASS)
         };
-        let rec = NameRecord {
-            a,
-            aaaa,
-            rcode: 0,
-            zone: 0,
-            flags: if Some(table_key) == apex {
-                FLAG_APEX
-            } else {
-                0
-            },
-            _pad: 0,
-        };
         // Held back, to go into the maps with others in one call. Counted
         // as written meanwhile; the flush undoes what fails. The old
         // slots may go into quarantine before the name leaves them: none
         // is reused before the next sync, and this one ends with the flush.
-        self.names_pending.push(NameWrite { key, rec });
+        self.names_pending.push(NameWrite {
+            key,
+            refs: NameRefs { a, aaaa },
+            replace: old.is_some(),
+        });
         self.undo_pending.push(NameUndo {
             key: table_key.clone(),
             replaced: old.is_some(),
@@ -442,8 +446,8 @@ impl<B: Backend> Syncer<B> {
         let names = std::mem::take(&mut self.names_pending);
         let undo = std::mem::take(&mut self.undo_pending);
         for i in self.backend.put_names(&names) {
-            let NameWrite { key, rec } = &names[i];
-            let Err(e) = self.backend.put_name(key, *rec) else {
+            let NameWrite { key, refs, replace } = &names[i];
+            let Err(e) = self.backend.put_name(key, *refs, *replace) else {
                 continue;
             };
             let NameUndo {
@@ -455,8 +459,8 @@ impl<B: Backend> Syncer<B> {
                 table_key.name()
             );
             self.apply_nxdomain(false, table.zone())?;
-            self.release(rec.a, now);
-            self.release(rec.aaaa, now);
+            self.release(refs.a, now);
+            self.release(refs.aaaa, now);
             if *replaced {
                 self.backend.remove_name(key)?;
             }
@@ -467,8 +471,8 @@ impl<B: Backend> Syncer<B> {
             stats.names_full += 1;
             // Unless a later write of the same name has replaced them.
             if let Some((_, entry)) = table.entry_mut(table_key)
-                && entry.refs.a == rec.a
-                && entry.refs.aaaa == rec.aaaa
+                && entry.refs.a == refs.a
+                && entry.refs.aaaa == refs.aaaa
             {
                 entry.refs = MapRefs::NONE;
                 self.missing += 1;
@@ -494,8 +498,9 @@ impl<B: Backend> Syncer<B> {
         let first = usize::from(count > 1);
         let Some(class) = (first..ANSWER_CLASSES.len()).find(|&c| bytes.len() <= ANSWER_CLASSES[c])
         else {
+            // No UDP reply of ours holds it: the kernel says TC=1.
             stats.answers_too_large += 1;
-            return Ok(REF_PASS);
+            return Ok(REF_TRUNCATED);
         };
         // A full small class spills upward.
         let Some((class, slot)) =
@@ -517,15 +522,13 @@ impl<B: Backend> Syncer<B> {
             stride,
         });
         stats.answers_written += 1;
-        Ok(answer_ref(class as u32, slot))
+        Ok(answer_ref(CLASSES[class], slot))
     }
 
     fn release(&mut self, r: AnswerRef, now: Instant) {
-        if r == REF_NODATA || r == REF_PASS {
-            return;
+        if let Some(class) = CLASSES.iter().position(|&c| ref_class(r) == Some(c)) {
+            self.pools[class].release(ref_slot(r), now);
         }
-        let class = (r >> hsdns_common::REF_CLASS_SHIFT) as usize;
-        self.pools[class].release(r & hsdns_common::REF_SLOT_MASK, now);
     }
 
     /// Answer slots in use per class (quarantined ones excluded).

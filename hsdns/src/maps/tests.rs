@@ -1,7 +1,7 @@
 use std::collections::HashMap as Map;
 
 use hickory_proto::rr::{Name, RecordType};
-use hsdns_common::{REF_CLASS_SHIFT, REF_NODATA, REF_PASS, REF_SLOT_MASK};
+use hsdns_common::{REF_CLASS_SHIFT, REF_NODATA, REF_PASS, REF_SLOT_MASK, REF_TRUNCATED};
 
 use super::*;
 use crate::{
@@ -12,7 +12,7 @@ use crate::{
 #[derive(Debug, Clone, PartialEq)]
 enum Op {
     Answer(usize, u32),
-    Name(Vec<u8>, NameRecord),
+    Name(Vec<u8>, NameRefs),
     Remove(Vec<u8>),
 }
 
@@ -20,7 +20,7 @@ enum Op {
 #[derive(Default)]
 struct Mem {
     answers: Map<(usize, u32), (Vec<u8>, u16)>,
-    names: Map<Vec<u8>, NameRecord>,
+    names: Map<Vec<u8>, NameRefs>,
     soa: Map<u32, Vec<u8>>,
     ops: Vec<Op>,
     nxdomain: Option<u32>,
@@ -44,9 +44,13 @@ impl Backend for Mem {
         self.ops.push(Op::Answer(class, slot));
         Ok(())
     }
-    fn put_name(&mut self, key: &[u8], rec: NameRecord) -> Result<()> {
+    fn put_name(&mut self, key: &[u8], rec: NameRefs, replace: bool) -> Result<()> {
         if self.reject.as_deref() == Some(key) {
             anyhow::bail!("rejected");
+        }
+        // BPF_NOEXIST / BPF_EXIST, as the BPF backend writes them.
+        if self.names.contains_key(key) != replace {
+            anyhow::bail!("{} ({key:?})", if replace { "not there" } else { "exists" });
         }
         self.names.insert(key.to_vec(), rec);
         self.ops.push(Op::Name(key.to_vec(), rec));
@@ -55,7 +59,7 @@ impl Backend for Mem {
     fn put_names(&mut self, names: &[NameWrite]) -> Vec<usize> {
         let limit = self.batch_limit.unwrap_or(usize::MAX);
         for (i, n) in names.iter().enumerate() {
-            if i == limit || self.put_name(&n.key, n.rec).is_err() {
+            if i == limit || self.put_name(&n.key, n.refs, n.replace).is_err() {
                 return (i..names.len()).collect();
             }
         }
@@ -70,15 +74,15 @@ impl Backend for Mem {
         self.soa.insert(index, bytes.to_vec());
         Ok(())
     }
-    fn set_nxdomain(&mut self, on: bool, zone_len: u32) -> Result<()> {
-        self.nxdomain = on.then_some(zone_len);
+    fn set_nxdomain(&mut self, on: bool, zone: &[u8]) -> Result<()> {
+        self.nxdomain = on.then_some(zone.len() as u32);
         Ok(())
     }
 }
 
 impl Mem {
     /// What the kernel would copy for (name, type): None when it would pass
-    /// the query up, Some(None) for NODATA.
+    /// the query up or answer TC=1 (no bytes), Some(None) for NODATA.
     fn answer(&self, name: &str, qtype: RecordType) -> Option<Option<Vec<u8>>> {
         let key = name_key(&Name::from_ascii(name).unwrap()).unwrap();
         let rec = self.names.get(&key)?;
@@ -88,7 +92,7 @@ impl Mem {
             rec.aaaa
         };
         match r {
-            REF_PASS => None,
+            REF_PASS | REF_TRUNCATED => None,
             REF_NODATA => Some(None),
             r => {
                 let slot = ((r >> REF_CLASS_SHIFT) as usize, r & REF_SLOT_MASK);
@@ -320,9 +324,11 @@ fn answers_pick_the_smallest_class_and_spill_upward() {
     // 80 one-address names: 10 fit the small class, the rest spill to M.
     assert_eq!(s.slots_in_use()[0], 10);
     assert_eq!(s.slots_in_use()[1], 70);
-    // The service has 80 addresses: 1280 bytes, more than any UDP reply.
+    // The service has 80 addresses: 1280 bytes, more than any UDP reply:
+    // the kernel answers it with TC=1.
     assert_eq!(st.answers_too_large, 1);
-    assert_eq!(s.backend().answer(WEB, RecordType::A), None);
+    let key = name_key(&Name::from_ascii(WEB).unwrap()).unwrap();
+    assert_eq!(s.backend().names[&key].a, REF_TRUNCATED);
 }
 
 #[test]

@@ -1,0 +1,147 @@
+//! The two hooks behind one interface: the parse, lookup and reply code is
+//! generic over [`Packet`], so XDP (driver-mode interfaces) and tc ingress
+//! (pod veths) run the same instructions between their entry and exit.
+
+use aya_ebpf::{
+    bindings::{TC_ACT_OK, TC_ACT_SHOT, xdp_action},
+    helpers::generated::{
+        bpf_redirect_peer, bpf_skb_change_tail, bpf_skb_load_bytes, bpf_skb_pull_data,
+        bpf_skb_store_bytes, bpf_xdp_adjust_tail, bpf_xdp_get_buff_len, bpf_xdp_load_bytes,
+        bpf_xdp_store_bytes,
+    },
+    programs::{TcContext, XdpContext},
+};
+use hsdns_common::{Action, Verdict};
+
+pub trait Packet {
+    /// First and one-past-last byte the program may read directly.
+    fn bounds(&self) -> (usize, usize);
+    /// The whole packet's length (the directly readable part may be less).
+    fn len(&self) -> usize;
+    /// Makes the first `n` bytes directly readable if the hook can (tc
+    /// pulls them into the linear part); `bounds` must be read again.
+    fn make_readable(&self, n: usize) -> bool;
+    /// Copies `len` bytes at `off` to `dst`. Nothing but `len` is assumed:
+    /// the helper checks the packet's bounds.
+    fn load(&self, off: usize, dst: *mut u8, len: usize) -> bool;
+    fn store(&self, off: usize, src: *const u8, len: usize) -> bool;
+    /// Grows or shrinks the packet from `old_len` to `new_len` bytes, at
+    /// the tail. Fails with the verdict to count; the packet is then as it
+    /// was.
+    fn resize(&self, old_len: usize, new_len: usize) -> Result<(), Verdict>;
+    /// The hook's return code for what is to become of the packet.
+    fn finish(&self, action: Action) -> i32;
+}
+
+impl Packet for XdpContext {
+    #[inline(always)]
+    fn bounds(&self) -> (usize, usize) {
+        (self.data(), self.data_end())
+    }
+
+    #[inline(always)]
+    fn len(&self) -> usize {
+        // Not data_end - data: LLVM may fold that into arithmetic on the
+        // end pointer, which the verifier rejects; and a multi-buffer
+        // frame is longer than its first buffer.
+        // SAFETY: the program's own context.
+        unsafe { bpf_xdp_get_buff_len(self.ctx) as usize }
+    }
+
+    #[inline(always)]
+    fn make_readable(&self, n: usize) -> bool {
+        self.data() + n <= self.data_end()
+    }
+
+    #[inline(always)]
+    fn load(&self, off: usize, dst: *mut u8, len: usize) -> bool {
+        // SAFETY: the helper bounds-checks against the frame; the caller
+        // passes a destination of at least `len` bytes.
+        unsafe { bpf_xdp_load_bytes(self.ctx, off as u32, dst.cast(), len as u32) == 0 }
+    }
+
+    #[inline(always)]
+    fn store(&self, off: usize, src: *const u8, len: usize) -> bool {
+        // SAFETY: as in `load`.
+        unsafe { bpf_xdp_store_bytes(self.ctx, off as u32, src as *mut _, len as u32) == 0 }
+    }
+
+    #[inline(always)]
+    fn resize(&self, old_len: usize, new_len: usize) -> Result<(), Verdict> {
+        let delta = new_len as i32 - old_len as i32;
+        // SAFETY: the program's own context; no packet pointer is held
+        // across the call.
+        if unsafe { bpf_xdp_adjust_tail(self.ctx, delta) } != 0 {
+            // Generic (skb) XDP gives the frame only the skb's tailroom.
+            return Err(Verdict::NoRoom);
+        }
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn finish(&self, action: Action) -> i32 {
+        (match action {
+            Action::Answer => xdp_action::XDP_TX,
+            Action::Pass => xdp_action::XDP_PASS,
+            Action::Drop => xdp_action::XDP_DROP,
+        }) as i32
+    }
+}
+
+impl Packet for TcContext {
+    #[inline(always)]
+    fn bounds(&self) -> (usize, usize) {
+        (self.data(), self.data_end())
+    }
+
+    #[inline(always)]
+    fn len(&self) -> usize {
+        self.len() as usize
+    }
+
+    #[inline(always)]
+    fn make_readable(&self, n: usize) -> bool {
+        if self.data() + n <= self.data_end() {
+            return true;
+        }
+        // SAFETY: the program's own context.
+        unsafe { bpf_skb_pull_data(self.skb.skb, n as u32) == 0 }
+    }
+
+    #[inline(always)]
+    fn load(&self, off: usize, dst: *mut u8, len: usize) -> bool {
+        // SAFETY: the helper bounds-checks against the skb (linear or not).
+        unsafe { bpf_skb_load_bytes(self.skb.skb as *const _, off as u32, dst.cast(), len as u32) == 0 }
+    }
+
+    #[inline(always)]
+    fn store(&self, off: usize, src: *const u8, len: usize) -> bool {
+        // SAFETY: as in `load`; the helper makes the skb writable first.
+        unsafe { bpf_skb_store_bytes(self.skb.skb, off as u32, src as *const _, len as u32, 0) == 0 }
+    }
+
+    #[inline(always)]
+    fn resize(&self, _old_len: usize, new_len: usize) -> Result<(), Verdict> {
+        // Grows the skb to any size (reallocating it if needed), unlike
+        // generic XDP on a veth.
+        // SAFETY: the program's own context.
+        if unsafe { bpf_skb_change_tail(self.skb.skb, new_len as u32, 0) } != 0 {
+            return Err(Verdict::Internal);
+        }
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn finish(&self, action: Action) -> i32 {
+        match action {
+            // Straight into the ingress of the veth's peer, the pod's end:
+            // no backlog queue, no second pass through the host's stack.
+            // SAFETY: a plain helper call.
+            Action::Answer => unsafe {
+                bpf_redirect_peer((*self.skb.skb).ifindex, 0) as i32
+            },
+            Action::Pass => TC_ACT_OK,
+            Action::Drop => TC_ACT_SHOT,
+        }
+    }
+}

@@ -1,0 +1,278 @@
+//! The reply, written over the query in place.
+//!
+//! Header sizes stay as they were (an IPv4 query's options become NOPs), so
+//! the question stays where it is, byte for byte as the client sent it,
+//! 0x20 case included. Only the tail changes: the packet is resized once,
+//! before anything is written, so a failure leaves the query intact to go
+//! up; after that the answer section is copied from the map in one helper
+//! call and everything else is a direct write.
+
+use core::ptr::{read_unaligned, write_unaligned};
+
+use aya_ebpf::helpers::generated::bpf_probe_read_kernel;
+use hsdns_common::{ANSWER_CLASSES, Verdict};
+
+use crate::{
+    checksum::{OPT_SUM, add_le, at_offset, finish_udp, fold, le_to_be, opt_record},
+    maps::Scratch,
+    packet::Packet,
+    parse::Headers,
+    verifier::merge,
+    wire::*,
+};
+
+/// Precomputed bytes going into the reply, straight from a map value.
+#[derive(Clone, Copy)]
+pub struct Section {
+    pub bytes: *const u8,
+    pub len: usize,
+    /// Size of the map value's byte array.
+    pub cap: usize,
+    pub csum: u16,
+    pub count: u16,
+    pub stride: u16,
+}
+
+/// What the reply says, decided before the packet is touched.
+pub struct Plan {
+    pub verdict: Verdict,
+    /// Answer or authority bytes; none in a truncated reply.
+    pub section: Option<Section>,
+    /// The section is the SOA of a negative answer (authority section).
+    pub authority: bool,
+    pub rcode: u16,
+    pub truncated: bool,
+    pub has_opt: bool,
+}
+
+#[inline(always)]
+fn rd16(p: usize) -> u16 {
+    // SAFETY: callers check the bounds first.
+    unsafe { u16::from_be(read_unaligned(p as *const u16)) }
+}
+
+#[inline(always)]
+fn wr16(p: usize, v: u16) {
+    // SAFETY: callers check the bounds first.
+    unsafe { write_unaligned(p as *mut u16, v.to_be()) }
+}
+
+#[inline(always)]
+fn rd32(p: usize) -> u32 {
+    // SAFETY: callers check the bounds first.
+    unsafe { read_unaligned(p as *const u32) }
+}
+
+#[inline(always)]
+fn wr32(p: usize, v: u32) {
+    // SAFETY: callers check the bounds first.
+    unsafe { write_unaligned(p as *mut u32, v) }
+}
+
+#[inline(always)]
+fn wr8(p: usize, v: u8) {
+    // SAFETY: callers check the bounds first.
+    unsafe { *(p as *mut u8) = v }
+}
+
+/// Writes the reply. `qlen` is the question's length (name, QTYPE,
+/// QCLASS); `q_sum_le` its little-endian word sum.
+#[inline(always)]
+pub fn write<P: Packet>(
+    p: &P,
+    s: &mut Scratch,
+    h: &Headers,
+    qlen: usize,
+    q_sum_le: u64,
+    plan: &Plan,
+    pkt_len: usize,
+) -> Result<(), Verdict> {
+    let l2 = h.l2;
+    let l4 = h.l4;
+    let dns = l4 + UDP_HLEN;
+    let sec = match plan.section {
+        Some(sec) if !plan.truncated => Some(sec),
+        _ => None,
+    };
+    let sec_len = merge(s, 4, sec.map_or(0, |x| x.len) as u64) as usize;
+    if sec_len > ANSWER_CLASSES[2] {
+        return Err(Verdict::Internal);
+    }
+    let opt_len = if plan.has_opt { OPT_RR_LEN } else { 0 };
+    let dns_len = DNS_HLEN + qlen + sec_len + opt_len;
+    let udp_len = UDP_HLEN + dns_len;
+    let new_len = dns + dns_len;
+
+    // Multi-record answers rotate (round robin, as CoreDNS's loadbalance
+    // plugin does): clients take the first address. The rotated copy is
+    // assembled in scratch before the packet changes.
+    let mut src = 0usize;
+    if let Some(sec) = sec {
+        src = sec.bytes as usize;
+        if sec.stride != 0 && sec.count > 1 {
+            s.rot = s.rot.wrapping_add(1);
+            let off = merge(s, 5, ((s.rot % sec.count as u32) * sec.stride as u32) as u64) as usize;
+            if off > 0 && off < sec_len {
+                let head = sec_len - off;
+                let head = merge(s, 6, head as u64) as usize;
+                if head > ANSWER_CLASSES[2] || off > ANSWER_CLASSES[2] {
+                    return Err(Verdict::Internal);
+                }
+                let out = s.out.as_mut_ptr();
+                // SAFETY: the source is map memory of the section's value
+                // (bounds are the helper's to check: it cannot fault); the
+                // destination is `out`, 2 * ANSWER_CLASSES[2] bytes, and
+                // head, off <= ANSWER_CLASSES[2].
+                unsafe {
+                    if bpf_probe_read_kernel(out.cast(), head as u32, (src + off) as *const _) != 0
+                        || bpf_probe_read_kernel(out.add(head).cast(), off as u32, src as *const _)
+                            != 0
+                    {
+                        return Err(Verdict::Internal);
+                    }
+                }
+                src = out as usize;
+            }
+        }
+    }
+
+    // The resize comes first: if it fails, nothing has been written.
+    p.resize(pkt_len, new_len)?;
+    let (start, end) = p.bounds();
+    if start + ETH_HLEN > end {
+        return Err(Verdict::Dropped);
+    }
+    // Ethernet: MACs swapped, VLAN tag and EtherType kept.
+    let (d0, d1, s0, s1) = (rd32(start), rd16(start + 4), rd32(start + 6), rd16(start + 10));
+    wr32(start, s0);
+    wr16(start + 4, s1);
+    wr32(start + 6, d0);
+    wr16(start + 10, d1);
+
+    // IP: addresses swapped (their sum, for the pseudo-header, does not
+    // change), fresh length and TTL.
+    let ip = start + l2;
+    let mut addr_le = 0u64;
+    if h.v6 {
+        if ip + IPV6_HLEN > end {
+            return Err(Verdict::Dropped);
+        }
+        wr16(ip + IPV6_PLEN_OFF, udp_len as u16);
+        wr8(ip + IPV6_HOP_OFF, REPLY_TTL);
+        for i in 0..4 {
+            let a = ip + IPV6_SADDR_OFF + 4 * i;
+            let b = ip + IPV6_DADDR_OFF + 4 * i;
+            let (x, y) = (rd32(a), rd32(b));
+            wr32(a, y);
+            wr32(b, x);
+            addr_le = add_le(addr_le, x as u64);
+            addr_le = add_le(addr_le, y as u64);
+        }
+    } else {
+        if ip + IPV4_HLEN > end {
+            return Err(Verdict::Dropped);
+        }
+        let ihl = h.l3_len;
+        let (x, y) = (rd32(ip + IPV4_SADDR_OFF), rd32(ip + IPV4_DADDR_OFF));
+        wr32(ip + IPV4_SADDR_OFF, y);
+        wr32(ip + IPV4_DADDR_OFF, x);
+        addr_le = add_le(addr_le, x as u64);
+        addr_le = add_le(addr_le, y as u64);
+        let vihl = 0x4000 | ((ihl as u16 / 4) << 8);
+        let total = (ihl + udp_len) as u16;
+        let id = rd16(ip + IPV4_ID_OFF);
+        let ttl_proto = ((REPLY_TTL as u16) << 8) | IPPROTO_UDP as u16;
+        wr16(ip, vihl);
+        wr16(ip + IPV4_TOT_LEN_OFF, total);
+        wr16(ip + IPV4_FRAG_OFF, IPV4_DF);
+        wr16(ip + IPV4_TTL_OFF, ttl_proto);
+        // Options (rare: Record Route and the like) are not echoed: NOPs
+        // keep the header length, so nothing after it moves.
+        let mut sum = vihl as u64 + total as u64 + id as u64 + IPV4_DF as u64 + ttl_proto as u64;
+        for i in 0..(IPV4_HLEN_MAX - IPV4_HLEN) {
+            if IPV4_HLEN + i >= ihl {
+                break;
+            }
+            let o = ip + IPV4_HLEN + i;
+            if o + 1 > end {
+                return Err(Verdict::Dropped);
+            }
+            wr8(o, IPOPT_NOP);
+            sum += if i & 1 == 0 { (IPOPT_NOP as u64) << 8 } else { IPOPT_NOP as u64 };
+        }
+        let sum = sum + le_to_be(addr_le);
+        wr16(ip + IPV4_CSUM_OFF, !(fold(sum) as u16));
+    }
+
+    // UDP: ports swapped.
+    let udp = start + l4;
+    if udp + UDP_HLEN + DNS_HLEN > end {
+        return Err(Verdict::Dropped);
+    }
+    let d = udp + UDP_HLEN;
+    let (sport, dport) = (rd16(udp + UDP_SPORT_OFF), rd16(udp + UDP_DPORT_OFF));
+    wr16(udp + UDP_SPORT_OFF, dport);
+    wr16(udp + UDP_DPORT_OFF, sport);
+    wr16(udp + UDP_LEN_OFF, udp_len as u16);
+
+    // DNS header: same ID; QR AA, RD and CD copied; counts.
+    let id = rd16(d + DNS_ID_OFF);
+    let flags = DNS_QR
+        | DNS_AA
+        | (h.flags & (DNS_RD | DNS_CD))
+        | if plan.truncated { DNS_TC } else { 0 }
+        | plan.rcode;
+    let (an, ns) = match sec {
+        Some(_) if plan.authority => (0, 1),
+        Some(sec) => (sec.count, 0),
+        None => (0, 0),
+    };
+    let ar = plan.has_opt as u16;
+    wr16(d + DNS_FLAGS_OFF, flags);
+    wr16(d + DNS_ANCOUNT_OFF, an);
+    wr16(d + DNS_NSCOUNT_OFF, ns);
+    wr16(d + DNS_ARCOUNT_OFF, ar);
+
+    // The question stays as sent; the section and OPT follow it.
+    let sec_at = dns + DNS_HLEN + qlen;
+    if let Some(sec) = sec {
+        if sec_len < 1 || sec_len > sec.cap.min(ANSWER_CLASSES[2]) {
+            return Err(Verdict::Dropped);
+        }
+        if !p.store(sec_at, src as *const u8, sec_len) {
+            return Err(Verdict::Dropped);
+        }
+    }
+    let opt_at = sec_at + sec_len;
+    if plan.has_opt {
+        let opt = opt_record();
+        let words = [
+            u64::from_le_bytes([opt[0], opt[1], opt[2], opt[3], opt[4], opt[5], opt[6], opt[7]]),
+            u64::from_le_bytes([opt[8], opt[9], opt[10], 0, 0, 0, 0, 0]),
+        ];
+        if !p.store(opt_at, words.as_ptr() as *const u8, OPT_RR_LEN) {
+            return Err(Verdict::Dropped);
+        }
+    }
+
+    // UDP checksum, in full (IPv6 requires one; a veth query's own is
+    // usually only partial): pseudo-header, UDP and DNS headers, and the
+    // sums of the question, the section and the OPT record.
+    let mut sum = IPPROTO_UDP as u64 + 2 * udp_len as u64 + sport as u64 + dport as u64;
+    sum += id as u64 + flags as u64 + 1 + an as u64 + ns as u64 + ar as u64;
+    sum += le_to_be(add_le(q_sum_le, 0) + addr_le);
+    if let Some(sec) = sec {
+        sum += at_offset(sec.csum, DNS_HLEN + qlen);
+    }
+    if plan.has_opt {
+        sum += at_offset(OPT_SUM, opt_at - dns);
+    }
+    // Pointers were invalidated by the stores (helpers may move data).
+    let (start, end) = p.bounds();
+    let udp = start + l4;
+    if udp + UDP_HLEN > end {
+        return Err(Verdict::Dropped);
+    }
+    wr16(udp + UDP_CSUM_OFF, finish_udp(sum));
+    Ok(())
+}
