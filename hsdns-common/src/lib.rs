@@ -14,7 +14,7 @@
 pub mod name;
 pub mod verdict;
 
-pub use name::{MAX_NAME_LEN, dotted, name_hash, record_check};
+pub use name::{MAX_LABELS, MAX_NAME_LEN, dotted, name_hash, record_check};
 pub use verdict::{Action, Counters, VERDICT_COUNT, Verdict};
 
 /// The largest DNS message the kernel sends, and the UDP payload size it

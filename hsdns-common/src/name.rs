@@ -14,6 +14,10 @@
 
 /// Longest wire-format name (RFC 1035 2.3.4), root label included.
 pub const MAX_NAME_LEN: usize = 255;
+/// Most labels (the root not counted) of a name the kernel answers: the
+/// walk over labels is unrolled for the verifier, and 32 is far more than
+/// any name under a cluster zone has. Longer names go up.
+pub const MAX_LABELS: usize = 32;
 
 /// Replaces the label lengths of a wire-format name by `.`, writing `out`
 /// (zero-padded). Returns the name's length, or `None` when `wire` is not

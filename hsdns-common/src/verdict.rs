@@ -109,9 +109,9 @@ verdicts! {
     /// The name's A/AAAA answers are kept in userspace (a CNAME, or the
     /// answer maps were full).
     UserspaceOnly = pass_userspace_only => Pass,
-    /// A label holds a `.` byte, which the kernel's dotted form of names
-    /// cannot tell from a label boundary (no such name is ever in the
-    /// table).
+    /// A label holds a `.` or NUL byte, which the kernel's dotted form of
+    /// names cannot tell from a label boundary or the end, or the name has
+    /// more than 32 labels (no such name is ever in the table).
     UnsupportedName = pass_unsupported_name => Pass,
     /// The keyed hash found a record whose stored name or check word does
     /// not match the question: a hash collision, or a map element reused

@@ -52,7 +52,11 @@ pub const OPT_SUM: u16 = {
     let mut i = 0;
     while i < OPT_RR_LEN {
         let hi = b[i] as u32;
-        let lo = if i + 1 < OPT_RR_LEN { b[i + 1] as u32 } else { 0 };
+        let lo = if i + 1 < OPT_RR_LEN {
+            b[i + 1] as u32
+        } else {
+            0
+        };
         sum += (hi << 8) | lo;
         i += 2;
     }

@@ -31,10 +31,12 @@ pub enum Found {
 /// Compares the stored name with the dotted key and reads the references.
 /// `rec` points to a name record of `tier`; `max_words` is its name size.
 #[inline(always)]
-fn verify(s: &Scratch, name: &Name, rec: *const u8, tier: usize, max_words: usize) -> Found {
+fn verify(s: &mut Scratch, name: &Name, rec: *const u8, tier: usize, max_words: usize) -> Found {
     let words = rec as *const u64;
+    // The bound is a copy (see `name::walk`).
+    let n = merge(s, 4, name.words as u64) as usize;
     for w in 0..32 {
-        if w >= name.words || w >= max_words {
+        if w >= n || w >= max_words {
             break;
         }
         // SAFETY: w < max_words: inside the record's name field.
@@ -62,7 +64,7 @@ fn verify(s: &Scratch, name: &Name, rec: *const u8, tier: usize, max_words: usiz
 }
 
 #[inline(always)]
-pub fn lookup(s: &Scratch, name: &Name) -> Found {
+pub fn lookup(s: &mut Scratch, name: &Name) -> Found {
     let key = NameHash { hash: name.hash };
     let (rec, tier) = if name.len <= NAME_TIERS[0] {
         (NAMES_64.get_ptr(&key).map(|p| p as *const u8), 0)
@@ -91,8 +93,7 @@ pub fn provably_missing(s: &mut Scratch, cfg: &Config, name: &Name) -> bool {
     }
     let zone_len = cfg.zone_len as usize;
     let zone_labels = cfg.zone_labels as usize;
-    if zone_len < 1 || zone_len > ZONE_MAX || name.len <= zone_len || name.labels <= zone_labels
-    {
+    if zone_len < 1 || zone_len > ZONE_MAX || name.len <= zone_len || name.labels <= zone_labels {
         return false;
     }
     // The zone must end the name and start at one of its labels. (The
@@ -100,14 +101,15 @@ pub fn provably_missing(s: &mut Scratch, cfg: &Config, name: &Name) -> bool {
     // bound a difference of two ranges; the checks below bound them.)
     let zone_start = merge(s, 2, (name.len - zone_len) as u64) as usize;
     let first_zone_label = merge(s, 3, (name.labels - zone_labels) as u64) as usize;
-    if zone_start > 255 || first_zone_label < 1 || first_zone_label > 127 {
+    if zone_start > 255 || first_zone_label < 1 || first_zone_label > 63 {
         return false;
     }
     if s.label_at[first_zone_label] as usize != zone_start {
         return false;
     }
+    let n = merge(s, 5, zone_len as u64) as usize;
     for i in 0..ZONE_MAX {
-        if i >= zone_len {
+        if i >= n {
             break;
         }
         if key_byte(s, zone_start + i) != cfg.zone[i] as u8 {
@@ -116,7 +118,7 @@ pub fn provably_missing(s: &mut Scratch, cfg: &Config, name: &Name) -> bool {
     }
     // The label right before the zone: `svc`, `pod` or anything else.
     let before = first_zone_label - 1;
-    let at = s.label_at[before & 127] as usize;
+    let at = s.label_at[before & 63] as usize;
     let len = zone_start - at - 1;
     let is = |w: &[u8; 3]| {
         len == 3

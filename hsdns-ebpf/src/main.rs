@@ -42,9 +42,7 @@ mod prog {
         macros::{classifier, xdp},
         programs::{TcContext, XdpContext},
     };
-    use hsdns_common::{
-        ANSWER_CLASSES, AnswerClass, EDNS_UDP_SIZE, PLAIN_UDP_SIZE, SOA_BYTES, Verdict,
-    };
+    use hsdns_common::{ANSWER_CLASSES, AnswerClass, EDNS_UDP_SIZE, PLAIN_UDP_SIZE, Verdict};
 
     use crate::{
         lookup::{self, Found},
@@ -56,6 +54,24 @@ mod prog {
         verifier::merge,
         wire::*,
     };
+
+    /// A map value of an answer class as a [`Section`]: its fields read
+    /// once, its bytes by address.
+    macro_rules! section {
+        ($ptr:expr) => {{
+            let p = $ptr;
+            // SAFETY: a valid map value pointer for the program's run.
+            unsafe {
+                Section {
+                    addr: (*p).bytes.as_ptr() as usize,
+                    len: (*p).len as usize,
+                    csum: (*p).csum,
+                    count: (*p).count,
+                    stride: (*p).stride,
+                }
+            }
+        }};
+    }
 
     #[xdp]
     pub fn hsdns(ctx: XdpContext) -> u32 {
@@ -103,6 +119,26 @@ mod prog {
         let s = SCRATCH.get_ptr_mut(0).ok_or(Verdict::Internal)?;
         // SAFETY: the per-CPU scratch value is this run's alone.
         let s = unsafe { &mut *s };
+        // One range for each header offset, whatever the path (VLAN or
+        // not, IPv4 with options or IPv6): every packet access after this
+        // is checked against the end again, and the verifier walks the
+        // rest once, not once per combination.
+        let mut h = h;
+        h.l2 = merge(s, 0, h.l2 as u64) as usize;
+        h.l3_len = merge(s, 1, h.l3_len as u64) as usize;
+        h.l4 = merge(s, 2, h.l4 as u64) as usize;
+        h.dns_len = merge(s, 3, h.dns_len as u64) as usize;
+        if h.l2 > ETH_HLEN + VLAN_HLEN
+            || h.l2 < ETH_HLEN
+            || h.l3_len > IPV4_HLEN_MAX
+            || h.l3_len < IPV4_HLEN
+            || h.l4 > ETH_HLEN + VLAN_HLEN + IPV4_HLEN_MAX
+            || h.l4 != h.l2 + h.l3_len
+            || h.dns_len < DNS_HLEN
+            || h.dns_len > u16::MAX as usize
+        {
+            return Err(Verdict::Internal);
+        }
 
         // The question and what follows, copied once.
         let qoff = h.dns() + DNS_HLEN;
@@ -152,83 +188,75 @@ mod prog {
 
         let name = name::digest(s, len, labels, cfg.hash_key)?;
         let qlen = len + QUESTION_TAIL;
-        let soa = || -> Result<Section, Verdict> {
-            let a = SOA.get(len as u32).ok_or(Verdict::Internal)?;
-            if a.len == 0 {
-                return Err(Verdict::Internal);
-            }
-            Ok(Section {
-                bytes: a.bytes.as_ptr(),
-                len: a.len as usize,
-                cap: SOA_BYTES,
-                csum: a.csum,
-                count: 0,
-                stride: 0,
-            })
+        let none = Section {
+            addr: 0,
+            len: 0,
+            csum: 0,
+            count: 0,
+            stride: 0,
         };
-        let mut plan = match lookup::lookup(s, &name) {
+        let mut plan = Plan {
+            verdict: Verdict::Internal,
+            section: none,
+            authority: false,
+            rcode: 0,
+            truncated: false,
+            has_opt,
+        };
+        match lookup::lookup(s, &name) {
             Found::Crossed => return Err(Verdict::Crossed),
             Found::Missing => {
                 if !(nxdomain_fresh && lookup::provably_missing(s, cfg, &name)) {
                     return Err(Verdict::UnknownName);
                 }
-                Plan {
-                    verdict: Verdict::AnsweredNxdomain,
-                    section: Some(soa()?),
-                    authority: true,
-                    rcode: RCODE_NXDOMAIN,
-                    truncated: false,
-                    has_opt,
-                }
+                plan.verdict = Verdict::AnsweredNxdomain;
+                plan.section = soa(len)?;
+                plan.authority = true;
+                plan.rcode = RCODE_NXDOMAIN;
             }
             Found::Record { a, aaaa } => {
                 let (class, slot) = if qtype == TYPE_A { a } else { aaaa };
-                let answered = if qtype == TYPE_A {
+                plan.verdict = if qtype == TYPE_A {
                     Verdict::AnsweredA
                 } else {
                     Verdict::AnsweredAaaa
                 };
-                let mut plan = Plan {
-                    verdict: answered,
-                    section: None,
-                    authority: false,
-                    rcode: 0,
-                    truncated: false,
-                    has_opt,
-                };
-                match class {
+                plan.section = match class {
                     c if c == AnswerClass::Small as u8 => {
-                        let a = ANSWERS_S.get(slot).ok_or(Verdict::Internal)?;
-                        plan.section = Some(section(a.bytes.as_ptr(), a.len, a.count, a.csum, a.stride, 32));
+                        section!(ANSWERS_S.get_ptr(slot).ok_or(Verdict::Internal)?)
                     }
                     c if c == AnswerClass::Medium as u8 => {
-                        let a = ANSWERS_M.get(slot).ok_or(Verdict::Internal)?;
-                        plan.section =
-                            Some(section(a.bytes.as_ptr(), a.len, a.count, a.csum, a.stride, ANSWER_CLASSES[1]));
+                        section!(ANSWERS_M.get_ptr(slot).ok_or(Verdict::Internal)?)
                     }
                     c if c == AnswerClass::Large as u8 => {
-                        let a = ANSWERS_L.get(slot).ok_or(Verdict::Internal)?;
-                        plan.section =
-                            Some(section(a.bytes.as_ptr(), a.len, a.count, a.csum, a.stride, ANSWER_CLASSES[2]));
+                        section!(ANSWERS_L.get_ptr(slot).ok_or(Verdict::Internal)?)
                     }
                     c if c == AnswerClass::Nodata as u8 => {
                         plan.verdict = Verdict::AnsweredNodata;
-                        plan.section = Some(soa()?);
                         plan.authority = true;
+                        soa(len)?
                     }
                     c if c == AnswerClass::Userspace as u8 => {
                         return Err(Verdict::UserspaceOnly);
                     }
                     c if c == AnswerClass::Truncated as u8 => {
                         plan.truncated = true;
+                        none
                     }
                     _ => return Err(Verdict::Internal),
-                }
-                plan
+                };
             }
+        }
+        // Plain numbers from here on, whichever way led here (see Plan).
+        plan.section = Section {
+            addr: merge(s, 0, plan.section.addr as u64) as usize,
+            len: merge(s, 1, plan.section.len as u64) as usize,
+            csum: merge(s, 2, plan.section.csum as u64) as u16,
+            count: merge(s, 3, plan.section.count as u64) as u16,
+            stride: merge(s, 4, plan.section.stride as u64) as u16,
         };
-        let sec_len = plan.section.map_or(0, |x| x.len);
-        if sec_len == 0 && !plan.truncated {
+        let sec_len = plan.section.len;
+        if sec_len > ANSWER_CLASSES[2] || (sec_len == 0 && !plan.truncated) {
             return Err(Verdict::Internal);
         }
         let opt_len = if has_opt { OPT_RR_LEN } else { 0 };
@@ -238,20 +266,31 @@ mod prog {
             plan.verdict = Verdict::AnsweredTruncated;
             plan.rcode = 0;
         }
+        // The rest as plain numbers too, so that LLVM cannot specialise the
+        // rewrite for each way here (it did: one copy per case, each walked
+        // by the verifier).
+        let flags = merge(
+            s,
+            5,
+            plan.truncated as u64
+                | (plan.authority as u64) << 1
+                | (plan.has_opt as u64) << 2
+                | (plan.rcode as u64) << 8,
+        );
+        plan.truncated = flags & 1 != 0;
+        plan.authority = flags & 2 != 0;
+        plan.has_opt = flags & 4 != 0;
+        plan.rcode = ((flags >> 8) & 0xf) as u16;
+        let verdict = plan.verdict;
         reply::write(p, s, &h, qlen, name.sum_le, &plan, pkt_len)?;
-        Ok(plan.verdict)
+        Ok(verdict)
     }
 
+    /// The negative-answer authority section for a question name of `len`
+    /// bytes.
     #[inline(always)]
-    fn section(bytes: *const u8, len: u16, count: u16, csum: u16, stride: u16, cap: usize) -> Section {
-        Section {
-            bytes,
-            len: len as usize,
-            cap,
-            csum,
-            count,
-            stride,
-        }
+    fn soa(len: usize) -> Result<Section, Verdict> {
+        Ok(section!(SOA.get_ptr(len as u32).ok_or(Verdict::Internal)?))
     }
 
     /// Swaps MACs, IPv4 addresses and UDP ports at fixed offsets and sets
@@ -270,7 +309,10 @@ mod prog {
             }
             let ip = ETH_HLEN;
             for i in 0..4 {
-                core::ptr::swap(p.add(ip + IPV4_SADDR_OFF + i), p.add(ip + IPV4_DADDR_OFF + i));
+                core::ptr::swap(
+                    p.add(ip + IPV4_SADDR_OFF + i),
+                    p.add(ip + IPV4_DADDR_OFF + i),
+                );
             }
             let udp = ip + IPV4_HLEN;
             for i in 0..2 {

@@ -46,10 +46,11 @@ pub struct Scratch {
     /// The name in dotted lowercase form, zero past it: the map key's
     /// input and what the stored name is compared with.
     pub key: [u64; KEY_WORDS],
-    /// One bit per wire position: set where a label's length byte is.
-    pub starts: [u64; 4],
+    /// One byte per wire position: 0xff where a label's length byte is,
+    /// zero elsewhere (cleared for each question).
+    pub starts: [u64; 32],
     /// Start of each label, by label index (for the NXDOMAIN rule).
-    pub label_at: [u8; 128],
+    pub label_at: [u8; 64],
     /// Slots for [`crate::verifier::merge`].
     pub merge: [u64; 8],
     /// A rotated copy of a multi-record answer (two pieces of at most

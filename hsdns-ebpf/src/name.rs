@@ -74,11 +74,16 @@ pub fn walk(s: &mut Scratch, avail: usize) -> Result<(usize, usize), Verdict> {
         // byte-wise memset.
         unsafe { core::ptr::write_volatile(w, 0) };
     }
+    let starts = s.starts.as_mut_ptr() as *mut u8;
     let mut pos = 0usize;
     let mut end = usize::MAX;
     let mut labels = 0usize;
-    for j in 0..128 {
-        if pos >= avail {
+    // The loop compares against a copy: a comparison narrows the bound of
+    // the register it reads, differently at each exit, and the verifier
+    // would carry each narrowing through the rest of the program.
+    let limit = merge(s, 6, avail as u64) as usize;
+    for j in 0..name::MAX_LABELS + 1 {
+        if pos >= limit {
             return Err(Verdict::Malformed);
         }
         let l = q_byte(s, pos);
@@ -90,8 +95,12 @@ pub fn walk(s: &mut Scratch, avail: usize) -> Result<(usize, usize), Verdict> {
         if l > LABEL_MAX {
             return Err(Verdict::Malformed);
         }
+        if j == name::MAX_LABELS {
+            return Err(Verdict::UnsupportedName);
+        }
         s.label_at[j] = pos as u8;
-        s.starts[(pos >> 6) & 3] |= 1 << (pos & 63);
+        // SAFETY: pos < 255, inside the 256 bytes of `starts`.
+        unsafe { *starts.add(pos & 255) = 0xff };
         pos += l as usize + 1;
         if pos >= name::MAX_NAME_LEN {
             return Err(Verdict::Malformed);
@@ -100,7 +109,7 @@ pub fn walk(s: &mut Scratch, avail: usize) -> Result<(usize, usize), Verdict> {
     // One unknown scalar from here on, whichever iteration ended the walk.
     let len = merge(s, 0, end as u64 + 1) as usize;
     let labels = merge(s, 1, labels as u64) as usize;
-    if len < 1 || len > name::MAX_NAME_LEN || labels > 127 {
+    if len < 1 || len > name::MAX_NAME_LEN || labels > name::MAX_LABELS {
         return Err(Verdict::Malformed);
     }
     if len + QUESTION_TAIL > avail {
@@ -120,14 +129,6 @@ fn first_bytes(n: usize) -> u64 {
 #[inline(always)]
 fn below(n: usize) -> u64 {
     (1u64 << (8 * (n as u32 & 7))) - 1
-}
-
-/// 0xff in every byte whose bit is set in `bits` (bit i, byte i).
-#[inline(always)]
-fn spread(bits: u64) -> u64 {
-    let x = (bits & 0xff).wrapping_mul(ONES) & 0x8040_2010_0804_0201;
-    let high = (x + 0x7f7f_7f7f_7f7f_7f7f) & HIGHS;
-    (high >> 7).wrapping_mul(0xff)
 }
 
 /// Non-zero when any byte of `x` is zero (a mask, not a bool: a bool
@@ -162,7 +163,7 @@ fn dot_word(bytes: u64, st: u64, label: u64) -> (u64, u64) {
 /// The length-byte mask of word `w`.
 #[inline(always)]
 fn starts_of(s: &Scratch, w: usize) -> u64 {
-    spread(s.starts[(w >> 3) & 3] >> ((w & 7) * 8))
+    s.starts[w & 31]
 }
 
 /// The word pass over a walked name of `len` bytes: dotted key into
@@ -174,9 +175,11 @@ pub fn digest(s: &mut Scratch, len: usize, labels: usize, key: [u64; 2]) -> Resu
     let mut v = name::sip_init(key);
     let mut sum = 0u64;
     let mut bad = 0u64;
-    // Whole words: every byte is a label byte or a length byte.
+    // Whole words: every byte is a label byte or a length byte. (The bound
+    // is a copy, see `walk`.)
+    let whole = merge(s, 3, nw as u64 - 1) as usize;
     for w in 0..31 {
-        if w + 1 >= nw {
+        if w >= whole {
             break;
         }
         let raw = s.q[w];

@@ -111,13 +111,17 @@ impl Packet for TcContext {
     #[inline(always)]
     fn load(&self, off: usize, dst: *mut u8, len: usize) -> bool {
         // SAFETY: the helper bounds-checks against the skb (linear or not).
-        unsafe { bpf_skb_load_bytes(self.skb.skb as *const _, off as u32, dst.cast(), len as u32) == 0 }
+        unsafe {
+            bpf_skb_load_bytes(self.skb.skb as *const _, off as u32, dst.cast(), len as u32) == 0
+        }
     }
 
     #[inline(always)]
     fn store(&self, off: usize, src: *const u8, len: usize) -> bool {
         // SAFETY: as in `load`; the helper makes the skb writable first.
-        unsafe { bpf_skb_store_bytes(self.skb.skb, off as u32, src as *const _, len as u32, 0) == 0 }
+        unsafe {
+            bpf_skb_store_bytes(self.skb.skb, off as u32, src as *const _, len as u32, 0) == 0
+        }
     }
 
     #[inline(always)]
@@ -137,9 +141,7 @@ impl Packet for TcContext {
             // Straight into the ingress of the veth's peer, the pod's end:
             // no backlog queue, no second pass through the host's stack.
             // SAFETY: a plain helper call.
-            Action::Answer => unsafe {
-                bpf_redirect_peer((*self.skb.skb).ifindex, 0) as i32
-            },
+            Action::Answer => unsafe { bpf_redirect_peer((*self.skb.skb).ifindex, 0) as i32 },
             Action::Pass => TC_ACT_OK,
             Action::Drop => TC_ACT_SHOT,
         }

@@ -6,11 +6,7 @@
 
 use hsdns_common::{DNS_PORT, DnsAddr, Verdict};
 
-use crate::{
-    maps::DNS_ADDRS,
-    packet::Packet,
-    wire::*,
-};
+use crate::{maps::DNS_ADDRS, packet::Packet, wire::*};
 
 /// Where the headers are, and what the question needs from them.
 pub struct Headers {

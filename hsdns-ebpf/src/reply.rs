@@ -21,23 +21,28 @@ use crate::{
     wire::*,
 };
 
-/// Precomputed bytes going into the reply, straight from a map value.
+/// Precomputed bytes going into the reply, in a map value: where they
+/// are, as a plain address (see [`Plan`]), and what the value says of them.
 #[derive(Clone, Copy)]
 pub struct Section {
-    pub bytes: *const u8,
+    pub addr: usize,
     pub len: usize,
-    /// Size of the map value's byte array.
-    pub cap: usize,
     pub csum: u16,
     pub count: u16,
     pub stride: u16,
 }
 
 /// What the reply says, decided before the packet is touched.
+///
+/// Every way to a reply (an answer of each size class, NODATA, NXDOMAIN,
+/// TC) ends in the same plan, of plain numbers: the section's bytes are
+/// copied into scratch by address (`bpf_probe_read_kernel`), not stored
+/// from a map value pointer, whose type (which map) would make the
+/// verifier walk the rewrite once per map.
 pub struct Plan {
     pub verdict: Verdict,
-    /// Answer or authority bytes; none in a truncated reply.
-    pub section: Option<Section>,
+    /// Answer or authority bytes; `len` 0 in a truncated reply.
+    pub section: Section,
     /// The section is the SOA of a negative answer (authority section).
     pub authority: bool,
     pub rcode: u16,
@@ -90,11 +95,9 @@ pub fn write<P: Packet>(
     let l2 = h.l2;
     let l4 = h.l4;
     let dns = l4 + UDP_HLEN;
-    let sec = match plan.section {
-        Some(sec) if !plan.truncated => Some(sec),
-        _ => None,
-    };
-    let sec_len = merge(s, 4, sec.map_or(0, |x| x.len) as u64) as usize;
+    let sec = plan.section;
+    let sec_len = if plan.truncated { 0 } else { sec.len };
+    let sec_len = merge(s, 4, sec_len as u64) as usize;
     if sec_len > ANSWER_CLASSES[2] {
         return Err(Verdict::Internal);
     }
@@ -103,36 +106,37 @@ pub fn write<P: Packet>(
     let udp_len = UDP_HLEN + dns_len;
     let new_len = dns + dns_len;
 
-    // Multi-record answers rotate (round robin, as CoreDNS's loadbalance
-    // plugin does): clients take the first address. The rotated copy is
-    // assembled in scratch before the packet changes.
-    let mut src = 0usize;
-    if let Some(sec) = sec {
-        src = sec.bytes as usize;
-        if sec.stride != 0 && sec.count > 1 {
-            s.rot = s.rot.wrapping_add(1);
-            let off = merge(s, 5, ((s.rot % sec.count as u32) * sec.stride as u32) as u64) as usize;
-            if off > 0 && off < sec_len {
-                let head = sec_len - off;
-                let head = merge(s, 6, head as u64) as usize;
-                if head > ANSWER_CLASSES[2] || off > ANSWER_CLASSES[2] {
-                    return Err(Verdict::Internal);
-                }
-                let out = s.out.as_mut_ptr();
-                // SAFETY: the source is map memory of the section's value
-                // (bounds are the helper's to check: it cannot fault); the
-                // destination is `out`, 2 * ANSWER_CLASSES[2] bytes, and
-                // head, off <= ANSWER_CLASSES[2].
-                unsafe {
-                    if bpf_probe_read_kernel(out.cast(), head as u32, (src + off) as *const _) != 0
-                        || bpf_probe_read_kernel(out.add(head).cast(), off as u32, src as *const _)
-                            != 0
-                    {
-                        return Err(Verdict::Internal);
-                    }
-                }
-                src = out as usize;
-            }
+    // The section into scratch. Multi-record answers rotate (round robin,
+    // as CoreDNS's loadbalance plugin does: clients take the first
+    // address), as two pieces.
+    let mut off = 0usize;
+    if sec_len > 0 && sec.stride != 0 && sec.count > 1 {
+        s.rot = s.rot.wrapping_add(1);
+        off = ((s.rot % sec.count as u32) * sec.stride as u32) as usize;
+    }
+    let off = merge(s, 5, off as u64) as usize;
+    if off > sec_len {
+        return Err(Verdict::Internal);
+    }
+    let head = merge(s, 6, (sec_len - off) as u64) as usize;
+    if head > ANSWER_CLASSES[2] || off > ANSWER_CLASSES[2] {
+        return Err(Verdict::Internal);
+    }
+    let out = s.out.as_mut_ptr();
+    // SAFETY: the source is the section's map memory, by address (the
+    // helper checks it and cannot fault); the destination is `out`,
+    // 2 * ANSWER_CLASSES[2] bytes, and head, off <= ANSWER_CLASSES[2].
+    unsafe {
+        if sec_len > 0
+            && (bpf_probe_read_kernel(out.cast(), head as u32, (sec.addr + off) as *const _) != 0
+                || (off > 0
+                    && bpf_probe_read_kernel(
+                        out.add(head).cast(),
+                        off as u32,
+                        sec.addr as *const _,
+                    ) != 0))
+        {
+            return Err(Verdict::Internal);
         }
     }
 
@@ -143,7 +147,12 @@ pub fn write<P: Packet>(
         return Err(Verdict::Dropped);
     }
     // Ethernet: MACs swapped, VLAN tag and EtherType kept.
-    let (d0, d1, s0, s1) = (rd32(start), rd16(start + 4), rd32(start + 6), rd16(start + 10));
+    let (d0, d1, s0, s1) = (
+        rd32(start),
+        rd16(start + 4),
+        rd32(start + 6),
+        rd16(start + 10),
+    );
     wr32(start, s0);
     wr16(start + 4, s1);
     wr32(start + 6, d0);
@@ -187,19 +196,11 @@ pub fn write<P: Packet>(
         wr16(ip + IPV4_FRAG_OFF, IPV4_DF);
         wr16(ip + IPV4_TTL_OFF, ttl_proto);
         // Options (rare: Record Route and the like) are not echoed: NOPs
-        // keep the header length, so nothing after it moves.
-        let mut sum = vihl as u64 + total as u64 + id as u64 + IPV4_DF as u64 + ttl_proto as u64;
-        for i in 0..(IPV4_HLEN_MAX - IPV4_HLEN) {
-            if IPV4_HLEN + i >= ihl {
-                break;
-            }
-            let o = ip + IPV4_HLEN + i;
-            if o + 1 > end {
-                return Err(Verdict::Dropped);
-            }
-            wr8(o, IPOPT_NOP);
-            sum += if i & 1 == 0 { (IPOPT_NOP as u64) << 8 } else { IPOPT_NOP as u64 };
-        }
+        // keep the header length, so nothing after it moves. Written
+        // below, with the other stores.
+        let nops = (ihl - IPV4_HLEN) as u64;
+        let sum = vihl as u64 + total as u64 + id as u64 + IPV4_DF as u64 + ttl_proto as u64;
+        let sum = sum + (nops / 2) * ((IPOPT_NOP as u64) << 8 | IPOPT_NOP as u64);
         let sum = sum + le_to_be(addr_le);
         wr16(ip + IPV4_CSUM_OFF, !(fold(sum) as u16));
     }
@@ -222,10 +223,12 @@ pub fn write<P: Packet>(
         | (h.flags & (DNS_RD | DNS_CD))
         | if plan.truncated { DNS_TC } else { 0 }
         | plan.rcode;
-    let (an, ns) = match sec {
-        Some(_) if plan.authority => (0, 1),
-        Some(sec) => (sec.count, 0),
-        None => (0, 0),
+    let (an, ns) = if sec_len == 0 {
+        (0, 0)
+    } else if plan.authority {
+        (0, 1)
+    } else {
+        (sec.count, 0)
     };
     let ar = plan.has_opt as u16;
     wr16(d + DNS_FLAGS_OFF, flags);
@@ -233,21 +236,33 @@ pub fn write<P: Packet>(
     wr16(d + DNS_NSCOUNT_OFF, ns);
     wr16(d + DNS_ARCOUNT_OFF, ar);
 
+    if !h.v6 && h.l3_len > IPV4_HLEN {
+        let n = merge(s, 7, (h.l3_len - IPV4_HLEN) as u64) as usize;
+        let mut nops = core::mem::MaybeUninit::<[u64; 5]>::uninit();
+        let w = nops.as_mut_ptr() as *mut u64;
+        for i in 0..5 {
+            // SAFETY: i < 5; volatile, or LLVM calls a byte-wise memset.
+            unsafe { core::ptr::write_volatile(w.add(i), u64::from_le_bytes([IPOPT_NOP; 8])) };
+        }
+        if n < 1
+            || n > IPV4_HLEN_MAX - IPV4_HLEN
+            || !p.store(l2 + IPV4_HLEN, nops.as_ptr().cast(), n)
+        {
+            return Err(Verdict::Dropped);
+        }
+    }
     // The question stays as sent; the section and OPT follow it.
     let sec_at = dns + DNS_HLEN + qlen;
-    if let Some(sec) = sec {
-        if sec_len < 1 || sec_len > sec.cap.min(ANSWER_CLASSES[2]) {
-            return Err(Verdict::Dropped);
-        }
-        if !p.store(sec_at, src as *const u8, sec_len) {
-            return Err(Verdict::Dropped);
-        }
+    if sec_len > 0 && !p.store(sec_at, s.out.as_ptr(), sec_len) {
+        return Err(Verdict::Dropped);
     }
     let opt_at = sec_at + sec_len;
     if plan.has_opt {
         let opt = opt_record();
         let words = [
-            u64::from_le_bytes([opt[0], opt[1], opt[2], opt[3], opt[4], opt[5], opt[6], opt[7]]),
+            u64::from_le_bytes([
+                opt[0], opt[1], opt[2], opt[3], opt[4], opt[5], opt[6], opt[7],
+            ]),
             u64::from_le_bytes([opt[8], opt[9], opt[10], 0, 0, 0, 0, 0]),
         ];
         if !p.store(opt_at, words.as_ptr() as *const u8, OPT_RR_LEN) {
@@ -261,7 +276,7 @@ pub fn write<P: Packet>(
     let mut sum = IPPROTO_UDP as u64 + 2 * udp_len as u64 + sport as u64 + dport as u64;
     sum += id as u64 + flags as u64 + 1 + an as u64 + ns as u64 + ar as u64;
     sum += le_to_be(add_le(q_sum_le, 0) + addr_le);
-    if let Some(sec) = sec {
+    if sec_len > 0 {
         sum += at_offset(sec.csum, DNS_HLEN + qlen);
     }
     if plan.has_opt {

@@ -20,4 +20,3 @@ pub fn merge(s: &mut Scratch, slot: usize, v: u64) -> u64 {
         read_volatile(p)
     }
 }
-

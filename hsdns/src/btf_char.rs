@@ -12,16 +12,16 @@
 /// BTF_KIND_* (linux/btf.h) and the size of what follows each type.
 fn kind_extra(kind: u32, vlen: usize) -> Option<usize> {
     Some(match kind {
-        1 => 4,                            // INT
-        2 | 7..=12 | 16 | 18 => 0,         // PTR, FWD, TYPEDEF, VOLATILE, CONST, RESTRICT, FUNC, FLOAT, TYPE_TAG
-        3 => 12,                           // ARRAY
-        4 | 5 => 12 * vlen,                // STRUCT, UNION
-        6 => 8 * vlen,                     // ENUM
-        13 => 8 * vlen,                    // FUNC_PROTO
-        14 => 4,                           // VAR
-        15 => 12 * vlen,                   // DATASEC
-        17 => 4,                           // DECL_TAG
-        19 => 12 * vlen,                   // ENUM64
+        1 => 4,                    // INT
+        2 | 7..=12 | 16 | 18 => 0, // PTR, FWD, TYPEDEF, VOLATILE, CONST, RESTRICT, FUNC, FLOAT, TYPE_TAG
+        3 => 12,                   // ARRAY
+        4 | 5 => 12 * vlen,        // STRUCT, UNION
+        6 => 8 * vlen,             // ENUM
+        13 => 8 * vlen,            // FUNC_PROTO
+        14 => 4,                   // VAR
+        15 => 12 * vlen,           // DATASEC
+        17 => 4,                   // DECL_TAG
+        19 => 12 * vlen,           // ENUM64
         _ => return None,
     })
 }
@@ -89,7 +89,9 @@ fn for_each_int(
         let (kind, vlen) = ((info >> 24) & 0x1f, (info & 0xffff) as usize);
         let extra = kind_extra(kind, vlen).ok_or_else(|| format!("unknown BTF kind {kind}"))?;
         if kind == BTF_KIND_INT {
-            let name = btf.get(str_off + name_off..).ok_or("BTF name out of bounds")?;
+            let name = btf
+                .get(str_off + name_off..)
+                .ok_or("BTF name out of bounds")?;
             let name = &name[..name.iter().position(|&c| c == 0).unwrap_or(name.len())];
             let data_at = at + 12;
             let data = u32_at(btf, data_at).ok_or("truncated INT")?;
@@ -139,6 +141,9 @@ mod tests {
         assert_eq!(int_encoding(obj, "u8"), Some(0));
         let mut copy = obj.to_vec();
         assert_eq!(mark_char(&mut copy, "i8"), Ok(1), "idempotent, one type");
-        assert_eq!(mark_char(&mut copy[..100], "i8").unwrap_err(), "no .BTF section in the object");
+        assert_eq!(
+            mark_char(&mut copy[..100], "i8").unwrap_err(),
+            "no .BTF section in the object"
+        );
     }
 }

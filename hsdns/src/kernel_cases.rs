@@ -227,7 +227,10 @@ fn sized_service(size: usize, opt: bool) -> (String, usize) {
     let n = (size - fixed - 1) / 16;
     let svc_len = size - fixed - 16 * n;
     assert!((1..=63).contains(&svc_len), "{size}: {svc_len}");
-    let svc = format!("s{size}{}", "x".repeat(svc_len - 1 - size.to_string().len()));
+    let svc = format!(
+        "s{size}{}",
+        "x".repeat(svc_len - 1 - size.to_string().len())
+    );
     assert_eq!(svc.len(), svc_len);
     (svc, n)
 }
@@ -301,19 +304,47 @@ pub fn cases() -> Vec<Case> {
     };
     let mut c = vec![
         Case::dns("A, one address", v4(query(POD, a, None)), AnsweredA).bench("A hit (1 address)"),
-        Case::dns("A, three addresses, EDNS", v4(query(SVC, a, Some(1232))), AnsweredA)
-            .bench("A hit (3 addresses)"),
-        Case::dns("A, twenty addresses", v4(query(MULTI20, a, Some(1232))), AnsweredA)
-            .bench("A hit (20 addresses)"),
-        Case::dns("A, forty addresses", v4(query(BIG40, a, Some(1232))), AnsweredA),
+        Case::dns(
+            "A, three addresses, EDNS",
+            v4(query(SVC, a, Some(1232))),
+            AnsweredA,
+        )
+        .bench("A hit (3 addresses)"),
+        Case::dns(
+            "A, twenty addresses",
+            v4(query(MULTI20, a, Some(1232))),
+            AnsweredA,
+        )
+        .bench("A hit (20 addresses)"),
+        Case::dns(
+            "A, forty addresses",
+            v4(query(BIG40, a, Some(1232))),
+            AnsweredA,
+        ),
         Case::dns("AAAA over IPv6", v6(query(POD, aaaa, None)), AnsweredAaaa)
             .bench("AAAA hit over IPv6"),
-        Case::dns("AAAA, three addresses, EDNS 4096", v6(query(SVC, aaaa, Some(4096))), AnsweredAaaa),
+        Case::dns(
+            "AAAA, three addresses, EDNS 4096",
+            v6(query(SVC, aaaa, Some(4096))),
+            AnsweredAaaa,
+        ),
         Case::dns("A over IPv6", v6(query(SVC, a, None)), AnsweredA),
         Case::dns("NODATA", v4(query(MULTI20, aaaa, None)), AnsweredNodata).bench("NODATA"),
-        Case::dns("NODATA, mixed case", v4(query("BIG40.Big.SVC.cluster.LOCAL.", aaaa, None)), AnsweredNodata),
-        Case::dns("NODATA for a namespace", v4(query("test.svc.cluster.local.", a, Some(1232))), AnsweredNodata),
-        Case::dns("NODATA at the apex", v6(query("cluster.local.", a, None)), AnsweredNodata),
+        Case::dns(
+            "NODATA, mixed case",
+            v4(query("BIG40.Big.SVC.cluster.LOCAL.", aaaa, None)),
+            AnsweredNodata,
+        ),
+        Case::dns(
+            "NODATA for a namespace",
+            v4(query("test.svc.cluster.local.", a, Some(1232))),
+            AnsweredNodata,
+        ),
+        Case::dns(
+            "NODATA at the apex",
+            v6(query("cluster.local.", a, None)),
+            AnsweredNodata,
+        ),
     ];
     for name in [
         "NGINX-0.nginx-headless.TEST.svc.cluster.local.",
@@ -322,7 +353,11 @@ pub fn cases() -> Vec<Case> {
     ] {
         for qtype in [a, aaaa] {
             let v = if qtype == a { AnsweredA } else { AnsweredAaaa };
-            c.push(Case::dns(format!("0x20 case {name} {qtype}"), v4(query(name, qtype, Some(1232))), v));
+            c.push(Case::dns(
+                format!("0x20 case {name} {qtype}"),
+                v4(query(name, qtype, Some(1232))),
+                v,
+            ));
         }
     }
     let mut f = v4(query(POD, a, None));
@@ -351,17 +386,49 @@ pub fn cases() -> Vec<Case> {
     for (size, opt) in SIZES {
         let name = sized_name(size, opt);
         let edns = opt.then_some(1232);
-        let v = if size == 512 || size == 1232 { AnsweredA } else { AnsweredTruncated };
-        c.push(Case::dns(format!("reply of {size} bytes, EDNS {edns:?}"), v4(query(&name, a, edns)), v));
+        let v = if size == 512 || size == 1232 {
+            AnsweredA
+        } else {
+            AnsweredTruncated
+        };
+        c.push(Case::dns(
+            format!("reply of {size} bytes, EDNS {edns:?}"),
+            v4(query(&name, a, edns)),
+            v,
+        ));
     }
     let over512 = sized_name(513, false);
-    c.push(Case::dns("513 bytes with EDNS 1232", v4(query(&over512, a, Some(1232))), AnsweredA));
-    c.push(Case::dns("EDNS under 512 counts as 512", v6(query(&over512, a, Some(200))), AnsweredTruncated));
+    c.push(Case::dns(
+        "513 bytes with EDNS 1232",
+        v4(query(&over512, a, Some(1232))),
+        AnsweredA,
+    ));
+    c.push(Case::dns(
+        "EDNS under 512 counts as 512",
+        v6(query(&over512, a, Some(200))),
+        AnsweredTruncated,
+    ));
     let over1232 = sized_name(1233, true);
-    c.push(Case::dns("EDNS 4096 is clamped to 1232", v4(query(&over1232, a, Some(4096))), AnsweredTruncated));
-    c.push(Case::dns("forty addresses without EDNS", v4(query(BIG40, a, None)), AnsweredTruncated));
-    c.push(Case::dns("forty addresses, EDNS 600", v4(query(BIG40, a, Some(600))), AnsweredTruncated));
-    c.push(Case::dns("a hundred addresses fit no reply", v6(query(BIG100, a, Some(4096))), AnsweredTruncated));
+    c.push(Case::dns(
+        "EDNS 4096 is clamped to 1232",
+        v4(query(&over1232, a, Some(4096))),
+        AnsweredTruncated,
+    ));
+    c.push(Case::dns(
+        "forty addresses without EDNS",
+        v4(query(BIG40, a, None)),
+        AnsweredTruncated,
+    ));
+    c.push(Case::dns(
+        "forty addresses, EDNS 600",
+        v4(query(BIG40, a, Some(600))),
+        AnsweredTruncated,
+    ));
+    c.push(Case::dns(
+        "a hundred addresses fit no reply",
+        v6(query(BIG100, a, Some(4096))),
+        AnsweredTruncated,
+    ));
 
     // Negative answers.
     for name in [
@@ -373,8 +440,22 @@ pub fn cases() -> Vec<Case> {
         "nginx-9.nginx-headless.test.svc.cluster.local.",
         "nosuch.test.svc.cluster.local.",
     ] {
-        c.push(Case::dns(format!("NXDOMAIN {name}"), v4(query(name, a, None)), AnsweredNxdomain).with(nx));
-        c.push(Case::dns(format!("NXDOMAIN {name} over IPv6"), v6(query(name, aaaa, Some(1232))), AnsweredNxdomain).with(nx));
+        c.push(
+            Case::dns(
+                format!("NXDOMAIN {name}"),
+                v4(query(name, a, None)),
+                AnsweredNxdomain,
+            )
+            .with(nx),
+        );
+        c.push(
+            Case::dns(
+                format!("NXDOMAIN {name} over IPv6"),
+                v6(query(name, aaaa, Some(1232))),
+                AnsweredNxdomain,
+            )
+            .with(nx),
+        );
     }
     if let Some(first) = c.iter_mut().find(|c| c.verdict == AnsweredNxdomain) {
         first.bench = Some("NXDOMAIN (search-list miss)");
@@ -386,19 +467,40 @@ pub fn cases() -> Vec<Case> {
         "x.hostmaster.cluster.local.",
         "example.com.",
     ] {
-        c.push(Case::dns(format!("not provably missing: {name}"), v4(query(name, a, None)), UnknownName).with(nx));
+        c.push(
+            Case::dns(
+                format!("not provably missing: {name}"),
+                v4(query(name, a, None)),
+                UnknownName,
+            )
+            .with(nx),
+        );
     }
     c.push(Case::dns("a hit with NXDOMAIN on", v4(query(POD, a, None)), AnsweredA).with(nx));
-    c.push(Case::dns("NXDOMAIN off", v4(query(SEARCH_MISS, a, None)), UnknownName));
+    c.push(Case::dns(
+        "NXDOMAIN off",
+        v4(query(SEARCH_MISS, a, None)),
+        UnknownName,
+    ));
     c.push(
-        Case::dns("stale for NXDOMAIN", v4(query(SEARCH_MISS, a, None)), UnknownName).with(Setup {
+        Case::dns(
+            "stale for NXDOMAIN",
+            v4(query(SEARCH_MISS, a, None)),
+            UnknownName,
+        )
+        .with(Setup {
             nxdomain: true,
             stale: Some(Staleness::Nxdomain),
             ..Setup::default()
         }),
     );
     c.push(
-        Case::dns("stale for NXDOMAIN, a hit", v4(query(POD, a, None)), AnsweredA).with(Setup {
+        Case::dns(
+            "stale for NXDOMAIN, a hit",
+            v4(query(POD, a, None)),
+            AnsweredA,
+        )
+        .with(Setup {
             nxdomain: true,
             stale: Some(Staleness::Nxdomain),
             ..Setup::default()
@@ -407,7 +509,10 @@ pub fn cases() -> Vec<Case> {
 
     // Queries it cannot answer exactly: up, untouched.
     let mut label64 = query("x.svc.cluster.local.", a, None);
-    label64.splice(12..14, std::iter::once(64).chain(std::iter::repeat_n(b'a', 64)));
+    label64.splice(
+        12..14,
+        std::iter::once(64).chain(std::iter::repeat_n(b'a', 64)),
+    );
     let mut long = vec![0u8; 12];
     long[5] = 1;
     for _ in 0..5 {
@@ -438,7 +543,11 @@ pub fn cases() -> Vec<Case> {
         ("name cut short", cut, Malformed),
         ("trailing bytes", trailing, Malformed),
         ("header only", query(POD, a, None)[..12].to_vec(), Malformed),
-        ("shorter than a header", query(POD, a, None)[..11].to_vec(), Malformed),
+        (
+            "shorter than a header",
+            query(POD, a, None)[..11].to_vec(),
+            Malformed,
+        ),
         ("QDCOUNT 2", qd2, UnsupportedQuery),
         ("QR set", patched(POD, 2, 0x80), UnsupportedQuery),
         ("OPCODE 2", patched(POD, 2, 0x10), UnsupportedQuery),
@@ -451,13 +560,37 @@ pub fn cases() -> Vec<Case> {
         ("TXT", query(POD, RecordType::TXT, None), UnsupportedType),
         ("SRV", query(POD, RecordType::SRV, None), UnsupportedType),
         ("class CH", ch.to_vec().unwrap(), UnsupportedType),
-        ("unknown name", query("nginx-9.nginx-headless.test.svc.cluster.local.", a, None), UnknownName),
-        ("outside the zone", query("example.test.", a, None), UnknownName),
-        ("a label holding a dot", raw_name(b"\x03a.b\x07cluster\x05local\x00"), UnsupportedName),
-        ("a label holding NUL", raw_name(b"\x03a\x00b\x07cluster\x05local\x00"), UnsupportedName),
-        ("the zone as one label", raw_name(b"\x0dcluster.local\x00"), UnsupportedName),
+        (
+            "unknown name",
+            query("nginx-9.nginx-headless.test.svc.cluster.local.", a, None),
+            UnknownName,
+        ),
+        (
+            "outside the zone",
+            query("example.test.", a, None),
+            UnknownName,
+        ),
+        (
+            "a label holding a dot",
+            raw_name(b"\x03a.b\x07cluster\x05local\x00"),
+            UnsupportedName,
+        ),
+        (
+            "a label holding NUL",
+            raw_name(b"\x03a\x00b\x07cluster\x05local\x00"),
+            UnsupportedName,
+        ),
+        (
+            "the zone as one label",
+            raw_name(b"\x0dcluster.local\x00"),
+            UnsupportedName,
+        ),
         ("ExternalName", query(EXTERNAL, a, None), UserspaceOnly),
-        ("ExternalName AAAA", query(EXTERNAL, aaaa, Some(1232)), UserspaceOnly),
+        (
+            "ExternalName AAAA",
+            query(EXTERNAL, aaaa, Some(1232)),
+            UserspaceOnly,
+        ),
     ];
     for (name, payload, v) in dns_cases {
         let bench = (name == "unknown name").then_some("pass: unknown name");
@@ -499,10 +632,12 @@ pub fn cases() -> Vec<Case> {
     let mut f = v4(q.clone());
     f.sport = 0;
     c.push(Case::packet("source port 0", f, Malformed));
-    c.push(Case::packet("before the first sync", v4(q.clone()), NotReady).with(Setup {
-        not_ready: true,
-        ..Setup::default()
-    }));
+    c.push(
+        Case::packet("before the first sync", v4(q.clone()), NotReady).with(Setup {
+            not_ready: true,
+            ..Setup::default()
+        }),
+    );
     c.push(Case::packet("stale", v4(q.clone()), Stale).with(Setup {
         stale: Some(Staleness::Pass),
         ..Setup::default()
@@ -568,7 +703,8 @@ impl Kernel {
         // The syncer applies the switch with its next sync.
         let mut changes = Vec::new();
         self.table.set_complete(true);
-        self.syncer.apply(&mut self.table, std::mem::take(&mut changes))?;
+        self.syncer
+            .apply(&mut self.table, std::mem::take(&mut changes))?;
         let maps = self.syncer.backend_mut();
         maps.set_answering(!setup.not_ready)?;
         // Heartbeat at boot time zero: older than any bound of 1 ns.
@@ -594,7 +730,12 @@ impl Kernel {
 }
 
 /// One test run of a hook's program (or its floor, the bare reflector).
-pub fn run_program(ebpf: &Ebpf, hook: Hook, floor: bool, pkt: &[u8]) -> Result<(u32, Vec<u8>, Duration)> {
+pub fn run_program(
+    ebpf: &Ebpf,
+    hook: Hook,
+    floor: bool,
+    pkt: &[u8],
+) -> Result<(u32, Vec<u8>, Duration)> {
     let mut out = vec![0u8; 4096];
     let opts = TestRunOptions {
         data_in: Some(pkt),
@@ -603,19 +744,31 @@ pub fn run_program(ebpf: &Ebpf, hook: Hook, floor: bool, pkt: &[u8]) -> Result<(
     };
     let r = match (hook, floor) {
         (Hook::Xdp, false) => {
-            let p: &Xdp = ebpf.program(hsdns_common::PROGRAM_NAME).context("program")?.try_into()?;
+            let p: &Xdp = ebpf
+                .program(hsdns_common::PROGRAM_NAME)
+                .context("program")?
+                .try_into()?;
             p.test_run(opts)
         }
         (Hook::Xdp, true) => {
-            let p: &Xdp = ebpf.program(PROGRAM_FLOOR_XDP).context("floor")?.try_into()?;
+            let p: &Xdp = ebpf
+                .program(PROGRAM_FLOOR_XDP)
+                .context("floor")?
+                .try_into()?;
             p.test_run(opts)
         }
         (Hook::Tc, false) => {
-            let p: &SchedClassifier = ebpf.program(hsdns_common::PROGRAM_TC).context("program")?.try_into()?;
+            let p: &SchedClassifier = ebpf
+                .program(hsdns_common::PROGRAM_TC)
+                .context("program")?
+                .try_into()?;
             p.test_run(opts)
         }
         (Hook::Tc, true) => {
-            let p: &SchedClassifier = ebpf.program(PROGRAM_FLOOR_TC).context("floor")?.try_into()?;
+            let p: &SchedClassifier = ebpf
+                .program(PROGRAM_FLOOR_TC)
+                .context("floor")?
+                .try_into()?;
             p.test_run(opts)
         }
     }
@@ -626,9 +779,15 @@ pub fn run_program(ebpf: &Ebpf, hook: Hook, floor: bool, pkt: &[u8]) -> Result<(
 
 /// Loads the floors (bare reflectors on each hook) into a loaded object.
 pub fn load_floors(ebpf: &mut Ebpf) -> Result<()> {
-    let p: &mut Xdp = ebpf.program_mut(PROGRAM_FLOOR_XDP).context("floor")?.try_into()?;
+    let p: &mut Xdp = ebpf
+        .program_mut(PROGRAM_FLOOR_XDP)
+        .context("floor")?
+        .try_into()?;
     p.load()?;
-    let p: &mut SchedClassifier = ebpf.program_mut(PROGRAM_FLOOR_TC).context("floor")?.try_into()?;
+    let p: &mut SchedClassifier = ebpf
+        .program_mut(PROGRAM_FLOOR_TC)
+        .context("floor")?
+        .try_into()?;
     p.load()?;
     Ok(())
 }

@@ -10,7 +10,9 @@
 //!    ARCOUNT>1: unsupported query;
 //! 3. a question name with a compression pointer or a label type other than
 //!    a plain label (so no label over 63), longer than 255 bytes, or cut
-//!    short, or a question without its QTYPE/QCLASS: malformed;
+//!    short, or a question without its QTYPE/QCLASS: malformed; a name of
+//!    more than 32 labels: unsupported name (in the order a walk over the
+//!    labels meets them);
 //! 4. QCLASS≠IN, or QTYPE other than A/AAAA: unsupported type;
 //! 5. with ARCOUNT=1, fewer than 11 bytes left: malformed; that record not
 //!    an OPT with root owner and EDNS version 0: unsupported query; its
@@ -39,7 +41,7 @@ use hickory_proto::op::{Edns, Header, Message, MessageType, OpCode, Query, Respo
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, PTR, TXT};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable as _, BinDecoder};
-use hsdns_common::{EDNS_UDP_SIZE, MAX_NAME_LEN, PLAIN_UDP_SIZE, ZONE_MAX};
+use hsdns_common::{EDNS_UDP_SIZE, MAX_LABELS, MAX_NAME_LEN, PLAIN_UDP_SIZE, ZONE_MAX};
 
 use super::answer::{HEADER_LEN, OPT_RECORD_LEN, server_edns, wire_len};
 use crate::records::{DNS_VERSION_TTL, RecordTable};
@@ -110,7 +112,7 @@ pub fn respond_kernel(
 
     // hickory follows pointers and tolerates what the kernel refuses; the
     // name's bytes are checked first so both reject the same questions.
-    let qname_len = plain_name_len(&query[HEADER_LEN..]).ok_or(Malformed)?;
+    let qname_len = plain_name_len(&query[HEADER_LEN..])?;
     let question = Query::read(&mut decoder).map_err(|_| Malformed)?;
     debug_assert_eq!(decoder.index(), HEADER_LEN + qname_len + 4);
     if question.query_class() != DNSClass::IN
@@ -236,8 +238,7 @@ fn kernel_nxdomain(table: &RecordTable, name: &Name) -> bool {
 /// `hsdns_common::name`): no label holds a `.` or NUL byte.
 fn dotted_form_exists(wire: &[u8]) -> bool {
     let mut out = vec![0u8; wire.len()];
-    hsdns_common::dotted(wire, &mut out).is_some()
-        && !label_bytes(wire).any(|b| b == 0)
+    hsdns_common::dotted(wire, &mut out).is_some() && !label_bytes(wire).any(|b| b == 0)
 }
 
 /// The bytes of a plain wire-format name's labels.
@@ -258,24 +259,30 @@ fn label_bytes(wire: &[u8]) -> impl Iterator<Item = u8> + '_ {
 }
 
 /// Length of an uncompressed question name at the start of `bytes`, root
-/// label included, or `None` when the kernel would call it malformed.
-fn plain_name_len(bytes: &[u8]) -> Option<usize> {
+/// label included; malformed or unsupported as the kernel's walk over the
+/// labels finds it, in its order.
+fn plain_name_len(bytes: &[u8]) -> Result<usize, PassReason> {
+    use hsdns_common::Verdict::*;
     let mut pos = 0;
-    loop {
-        let len = usize::from(*bytes.get(pos)?);
+    for labels in 0.. {
+        let len = usize::from(*bytes.get(pos).ok_or(Malformed)?);
+        if len == 0 {
+            return Ok(pos + 1);
+        }
         // 0b11 is a pointer, 0b01/0b10 obsolete label types: none is a plain
         // label, and all have a value over 63.
         if len > 63 {
-            return None;
+            return Err(Malformed);
+        }
+        if labels == MAX_LABELS {
+            return Err(UnsupportedName);
         }
         pos += 1 + len;
-        if pos > MAX_NAME_LEN {
-            return None;
-        }
-        if len == 0 {
-            return Some(pos);
+        if pos >= MAX_NAME_LEN {
+            return Err(Malformed);
         }
     }
+    unreachable!("the loop returns")
 }
 
 /// Largest reply over TCP (RFC 1035 4.2.2: a two-byte length prefix).

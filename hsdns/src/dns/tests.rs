@@ -190,7 +190,10 @@ fn assert_truncated(table: &RecordTable, query: &[u8]) {
     let question_len = wire_len(q.queries[0].name()) + 4;
     assert_eq!(reply[12..12 + question_len], query[12..12 + question_len]);
     assert_eq!(r.edns.is_some(), q.edns.is_some());
-    let limit = q.edns.as_ref().map_or(512, |e| e.max_payload().clamp(512, 1232));
+    let limit = q
+        .edns
+        .as_ref()
+        .map_or(512, |e| e.max_payload().clamp(512, 1232));
     assert!(reply.len() <= usize::from(limit));
 }
 
@@ -638,7 +641,10 @@ fn pass_reasons_name_real_counters() {
     }
     // Every counter field is a verdict, in order.
     let names: Vec<&str> = c.fields().iter().map(|(n, _)| *n).collect();
-    let verdicts: Vec<&str> = hsdns_common::Verdict::ALL.iter().map(|v| v.name()).collect();
+    let verdicts: Vec<&str> = hsdns_common::Verdict::ALL
+        .iter()
+        .map(|v| v.name())
+        .collect();
     assert_eq!(names, verdicts);
 }
 
