@@ -14,7 +14,7 @@
 pub mod name;
 pub mod verdict;
 
-pub use name::{MAX_LABELS, MAX_NAME_LEN, dotted, name_hash, record_check};
+pub use name::{HashKey, MAX_LABELS, MAX_NAME_LEN, dotted, name_hash, record_check};
 pub use verdict::{Action, Counters, VERDICT_COUNT, Verdict};
 
 /// The largest DNS message the kernel sends, and the UDP payload size it
@@ -51,7 +51,7 @@ pub const PIN_DIR: &str = "/sys/fs/bpf/hsdns";
 /// else), so bpftool prints name fields as strings.
 pub type NameChar = i8;
 
-/// Key of the name maps: SipHash-1-3 of the name's dotted form under
+/// Key of the name maps: the keyed hash of the name's dotted form under
 /// `Config::hash_key` (see [`name`]).
 #[repr(C)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
@@ -311,9 +311,9 @@ pub struct Config {
     /// Heartbeat older than this: every query passes up, counted as
     /// `pass_stale`. 0: no bound.
     pub stale_pass_ns: u64,
-    /// The SipHash key of the name maps ([`NameHash`]), drawn at random
+    /// The key of the name maps' hash ([`NameHash`]), drawn at random
     /// when the maps are created and never changed while they live.
-    pub hash_key: [u64; 2],
+    pub hash_key: HashKey,
     /// Labels of the zone, the root not counted (`cluster.local`: 2).
     pub zone_labels: u32,
     pub _pad2: u32,
@@ -331,7 +331,7 @@ impl Default for Config {
             heartbeat_ns: 0,
             stale_nxdomain_ns: 0,
             stale_pass_ns: 0,
-            hash_key: [0; 2],
+            hash_key: HashKey::default(),
             zone_labels: 0,
             _pad2: 0,
             zone: [0; ZONE_MAX],

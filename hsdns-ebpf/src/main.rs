@@ -186,7 +186,7 @@ mod prog {
             return Err(Verdict::Malformed);
         }
 
-        let name = name::digest(s, len, labels, cfg.hash_key)?;
+        let name = name::digest(s, len, labels, &cfg.hash_key)?;
         let qlen = len + QUESTION_TAIL;
         let none = Section {
             addr: 0,

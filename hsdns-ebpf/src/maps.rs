@@ -46,9 +46,9 @@ pub struct Scratch {
     /// The name in dotted lowercase form, zero past it: the map key's
     /// input and what the stored name is compared with.
     pub key: [u64; KEY_WORDS],
-    /// One byte per wire position: 0xff where a label's length byte is,
-    /// zero elsewhere (cleared for each question).
-    pub starts: [u64; 32],
+    /// One bit per wire position: set where a label's length byte is
+    /// (cleared for each question).
+    pub starts: [u64; 4],
     /// Start of each label, by label index (for the NXDOMAIN rule).
     pub label_at: [u8; 64],
     /// Slots for [`crate::verifier::merge`].

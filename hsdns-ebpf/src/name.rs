@@ -36,7 +36,7 @@ pub struct Name {
     pub len: usize,
     /// Labels before the root.
     pub labels: usize,
-    /// SipHash of the dotted form under the maps' key.
+    /// The keyed hash of the dotted form (the map key).
     pub hash: u64,
     /// Little-endian word sum of the question (name, QTYPE, QCLASS).
     pub sum_le: u64,
@@ -74,7 +74,7 @@ pub fn walk(s: &mut Scratch, avail: usize) -> Result<(usize, usize), Verdict> {
         // byte-wise memset.
         unsafe { core::ptr::write_volatile(w, 0) };
     }
-    let starts = s.starts.as_mut_ptr() as *mut u8;
+
     let mut pos = 0usize;
     let mut end = usize::MAX;
     let mut labels = 0usize;
@@ -99,8 +99,7 @@ pub fn walk(s: &mut Scratch, avail: usize) -> Result<(usize, usize), Verdict> {
             return Err(Verdict::UnsupportedName);
         }
         s.label_at[j] = pos as u8;
-        // SAFETY: pos < 255, inside the 256 bytes of `starts`.
-        unsafe { *starts.add(pos & 255) = 0xff };
+        s.starts[(pos >> 6) & 3] |= 1 << (pos & 63);
         pos += l as usize + 1;
         if pos >= name::MAX_NAME_LEN {
             return Err(Verdict::Malformed);
@@ -160,19 +159,32 @@ fn dot_word(bytes: u64, st: u64, label: u64) -> (u64, u64) {
     ((lower(bytes) & !st) | (DOTS & st), bad)
 }
 
+/// 0xff in every byte whose bit is set in `bits` (bit i, byte i).
+#[inline(always)]
+fn spread(bits: u64) -> u64 {
+    let x = (bits & 0xff).wrapping_mul(ONES) & 0x8040_2010_0804_0201;
+    let high = (x + 0x7f7f_7f7f_7f7f_7f7f) & HIGHS;
+    (high >> 7).wrapping_mul(0xff)
+}
+
 /// The length-byte mask of word `w`.
 #[inline(always)]
 fn starts_of(s: &Scratch, w: usize) -> u64 {
-    s.starts[w & 31]
+    spread(s.starts[(w >> 3) & 3] >> ((w & 7) * 8))
 }
 
 /// The word pass over a walked name of `len` bytes: dotted key into
 /// `s.key`, hash, question sum. `Err(UnsupportedName)` when a label holds
 /// a `.` or NUL byte.
 #[inline(always)]
-pub fn digest(s: &mut Scratch, len: usize, labels: usize, key: [u64; 2]) -> Result<Name, Verdict> {
+pub fn digest(
+    s: &mut Scratch,
+    len: usize,
+    labels: usize,
+    key: &name::HashKey,
+) -> Result<Name, Verdict> {
     let nw = len.div_ceil(8);
-    let mut v = name::sip_init(key);
+    let mut v = name::hash_init(key);
     let mut sum = 0u64;
     let mut bad = 0u64;
     // Whole words: every byte is a label byte or a length byte. (The bound
@@ -188,7 +200,7 @@ pub fn digest(s: &mut Scratch, len: usize, labels: usize, key: [u64; 2]) -> Resu
         let (k, b) = dot_word(raw, st, !st);
         bad |= b;
         s.key[w] = k;
-        v = name::sip_word(v, k);
+        v = name::hash_word(v, key, w, k);
     }
     // The last word holds the root: one unknown index from here on,
     // whichever iteration ended the loop.
@@ -205,7 +217,7 @@ pub fn digest(s: &mut Scratch, len: usize, labels: usize, key: [u64; 2]) -> Resu
     let (k, b) = dot_word(raw & first_bytes(n), st, below(n - 1) & !st);
     bad |= b;
     s.key[last] = k;
-    v = name::sip_word(v, k);
+    v = name::hash_word(v, key, last, k);
     // The question's sum goes on past the name, over QTYPE and QCLASS.
     let qn = n + QUESTION_TAIL;
     if qn <= 8 {
@@ -220,7 +232,7 @@ pub fn digest(s: &mut Scratch, len: usize, labels: usize, key: [u64; 2]) -> Resu
     Ok(Name {
         len,
         labels,
-        hash: name::sip_finish(v, len),
+        hash: name::hash_finish(v, key, len),
         sum_le: sum,
         words: nw,
     })

@@ -13,9 +13,9 @@ use aya::{
     maps::{Array, HashMap, Map, MapData, PerCpuArray},
 };
 use hsdns_common::{
-    AnswerL, AnswerM, AnswerS, Authority, Config, Counters, DnsAddr, MAP_ANSWERS, MAP_CONFIG,
-    MAP_COUNTERS, MAP_DNS_ADDRS, MAP_NAMES, MAP_SOA, NameHash, NameRecord64, NameRecord128,
-    NameRecord256, NameRefs, ZONE_MAX, csum_add_bytes, csum_fold, dotted, name_hash,
+    AnswerL, AnswerM, AnswerS, Authority, Config, Counters, DnsAddr, HashKey, MAP_ANSWERS,
+    MAP_CONFIG, MAP_COUNTERS, MAP_DNS_ADDRS, MAP_NAMES, MAP_SOA, NameHash, NameRecord64,
+    NameRecord128, NameRecord256, NameRefs, ZONE_MAX, csum_add_bytes, csum_fold, dotted, name_hash,
 };
 
 use super::{AnswerWrite, Backend, NameWrite, tier};
@@ -273,7 +273,7 @@ impl BpfMaps {
             .with_context(|| format!("{wire:?} is not a name the kernel can hold"))?;
         Ok((
             NameHash {
-                hash: name_hash(self.shadow.hash_key, &d, len),
+                hash: name_hash(&self.shadow.hash_key, &d, len),
             },
             d,
         ))
@@ -441,18 +441,19 @@ fn name_flags(replace: bool) -> u64 {
     if replace { 2 } else { 1 }
 }
 
-/// A fresh SipHash key from the kernel's random pool.
-fn random_key() -> Result<[u64; 2]> {
-    let mut buf = [0u8; 16];
-    // SAFETY: getrandom writes at most buf.len() bytes into buf.
-    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
-    if n != buf.len() as isize {
-        bail!("getrandom: {}", io::Error::last_os_error());
+/// A fresh hash key from the kernel's random pool.
+fn random_key() -> Result<HashKey> {
+    let mut key = HashKey::default();
+    for k in key.k.iter_mut().flatten() {
+        let mut buf = [0u8; 8];
+        // SAFETY: getrandom writes at most buf.len() bytes into buf.
+        let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n != buf.len() as isize {
+            bail!("getrandom: {}", io::Error::last_os_error());
+        }
+        *k = u64::from_le_bytes(buf);
     }
-    Ok([
-        u64::from_le_bytes(buf[..8].try_into().expect("8 bytes")),
-        u64::from_le_bytes(buf[8..].try_into().expect("8 bytes")),
-    ])
+    Ok(key)
 }
 
 fn csum(bytes: &[u8]) -> u16 {
