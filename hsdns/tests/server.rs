@@ -16,7 +16,7 @@ use hickory_proto::{
 };
 use hsdns::{
     records::{RecordTable, SharedTable, ZoneConfig},
-    server::{Server, ServerConfig},
+    server::{Server, ServerConfig, Upstreams},
     source,
 };
 use tokio::{
@@ -127,6 +127,10 @@ async fn upstream(ttl: u32) -> Upstream {
     }
 }
 
+fn zone() -> Name {
+    Name::from_ascii("cluster.local.").unwrap()
+}
+
 fn table() -> RecordTable {
     let mut o = source::embedded_seed();
     let big =
@@ -148,16 +152,10 @@ async fn start(ups: Vec<SocketAddr>, timeout: Duration) -> Running {
 
 async fn start_with(ups: Vec<SocketAddr>, timeout: Duration, table: RecordTable) -> Running {
     let tables: SharedTable = Arc::new(RwLock::new(table));
-    let server = Server::new(
-        ServerConfig {
-            listen: vec!["127.0.0.1:0".parse().unwrap()],
-            upstreams: ups,
-            timeout,
-            max_inflight: 64,
-            cache_entries: 1000,
-        },
-        tables.clone(),
-    );
+    let mut cfg = ServerConfig::new(vec!["127.0.0.1:0".parse().unwrap()], timeout);
+    cfg.max_inflight = 64;
+    let upstreams = Upstreams::fixed(zone(), None, ups);
+    let server = Server::new(cfg, upstreams, tables.clone());
     let bound = server.bind().await.unwrap();
     let addr = bound.local_addrs()[0];
     tokio::spawn(server.clone().serve(bound));
