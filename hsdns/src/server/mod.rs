@@ -207,6 +207,9 @@ async fn stopped(rx: &mut watch::Receiver<bool>) {
 /// kernel for microseconds; this is generous).
 const SETTLE: Duration = Duration::from_millis(100);
 
+/// Tasks reading each UDP socket.
+const UDP_READERS: usize = 2;
+
 /// How many CNAMEs an answer may chain (ExternalName to ExternalName...):
 /// a loop ends here.
 const MAX_CHAIN: usize = 8;
@@ -250,7 +253,11 @@ impl Server {
     pub async fn serve(self: Arc<Self>, bound: Bound) {
         let mut tasks = tokio::task::JoinSet::new();
         for sock in bound.udp {
-            tasks.spawn(self.clone().serve_udp(sock));
+            // Two readers a socket: under a flood the queue drains twice
+            // as fast, and one reader waiting on a send does not stop it.
+            for reader in 0..UDP_READERS {
+                tasks.spawn(self.clone().serve_udp(sock.clone(), reader));
+            }
         }
         for l in bound.tcp {
             tasks.spawn(self.clone().serve_tcp(l));
@@ -273,7 +280,7 @@ impl Server {
         self.cfg.timeout * 2 * 4 + SETTLE
     }
 
-    async fn serve_udp(self: Arc<Self>, sock: Arc<UdpSocket>) {
+    async fn serve_udp(self: Arc<Self>, sock: Arc<UdpSocket>, reader: usize) {
         let mut buf = vec![0u8; 4096];
         let mut lame = self.lame.subscribe();
         let mut backoff = Backoff::new();
@@ -296,15 +303,17 @@ impl Server {
         if let Err(e) = listen::steer(sock.as_raw_fd(), listen::Steer::Successor) {
             log::warn!("steering {local:?} to the successor: {e}");
         }
-        log::info!(
+        if reader == 0 {
+            log::info!(
             "UDP {}: {}",
             local.map(|a| a.to_string()).unwrap_or_default(),
-            if successor {
-                "new queries go to the successor; draining"
-            } else {
-                "no successor bound; draining"
-            }
-        );
+                if successor {
+                    "new queries go to the successor; draining"
+                } else {
+                    "no successor bound; draining"
+                }
+            );
+        }
         tokio::time::sleep(SETTLE).await;
         let mut drained = 0;
         loop {
@@ -317,7 +326,7 @@ impl Server {
                 Err(_) => continue,
             }
         }
-        log::info!("UDP {local:?}: {drained} queued queries answered after hand-over");
+        log::debug!("UDP {local:?}: {drained} queued queries answered after hand-over");
     }
 
     async fn on_datagram(self: &Arc<Self>, sock: &Arc<UdpSocket>, q: &[u8], from: SocketAddr) {
