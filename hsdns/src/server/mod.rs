@@ -105,6 +105,9 @@ pub struct Stats {
     /// Receive and accept errors (EMFILE and the like), each followed by a
     /// pause.
     pub socket_errors: AtomicU64,
+    /// Datagrams found queued after the hand-over to a successor (answered
+    /// before closing): those that were already on their way.
+    pub drained: AtomicU64,
     pub upstream: ForwardStats,
 }
 
@@ -320,6 +323,7 @@ impl Server {
             match sock.try_recv_from(&mut buf) {
                 Ok((n, from)) => {
                     drained += 1;
+                    self.stats.drained.fetch_add(1, Ordering::Relaxed);
                     self.on_datagram(&sock, &buf[..n], from).await;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
