@@ -486,7 +486,15 @@ fn relist_latencies(
         let p99 = percentile(&mut v, 0.99);
         [r(p50), r(p99), r(v.last().copied().unwrap_or(f64::NAN))]
     };
-    let before: Vec<f64> = samples.iter().filter(|(at, _)| *at < relist_at).map(|s| s.1).collect();
-    let during: Vec<f64> = samples.iter().filter(|(at, _)| *at >= relist_at).map(|s| s.1).collect();
+    let before: Vec<f64> = samples
+        .iter()
+        .filter(|(at, _)| *at < relist_at)
+        .map(|s| s.1)
+        .collect();
+    let during: Vec<f64> = samples
+        .iter()
+        .filter(|(at, _)| *at >= relist_at)
+        .map(|s| s.1)
+        .collect();
     Ok((stats(before), stats(during), lost))
 }

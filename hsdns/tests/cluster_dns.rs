@@ -102,12 +102,19 @@ async fn the_cluster_dns_service_and_its_ready_endpoints_are_followed() {
     api.apply(Kind::Service, kube_dns_service("169.254.96.10"));
     api.apply(
         Kind::EndpointSlice,
-        kube_dns_slice("kube-dns-a", 53, &[("169.254.50.2", true), ("169.254.50.3", false)]),
+        kube_dns_slice(
+            "kube-dns-a",
+            53,
+            &[("169.254.50.2", true), ("169.254.50.3", false)],
+        ),
     );
     let mut f = follow(&api).await;
     let s = until(&mut f.servers, "the first endpoints", |s| s.is_some()).await;
     assert_eq!(s, Some(vec!["169.254.50.2:53".parse().unwrap()]));
-    assert_eq!(*f.ips.borrow(), vec!["169.254.96.10".parse::<IpAddr>().unwrap()]);
+    assert_eq!(
+        *f.ips.borrow(),
+        vec!["169.254.96.10".parse::<IpAddr>().unwrap()]
+    );
     // CoreDNS scales and moves: a second slice, the first pod ready.
     api.apply(
         Kind::EndpointSlice,
@@ -115,17 +122,33 @@ async fn the_cluster_dns_service_and_its_ready_endpoints_are_followed() {
     );
     api.apply(
         Kind::EndpointSlice,
-        kube_dns_slice("kube-dns-a", 53, &[("169.254.50.2", false), ("169.254.50.3", true)]),
+        kube_dns_slice(
+            "kube-dns-a",
+            53,
+            &[("169.254.50.2", false), ("169.254.50.3", true)],
+        ),
     );
-    let want: Vec<SocketAddr> = vec!["169.254.50.3:53".parse().unwrap(), "169.254.50.4:53".parse().unwrap()];
-    until(&mut f.servers, "the moved endpoints", |s| s.as_deref() == Some(&want[..])).await;
+    let want: Vec<SocketAddr> = vec![
+        "169.254.50.3:53".parse().unwrap(),
+        "169.254.50.4:53".parse().unwrap(),
+    ];
+    until(&mut f.servers, "the moved endpoints", |s| {
+        s.as_deref() == Some(&want[..])
+    })
+    .await;
     // The Service's ClusterIP changes (recreated).
     api.apply(Kind::Service, kube_dns_service("169.254.96.11"));
-    until(&mut f.ips, "the new ClusterIP", |i| i == &vec!["169.254.96.11".parse::<IpAddr>().unwrap()]).await;
+    until(&mut f.ips, "the new ClusterIP", |i| {
+        i == &vec!["169.254.96.11".parse::<IpAddr>().unwrap()]
+    })
+    .await;
     // Gone: known to have no endpoints (cluster names fail; they never go
     // to the node's resolvers).
     api.delete(Kind::Service, "kube-system", "kube-dns");
-    until(&mut f.servers, "no endpoints", |s| s.as_deref() == Some(&[][..])).await;
+    until(&mut f.servers, "no endpoints", |s| {
+        s.as_deref() == Some(&[][..])
+    })
+    .await;
     assert!(f.ips.borrow().is_empty());
 }
 
@@ -138,13 +161,19 @@ async fn dns(bind: &str, ip: [u8; 4]) -> (SocketAddr, Arc<AtomicUsize>) {
     tokio::spawn(async move {
         let mut buf = [0u8; 1500];
         loop {
-            let Ok((len, from)) = s.recv_from(&mut buf).await else { continue };
+            let Ok((len, from)) = s.recv_from(&mut buf).await else {
+                continue;
+            };
             n2.fetch_add(1, Ordering::SeqCst);
             let q = Message::from_vec(&buf[..len]).unwrap();
             let mut r = Message::response(q.metadata.id, OpCode::Query);
             r.metadata.message_type = MessageType::Response;
             r.add_query(q.queries[0].clone());
-            r.add_answer(Record::from_rdata(q.queries[0].name().clone(), 30, RData::A(A(ip.into()))));
+            r.add_answer(Record::from_rdata(
+                q.queries[0].name().clone(),
+                30,
+                RData::A(A(ip.into())),
+            ));
             let _ = s.send_to(&r.to_vec().unwrap(), from).await;
         }
     });
@@ -174,8 +203,15 @@ async fn cluster_names_go_to_the_discovered_endpoints_and_never_to_the_node_reso
     api.set_down(true);
     let f = follow(&api).await;
     let table: SharedTable = Arc::new(RwLock::new(RecordTable::new(&ZoneConfig::default(), 1)));
-    let cfg = ServerConfig::new(vec!["127.0.0.1:0".parse().unwrap()], Duration::from_millis(300));
-    let ups = Upstreams::new(Name::from_ascii("cluster.local.").unwrap(), Some(f.servers.clone()), vec![node]);
+    let cfg = ServerConfig::new(
+        vec!["127.0.0.1:0".parse().unwrap()],
+        Duration::from_millis(300),
+    );
+    let ups = Upstreams::new(
+        Name::from_ascii("cluster.local.").unwrap(),
+        Some(f.servers.clone()),
+        vec![node],
+    );
     let server = Server::new(cfg, ups, table);
     let bound = server.bind().await.unwrap();
     let addr = bound.local_addrs()[0];
@@ -187,7 +223,11 @@ async fn cluster_names_go_to_the_discovered_endpoints_and_never_to_the_node_reso
     assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
     let m = ask(addr, "10.0.254.169.in-addr.arpa.").await;
     assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
-    assert_eq!(node_n.load(Ordering::SeqCst), 0, "a cluster name went to the node's resolvers");
+    assert_eq!(
+        node_n.load(Ordering::SeqCst),
+        0,
+        "a cluster name went to the node's resolvers"
+    );
     // Other names are not held up by it.
     let m = ask(addr, "example.test.").await;
     assert_eq!(m.answers[0].data, RData::A(A([169, 254, 99, 99].into())));
@@ -200,7 +240,10 @@ async fn cluster_names_go_to_the_discovered_endpoints_and_never_to_the_node_reso
     );
     api.set_down(false);
     let mut s = f.servers.clone();
-    until(&mut s, "discovery", |s| s.as_ref().is_some_and(|s| !s.is_empty())).await;
+    until(&mut s, "discovery", |s| {
+        s.as_ref().is_some_and(|s| !s.is_empty())
+    })
+    .await;
     let m = ask(addr, "pod-x.ns.pod.cluster.local.").await;
     assert_eq!(m.answers[0].data, RData::A(A([169, 254, 50, 50].into())));
     let m = ask(addr, "Other.Example.test.").await;

@@ -47,8 +47,10 @@ fn http_get(node: &Netns, path: &'static str) -> String {
     node.run(move || {
         use std::io::{Read as _, Write as _};
         let mut c = std::net::TcpStream::connect("169.254.20.10:9253").unwrap();
-        c.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-            .unwrap();
+        c.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .unwrap();
         let mut s = String::new();
         c.read_to_string(&mut s).unwrap();
         s

@@ -445,7 +445,10 @@ async fn each_upstream_try_has_a_fresh_random_id_and_source_port() {
     // The client's ID is always 4242; 20 random IDs and ports collide
     // rarely (a few in 10^3).
     assert!(ids.len() >= 18, "IDs {ids:?}");
-    assert!(!ids.contains(&4242) || ids.len() == 20, "the client's ID passed on");
+    assert!(
+        !ids.contains(&4242) || ids.len() == 20,
+        "the client's ID passed on"
+    );
     assert!(ports.len() >= 18, "ports {ports:?}");
 }
 
@@ -453,12 +456,13 @@ async fn each_upstream_try_has_a_fresh_random_id_and_source_port() {
 async fn a_reply_for_another_question_is_neither_accepted_nor_cached() {
     let up = upstream(30).await;
     let r = start(vec![up.addr], Duration::from_millis(500)).await;
-    let m = ask_udp(r.addr, &query("spoof-1.example.test.", RecordType::A, false)).await;
+    let m = ask_udp(
+        r.addr,
+        &query("spoof-1.example.test.", RecordType::A, false),
+    )
+    .await;
     assert_eq!(
-        m.answers
-            .iter()
-            .map(|a| a.data.clone())
-            .collect::<Vec<_>>(),
+        m.answers.iter().map(|a| a.data.clone()).collect::<Vec<_>>(),
         vec![RData::A(A(Ipv4Addr::new(169, 254, 99, 1)))],
         "the honest reply, not the lie that came first"
     );
@@ -468,7 +472,11 @@ async fn a_reply_for_another_question_is_neither_accepted_nor_cached() {
     let before = up.queries.load(Ordering::SeqCst);
     let m = ask_udp(r.addr, &query("victim.example.test.", RecordType::A, false)).await;
     assert!(m.answers.is_empty(), "{m:?}");
-    assert_eq!(up.queries.load(Ordering::SeqCst), before + 1, "not from the cache");
+    assert_eq!(
+        up.queries.load(Ordering::SeqCst),
+        before + 1,
+        "not from the cache"
+    );
 }
 
 #[tokio::test]
@@ -524,7 +532,11 @@ async fn edns_and_plain_clients_each_get_a_reply_that_fits_them_from_one_cache_e
     // And whole again to the EDNS client.
     let m = ask_udp(r.addr, &query("big.example.test.", RecordType::A, true)).await;
     assert_eq!(m.answers.len(), 60);
-    assert_eq!(up.tcp_queries.load(Ordering::SeqCst), 1, "one upstream fetch");
+    assert_eq!(
+        up.tcp_queries.load(Ordering::SeqCst),
+        1,
+        "one upstream fetch"
+    );
     assert!(r.server.stats.cache_hits.load(Ordering::SeqCst) >= 2);
 }
 
@@ -542,8 +554,17 @@ fn external_name_table() -> RecordTable {
 #[tokio::test]
 async fn an_external_name_is_answered_with_its_cname_and_the_targets_records() {
     let up = upstream(30).await;
-    let r = start_with(vec![up.addr], Duration::from_millis(500), external_name_table()).await;
-    let m = ask_udp(r.addr, &query("ext.test.svc.cluster.local.", RecordType::A, true)).await;
+    let r = start_with(
+        vec![up.addr],
+        Duration::from_millis(500),
+        external_name_table(),
+    )
+    .await;
+    let m = ask_udp(
+        r.addr,
+        &query("ext.test.svc.cluster.local.", RecordType::A, true),
+    )
+    .await;
     assert_eq!(m.metadata.response_code, ResponseCode::NoError);
     let data: Vec<RData> = m.answers.iter().map(|a| a.data.clone()).collect();
     assert_eq!(data.len(), 2, "{m:?}");
@@ -551,9 +572,17 @@ async fn an_external_name_is_answered_with_its_cname_and_the_targets_records() {
     assert_eq!(data[1], RData::A(A(Ipv4Addr::new(169, 254, 99, 7))));
     assert_eq!(m.answers[1].name.to_ascii(), "7.example.test.");
     // The CNAME itself when asked for it; a CNAME loop ends.
-    let m = ask_udp(r.addr, &query("ext.test.svc.cluster.local.", RecordType::CNAME, false)).await;
+    let m = ask_udp(
+        r.addr,
+        &query("ext.test.svc.cluster.local.", RecordType::CNAME, false),
+    )
+    .await;
     assert_eq!(m.answers.len(), 1);
-    let m = ask_udp(r.addr, &query("loop.test.svc.cluster.local.", RecordType::A, false)).await;
+    let m = ask_udp(
+        r.addr,
+        &query("loop.test.svc.cluster.local.", RecordType::A, false),
+    )
+    .await;
     assert_eq!(m.metadata.response_code, ResponseCode::NoError);
     assert!(m.answers.len() <= 9, "{}", m.answers.len());
 }
@@ -602,7 +631,11 @@ async fn accept_errors_back_off_instead_of_spinning() {
     // Descriptors back: the queued connection is served.
     client.set_nonblocking(true).unwrap();
     let mut s = TcpStream::from_std(client.into()).unwrap();
-    let q = query("nginx-0.nginx-headless.test.svc.cluster.local.", RecordType::A, false);
+    let q = query(
+        "nginx-0.nginx-headless.test.svc.cluster.local.",
+        RecordType::A,
+        false,
+    );
     s.write_u16(q.len() as u16).await.unwrap();
     s.write_all(&q).await.unwrap();
     let len = tokio::time::timeout(Duration::from_secs(3), s.read_u16())
@@ -615,7 +648,10 @@ async fn accept_errors_back_off_instead_of_spinning() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_tcp_connections_do_not_lock_out_other_clients() {
     let up = upstream(30).await;
-    let mut cfg = ServerConfig::new(vec!["127.0.0.1:0".parse().unwrap()], Duration::from_millis(500));
+    let mut cfg = ServerConfig::new(
+        vec!["127.0.0.1:0".parse().unwrap()],
+        Duration::from_millis(500),
+    );
     cfg.tcp.max_connections = 200;
     let r = start_cfg(vec![up.addr], cfg, table()).await;
     // 1,000 connections that never send anything.
@@ -624,9 +660,17 @@ async fn idle_tcp_connections_do_not_lock_out_other_clients() {
         idle.push(TcpStream::connect(r.addr).await.unwrap());
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(r.server.tcp_connections() <= 200, "{}", r.server.tcp_connections());
+    assert!(
+        r.server.tcp_connections() <= 200,
+        "{}",
+        r.server.tcp_connections()
+    );
     // Others are answered, over TCP and over UDP.
-    let q = query("nginx-0.nginx-headless.test.svc.cluster.local.", RecordType::A, false);
+    let q = query(
+        "nginx-0.nginx-headless.test.svc.cluster.local.",
+        RecordType::A,
+        false,
+    );
     for _ in 0..5 {
         let m = tokio::time::timeout(Duration::from_secs(2), ask_tcp(r.addr, &q))
             .await
@@ -641,7 +685,10 @@ async fn idle_tcp_connections_do_not_lock_out_other_clients() {
 #[tokio::test]
 async fn tcp_queries_pipeline_and_idle_or_slow_connections_are_closed() {
     let up = upstream(30).await;
-    let mut cfg = ServerConfig::new(vec!["127.0.0.1:0".parse().unwrap()], Duration::from_millis(500));
+    let mut cfg = ServerConfig::new(
+        vec!["127.0.0.1:0".parse().unwrap()],
+        Duration::from_millis(500),
+    );
     cfg.tcp.idle_timeout = Duration::from_millis(300);
     cfg.tcp.message_timeout = Duration::from_millis(300);
     let r = start_cfg(vec![up.addr], cfg, table()).await;
@@ -671,13 +718,17 @@ async fn tcp_queries_pipeline_and_idle_or_slow_connections_are_closed() {
     assert_eq!(ids, [1, 2, 3]);
     // Then idle: closed by the server.
     let t0 = Instant::now();
-    let n = tokio::time::timeout(Duration::from_secs(2), s.read_u8()).await.expect("closed");
+    let n = tokio::time::timeout(Duration::from_secs(2), s.read_u8())
+        .await
+        .expect("closed");
     assert!(n.is_err(), "EOF");
     assert!(t0.elapsed() >= Duration::from_millis(250));
     // A message that never completes: closed after the message timeout.
     let mut s = TcpStream::connect(r.addr).await.unwrap();
     s.write_all(&[0, 100, 1, 2]).await.unwrap();
-    let n = tokio::time::timeout(Duration::from_secs(2), s.read_u8()).await.expect("closed");
+    let n = tokio::time::timeout(Duration::from_secs(2), s.read_u8())
+        .await
+        .expect("closed");
     assert!(n.is_err());
 }
 
@@ -692,7 +743,10 @@ fn rss_kib() -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flooding_client_does_not_starve_the_others() {
     let up = upstream(30).await;
-    let mut cfg = ServerConfig::new(vec!["127.0.0.1:0".parse().unwrap()], Duration::from_millis(1000));
+    let mut cfg = ServerConfig::new(
+        vec!["127.0.0.1:0".parse().unwrap()],
+        Duration::from_millis(1000),
+    );
     cfg.max_inflight = 256;
     cfg.client_qps = 100;
     let r = start_cfg(vec![up.addr], cfg, table()).await;
@@ -724,12 +778,17 @@ async fn a_flooding_client_does_not_starve_the_others() {
         let name = format!("{}.example.test.", i % 250);
         let mut q = Message::query();
         q.metadata.id = i as u16;
-        q.add_query(Query::query(Name::from_ascii(&name).unwrap(), RecordType::A));
+        q.add_query(Query::query(
+            Name::from_ascii(&name).unwrap(),
+            RecordType::A,
+        ));
         let mut buf = [0u8; 1500];
         let mut got = None;
         for _try in 0..2 {
             c.send_to(&q.to_vec().unwrap(), r.addr).await.unwrap();
-            if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(1000), c.recv(&mut buf)).await {
+            if let Ok(Ok(n)) =
+                tokio::time::timeout(Duration::from_millis(1000), c.recv(&mut buf)).await
+            {
                 got = Some(n);
                 break;
             }
@@ -752,7 +811,12 @@ async fn a_flooding_client_does_not_starve_the_others() {
     let grown = rss_kib().saturating_sub(rss0);
     let limited = r.server.stats.rate_limited.load(Ordering::SeqCst);
     eprintln!("flood: {sent} queries sent, {limited} dropped over budget, RSS +{grown} KiB");
-    assert!(bad.is_empty(), "{} of 100 not answered: {:?}", bad.len(), &bad[..bad.len().min(5)]);
+    assert!(
+        bad.is_empty(),
+        "{} of 100 not answered: {:?}",
+        bad.len(),
+        &bad[..bad.len().min(5)]
+    );
     assert_eq!(ok, 100);
     assert!(grown < 64 * 1024, "RSS grew {grown} KiB under the flood");
 }
@@ -760,7 +824,10 @@ async fn a_flooding_client_does_not_starve_the_others() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopping_server_hands_its_socket_to_the_next_without_losing_a_query() {
     let up = upstream(30).await;
-    let cfg = ServerConfig::new(vec!["127.0.0.1:0".parse().unwrap()], Duration::from_millis(500));
+    let cfg = ServerConfig::new(
+        vec!["127.0.0.1:0".parse().unwrap()],
+        Duration::from_millis(500),
+    );
     let old = start_cfg(vec![up.addr], cfg.clone(), table()).await;
     let addr = old.addr;
     // Bursts of 20 queries every 5 ms from 20 sockets (20 4-tuples, so the
@@ -778,13 +845,19 @@ async fn a_stopping_server_hands_its_socket_to_the_next_without_losing_a_query()
             let (s, n) = (s.clone(), answered2.clone());
             readers.push(tokio::spawn(async move {
                 let mut buf = [0u8; 1500];
-                while let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(1), s.recv(&mut buf)).await {
+                while let Ok(Ok(_)) =
+                    tokio::time::timeout(Duration::from_secs(1), s.recv(&mut buf)).await
+                {
                     n.fetch_add(1, Ordering::SeqCst);
                 }
             }));
         }
         let mut sent = 0usize;
-        let q = query("_web._tcp.nginx-headless.test.svc.cluster.local.", RecordType::SRV, false);
+        let q = query(
+            "_web._tcp.nginx-headless.test.svc.cluster.local.",
+            RecordType::SRV,
+            false,
+        );
         while !stop2.load(Ordering::Relaxed) {
             for s in &socks {
                 s.send_to(&q, addr).await.unwrap();
@@ -811,7 +884,10 @@ async fn a_stopping_server_hands_its_socket_to_the_next_without_losing_a_query()
     stop.store(true, Ordering::Relaxed);
     let sent = client.await.unwrap();
     let answered = answered.load(Ordering::SeqCst);
-    assert_eq!(before_handover, 0, "the incumbent keeps all traffic until it stops");
+    assert_eq!(
+        before_handover, 0,
+        "the incumbent keeps all traffic until it stops"
+    );
     assert_eq!(
         old.server.stats.local.load(Ordering::SeqCst),
         old_after,
@@ -822,7 +898,10 @@ async fn a_stopping_server_hands_its_socket_to_the_next_without_losing_a_query()
     // Once steered away, the old socket's queue only held what was already
     // on its way (at most about one burst), not the 100 ms of settle time.
     let drained = old.server.stats.drained.load(Ordering::SeqCst);
-    assert!(drained <= 20, "{drained} queries reached the old socket after the hand-over");
+    assert!(
+        drained <= 20,
+        "{drained} queries reached the old socket after the hand-over"
+    );
 }
 
 async fn futures_join(n: usize) -> Vec<UdpSocket> {

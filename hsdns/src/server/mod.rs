@@ -308,8 +308,8 @@ impl Server {
         }
         if reader == 0 {
             log::info!(
-            "UDP {}: {}",
-            local.map(|a| a.to_string()).unwrap_or_default(),
+                "UDP {}: {}",
+                local.map(|a| a.to_string()).unwrap_or_default(),
                 if successor {
                     "new queries go to the successor; draining"
                 } else {

@@ -310,7 +310,8 @@ async fn serve(
                 None => std::ops::Bound::Included((kind, String::new(), String::new())),
             };
             let mut last: Option<(&str, &str)> = None;
-            for ((k, ns, name), (obj, text)) in s.objects.range((start, std::ops::Bound::Unbounded)) {
+            for ((k, ns, name), (obj, text)) in s.objects.range((start, std::ops::Bound::Unbounded))
+            {
                 if *k != kind {
                     break;
                 }
@@ -414,7 +415,10 @@ fn route(path: &str) -> Option<(Kind, Option<String>)> {
     let (prefix, rest) = if let Some(r) = path.strip_prefix("/api/v1/") {
         ("core", r)
     } else {
-        ("discovery", path.strip_prefix("/apis/discovery.k8s.io/v1/")?)
+        (
+            "discovery",
+            path.strip_prefix("/apis/discovery.k8s.io/v1/")?,
+        )
     };
     let (ns, coll) = match rest.strip_prefix("namespaces/") {
         Some(r) => {
