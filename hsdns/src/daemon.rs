@@ -73,7 +73,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         && args.upstreams.is_empty()
         && args.resolv_conf.is_none()
         && args.cluster_upstreams.is_empty()
-        && !(live && !args.no_cluster_dns)
+        && (!live || args.no_cluster_dns)
     {
         bail!(
             "--userspace-only needs an upstream (--upstream, --resolv-conf, --cluster-upstream, \
