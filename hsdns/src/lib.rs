@@ -6,6 +6,8 @@
 pub mod cli;
 pub mod daemon;
 pub mod dns;
+pub mod frontend;
+pub mod http;
 pub mod links;
 pub mod loader;
 pub mod maps;

@@ -214,6 +214,17 @@ impl BpfMaps {
             .with_context(|| format!("adding DNS address {addr}"))
     }
 
+    pub fn remove_dns_addr(&mut self, addr: IpAddr) -> Result<()> {
+        let key = match addr {
+            IpAddr::V4(a) => DnsAddr::v4(a.octets()),
+            IpAddr::V6(a) => DnsAddr::v6(a.octets()),
+        };
+        match self.dns_addrs.remove(&key) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("removing DNS address {addr}")),
+        }
+    }
+
     /// A name's value in the maps (`key` the lowercase wire-format name).
     pub fn name(&self, key: &[u8]) -> Result<Option<NameRecord>> {
         let r = match tier(key.len()) {
