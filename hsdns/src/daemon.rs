@@ -20,12 +20,12 @@ use hsdns_common::{Counters, MAP_COUNTERS};
 
 use crate::{
     cli::{RunArgs, SourceArgs},
+    frontend::Frontend,
     links::{self, Link, LinkEvent, Selector},
     loader::{self, Capacities, ModeChoice},
     maps::{Syncer, bpf::BpfMaps, bpf::sum_counters},
     metrics::Metrics,
     records::{RecordTable, SharedTable, ZoneConfig},
-    server::{self, Server, ServerConfig},
     source,
 };
 
@@ -68,12 +68,17 @@ pub fn run(args: RunArgs) -> Result<()> {
     if args.interfaces.is_empty() && args.no_auto_attach && !args.userspace_only {
         bail!("nothing to attach to: give --interface, or drop --no-auto-attach");
     }
+    let live = args.source.kube || args.source.kubeconfig.is_some();
     if args.userspace_only
         && args.upstreams.is_empty()
         && args.resolv_conf.is_none()
-        && args.intercept_addrs.is_empty()
+        && args.cluster_upstreams.is_empty()
+        && (!live || args.no_cluster_dns)
     {
-        bail!("--userspace-only needs an upstream (--upstream, --resolv-conf or --intercept-addr)");
+        bail!(
+            "--userspace-only needs an upstream (--upstream, --resolv-conf, --cluster-upstream, \
+             or the live source's cluster DNS)"
+        );
     }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -100,15 +105,6 @@ fn become_ready(syncer: &mut Syncer<BpfMaps>, args: &RunArgs, metrics: &Metrics)
     }
     log::info!("ready");
     Ok(())
-}
-
-/// A task that ends with its owner.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 /// Interfaces the program is attached to, by index.
@@ -198,7 +194,25 @@ async fn serve(args: RunArgs, started: Instant) -> Result<()> {
         );
         Some(l)
     };
-    let result = serve_with_maps(&args, &caps, table, updates, &netlink, started, load).await;
+    // The userspace server and HTTP start now, before the program is
+    // loaded and the lists are in: a daemon still running beside this one
+    // keeps its traffic until it stops (see server::listen).
+    let metrics = Metrics::new(args.pin_dir.clone());
+    let zone = table.zone().zone.clone();
+    let shared: SharedTable = Arc::new(RwLock::new(table));
+    let mut frontend = Frontend::start(&args, live, shared.clone(), metrics.clone(), zone).await?;
+    let result = serve_with_maps(
+        &args,
+        &caps,
+        shared,
+        updates,
+        &netlink,
+        started,
+        load,
+        &metrics,
+        &mut frontend,
+    )
+    .await;
     if let Some(l) = &local
         && let Err(e) = links::release_local(&netlink, l).await
     {
@@ -207,14 +221,17 @@ async fn serve(args: RunArgs, started: Instant) -> Result<()> {
     result
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn serve_with_maps(
     args: &RunArgs,
     caps: &Capacities,
-    mut table: RecordTable,
+    shared: SharedTable,
     mut updates: Option<tokio::sync::mpsc::Receiver<source::kube::Update>>,
     netlink: &rtnetlink::Handle,
     started: Instant,
     load: tokio::task::JoinHandle<Result<Ebpf>>,
+    metrics: &Arc<Metrics>,
+    frontend: &mut Frontend,
 ) -> Result<()> {
     let mut ebpf = load.await.context("loading the program")??;
     let _pins = loader::pin_maps(&ebpf, &args.pin_dir)?;
@@ -223,10 +240,13 @@ async fn serve_with_maps(
     for addr in args.dns_addrs.iter().chain(&args.intercept_addrs) {
         maps.add_dns_addr(*addr)?;
     }
+    let mut cluster_ips: Vec<std::net::IpAddr> = Vec::new();
     let mut syncer = Syncer::new(maps, caps);
     syncer.set_nxdomain(!args.no_nxdomain);
-    let soa = syncer.write_soa(&table)?;
-    let stats = syncer.sync_new(&mut table)?;
+    let (soa, stats) = {
+        let mut table = shared.write().unwrap_or_else(PoisonError::into_inner);
+        (syncer.write_soa(&table)?, syncer.sync_new(&mut table)?)
+    };
     log::info!(
         "maps synced: {} names, {} answers, {soa} SOA entries ({stats:?})",
         syncer.names_installed(),
@@ -243,19 +263,7 @@ async fn serve_with_maps(
         include: args.include.clone(),
         exclude: args.exclude.clone(),
     };
-    let metrics = Metrics::new(args.pin_dir.clone());
-    let _metrics_task = match args.metrics_addr {
-        Some(addr) => {
-            let m = metrics.clone();
-            Some(AbortOnDrop(tokio::spawn(async move {
-                if let Err(e) = m.serve(addr).await {
-                    log::error!("{e:#}");
-                }
-            })))
-        }
-        None => None,
-    };
-    note_sync(&metrics, &syncer, &stats);
+    note_sync(metrics, &syncer, &stats);
     let mut attached = Attached {
         links: HashMap::new(),
         metrics: metrics.clone(),
@@ -276,50 +284,10 @@ async fn serve_with_maps(
     if attached.links.is_empty() {
         log::warn!("no interface matches yet; waiting for pod interfaces to appear");
     }
-    let mut upstreams = args.upstreams.clone();
-    if let Some(rc) = &args.resolv_conf {
-        upstreams.extend(server::resolv_conf_upstreams(rc)?);
-    }
-    // Without an explicit upstream, the intercepted cluster DNS IP is the
-    // upstream: queries hsdns sends from the node are not seen by XDP
-    // (ingress only) and reach CoreDNS through kube-proxy.
-    if upstreams.is_empty() {
-        upstreams.extend(
-            args.intercept_addrs
-                .iter()
-                .map(|ip| std::net::SocketAddr::new(*ip, 53)),
-        );
-    }
-    // The server runs on this thread too: the lock is never contended,
-    // and a query sees the table before or after an update, never during.
-    let shared: SharedTable = Arc::new(RwLock::new(table));
-    let _server = if upstreams.is_empty() {
-        None
-    } else {
-        let cfg = ServerConfig {
-            listen: args
-                .dns_addrs
-                .iter()
-                .map(|ip| std::net::SocketAddr::new(*ip, 53))
-                .collect(),
-            upstreams: upstreams.clone(),
-            timeout: std::time::Duration::from_millis(args.upstream_timeout_ms),
-            max_inflight: args.max_inflight,
-            cache_entries: args.cache_entries,
-        };
-        let srv = Server::new(cfg, shared.clone());
-        metrics.set_server(srv.clone());
-        let bound = srv.bind().await?;
-        log::info!(
-            "userspace server on {:?}, upstreams {upstreams:?}",
-            bound.local_addrs()
-        );
-        Some(AbortOnDrop(tokio::spawn(srv.serve(bound))))
-    };
     // Only now does the kernel answer: the maps hold the whole table (with
     // the live source, once its first complete list is in).
     if updates.is_none() {
-        become_ready(&mut syncer, args, &metrics)?;
+        become_ready(&mut syncer, args, metrics)?;
     }
     log::info!(
         "kernel answers for {:?} on {} interfaces (once the maps are complete)",
@@ -345,7 +313,7 @@ async fn serve_with_maps(
                 let stats = syncer.apply(&mut table, changes)?;
                 let (names, complete) = (table.len(), table.is_complete());
                 drop(table);
-                note_sync(&metrics, &syncer, &stats);
+                note_sync(metrics, &syncer, &stats);
                 log::debug!("synced {n} changed names of {names} ({stats:?})");
                 if complete && !syncer.backend().answering() {
                     // With the figures an operator sizes the maps by.
@@ -356,8 +324,23 @@ async fn serve_with_maps(
                         syncer.names_installed(),
                         syncer.slots_in_use()
                     );
-                    become_ready(&mut syncer, args, &metrics)?;
+                    become_ready(&mut syncer, args, metrics)?;
                 }
+            }
+            Ok(()) = frontend.cluster_ips.changed() => {
+                // The cluster DNS Service's ClusterIPs, answered by the
+                // kernel in its place.
+                let now = frontend.cluster_ips.borrow_and_update().clone();
+                for ip in now.iter().filter(|ip| !cluster_ips.contains(ip)) {
+                    syncer.backend_mut().add_dns_addr(*ip)?;
+                    log::info!("kernel answers for the cluster DNS ClusterIP {ip}");
+                }
+                for ip in cluster_ips.iter().filter(|ip| !now.contains(ip)) {
+                    if !args.intercept_addrs.contains(ip) {
+                        syncer.backend_mut().remove_dns_addr(*ip)?;
+                    }
+                }
+                cluster_ips = now;
             }
             Some(ev) = async { events.as_mut()?.next().await }, if events.is_some() => {
                 match ev {
@@ -375,6 +358,8 @@ async fn serve_with_maps(
         }
     }
     log::info!("shutting down");
+    // The kernel still answers while the userspace server hands over.
+    frontend.lame_duck().await;
     // Pass everything up before the program goes, then detach by dropping.
     syncer.backend_mut().set_answering(false)?;
     let c = syncer.backend().counters()?;

@@ -7,6 +7,8 @@ pub mod btf_char;
 pub mod cli;
 pub mod daemon;
 pub mod dns;
+pub mod frontend;
+pub mod http;
 pub mod kernel_cases;
 pub mod links;
 pub mod loader;

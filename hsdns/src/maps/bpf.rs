@@ -265,6 +265,17 @@ impl BpfMaps {
             .with_context(|| format!("adding DNS address {addr}"))
     }
 
+    pub fn remove_dns_addr(&mut self, addr: IpAddr) -> Result<()> {
+        let key = match addr {
+            IpAddr::V4(a) => DnsAddr::v4(a.octets()),
+            IpAddr::V6(a) => DnsAddr::v6(a.octets()),
+        };
+        match self.dns_addrs.remove(&key) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("removing DNS address {addr}")),
+        }
+    }
+
     /// The map key of a name (`wire` the lowercase wire-format name) and
     /// its dotted form.
     fn key_of(&self, wire: &[u8]) -> Result<(NameHash, Vec<u8>)> {
