@@ -3,7 +3,7 @@
 //! (pod veths) run the same instructions between their entry and exit.
 
 use aya_ebpf::{
-    bindings::{TC_ACT_OK, TC_ACT_SHOT, xdp_action},
+    bindings::{TC_ACT_SHOT, TC_ACT_UNSPEC, xdp_action},
     helpers::generated::{
         bpf_redirect_peer, bpf_skb_change_tail, bpf_skb_load_bytes, bpf_skb_pull_data,
         bpf_skb_store_bytes, bpf_xdp_adjust_tail, bpf_xdp_get_buff_len, bpf_xdp_load_bytes,
@@ -142,7 +142,9 @@ impl Packet for TcContext {
             // no backlog queue, no second pass through the host's stack.
             // SAFETY: a plain helper call.
             Action::Answer => unsafe { bpf_redirect_peer((*self.skb.skb).ifindex, 0) as i32 },
-            Action::Pass => TC_ACT_OK,
+            // "Next": the programs after this one (a CNI's) run as they
+            // would without it, and the packet goes up as it came.
+            Action::Pass => TC_ACT_UNSPEC,
             Action::Drop => TC_ACT_SHOT,
         }
     }

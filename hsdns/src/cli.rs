@@ -5,7 +5,7 @@ use std::{net::IpAddr, path::PathBuf};
 use clap::{Args, Parser, Subcommand};
 use hsdns_common::PIN_DIR;
 
-use crate::loader::ModeChoice;
+use crate::hook::AttachMode;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -154,9 +154,13 @@ pub struct RunArgs {
     /// exist (for clusters whose upstream serves other names in the zone).
     #[arg(long)]
     pub no_nxdomain: bool,
-    /// XDP attach mode.
-    #[arg(long, value_enum, default_value = "auto")]
-    pub xdp_mode: ModeChoice,
+    /// Where the kernel program runs: `auto` puts it at tc ingress on veths
+    /// (replies of any size, straight back into the pod) and XDP on other
+    /// interfaces (driver mode where the driver delivers replies); `tc`,
+    /// `xdp`, or XDP in `driver` or `skb` mode only. `--xdp-mode` is the
+    /// old name.
+    #[arg(long, alias = "xdp-mode", value_enum, default_value = "auto")]
+    pub attach_mode: AttachMode,
     /// Where the maps are pinned for bpftool.
     #[arg(long, default_value = PIN_DIR)]
     pub pin_dir: PathBuf,

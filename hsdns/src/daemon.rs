@@ -12,7 +12,7 @@ use anyhow::{Context as _, Result, bail};
 use aya::{
     Ebpf,
     maps::{Map, MapData, PerCpuArray},
-    programs::xdp::XdpLinkId,
+    programs::{tc::SchedClassifierLinkId, xdp::XdpLinkId},
 };
 use futures::StreamExt as _;
 use hickory_proto::rr::Name;
@@ -21,8 +21,9 @@ use hsdns_common::{Counters, MAP_COUNTERS};
 use crate::{
     cli::{RunArgs, SourceArgs},
     frontend::Frontend,
+    hook::{self, AttachMode, Hook},
     links::{self, Link, LinkEvent, Selector},
-    loader::{self, Capacities, ModeChoice},
+    loader::{self, Capacities},
     maps::{Syncer, bpf::BpfMaps, bpf::sum_counters},
     metrics::Metrics,
     records::{RecordTable, SharedTable, ZoneConfig},
@@ -107,21 +108,36 @@ fn become_ready(syncer: &mut Syncer<BpfMaps>, args: &RunArgs, metrics: &Metrics)
     Ok(())
 }
 
+/// How the program is attached to an interface.
+enum LinkId {
+    Xdp(XdpLinkId),
+    Tc(SchedClassifierLinkId),
+}
+
 /// Interfaces the program is attached to, by index.
 struct Attached {
-    links: HashMap<u32, (String, XdpLinkId)>,
+    links: HashMap<u32, (String, LinkId)>,
     metrics: Arc<Metrics>,
 }
 
 impl Attached {
-    fn attach(&mut self, ebpf: &mut Ebpf, link: &Link, mode: ModeChoice) -> Result<()> {
+    fn attach(&mut self, ebpf: &mut Ebpf, link: &Link, mode: AttachMode) -> Result<()> {
         if self.links.contains_key(&link.index) {
             return Ok(());
         }
-        let prog = loader::program(ebpf)?;
-        let (mode, id) = loader::attach(prog, &link.name, mode)?;
+        let driver =
+            loader::driver_name(&link.name).with_context(|| format!("interface {}", link.name))?;
+        let (mode, id) = match hook::choose(mode, &driver)? {
+            Hook::Tc => {
+                let (mode, id) = hook::attach_tc(loader::program_tc(ebpf)?, &link.name)?;
+                (mode.label().to_string(), LinkId::Tc(id))
+            }
+            Hook::Xdp(choice) => {
+                let (mode, id) = loader::attach(loader::program(ebpf)?, &link.name, choice)?;
+                (format!("{mode:?}").to_lowercase(), LinkId::Xdp(id))
+            }
+        };
         self.links.insert(link.index, (link.name.clone(), id));
-        let mode = format!("{mode:?}").to_lowercase();
         self.metrics
             .state
             .lock()
@@ -141,8 +157,17 @@ impl Attached {
                 .remove(&name);
             // The kernel detached it with the interface; dropping our
             // handle is all that is left (an error here says just that).
-            if let Ok(prog) = loader::program(ebpf) {
-                let _ = prog.detach(id);
+            match id {
+                LinkId::Xdp(id) => {
+                    if let Ok(prog) = loader::program(ebpf) {
+                        let _ = prog.detach(id);
+                    }
+                }
+                LinkId::Tc(id) => {
+                    if let Ok(prog) = loader::program_tc(ebpf) {
+                        let _ = prog.detach(id);
+                    }
+                }
             }
             log::info!("{name} is gone");
         }
@@ -274,11 +299,11 @@ async fn serve_with_maps(
             .iter()
             .find(|l| &l.name == name)
             .with_context(|| format!("--interface {name}: no such interface"))?;
-        attached.attach(&mut ebpf, link, args.xdp_mode)?;
+        attached.attach(&mut ebpf, link, args.attach_mode)?;
     }
     if events.is_some() {
         for link in all.iter().filter(|l| selector.matches(l)) {
-            attached.attach(&mut ebpf, link, args.xdp_mode)?;
+            attached.attach(&mut ebpf, link, args.attach_mode)?;
         }
     }
     if attached.links.is_empty() {
@@ -347,7 +372,7 @@ async fn serve_with_maps(
                     LinkEvent::New(link) if selector.matches(&link) => {
                         // A pod interface that cannot be attached is logged,
                         // not fatal: its queries go up the normal path.
-                        if let Err(e) = attached.attach(&mut ebpf, &link, args.xdp_mode) {
+                        if let Err(e) = attached.attach(&mut ebpf, &link, args.attach_mode) {
                             log::warn!("{}: {e:#}", link.name);
                         }
                     }

@@ -48,12 +48,12 @@ impl Hook {
     /// The program's return code for an action on this hook.
     pub fn code(self, action: Action) -> u32 {
         match (self, action) {
-            (Hook::Xdp, Action::Answer) => 3, // XDP_TX
-            (Hook::Xdp, Action::Pass) => 2,   // XDP_PASS
-            (Hook::Xdp, Action::Drop) => 1,   // XDP_DROP
-            (Hook::Tc, Action::Answer) => 7,  // TC_ACT_REDIRECT (bpf_redirect_peer)
-            (Hook::Tc, Action::Pass) => 0,    // TC_ACT_OK
-            (Hook::Tc, Action::Drop) => 2,    // TC_ACT_SHOT
+            (Hook::Xdp, Action::Answer) => 3,     // XDP_TX
+            (Hook::Xdp, Action::Pass) => 2,       // XDP_PASS
+            (Hook::Xdp, Action::Drop) => 1,       // XDP_DROP
+            (Hook::Tc, Action::Answer) => 7,      // TC_ACT_REDIRECT (bpf_redirect_peer)
+            (Hook::Tc, Action::Pass) => u32::MAX, // TC_ACT_UNSPEC (-1): next program
+            (Hook::Tc, Action::Drop) => 2,        // TC_ACT_SHOT
         }
     }
 

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod daemon;
 pub mod dns;
 pub mod frontend;
+pub mod hook;
 pub mod http;
 pub mod kernel_cases;
 pub mod links;

@@ -179,3 +179,83 @@ fn bad_manifests_and_flags_fail_clearly() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("turbo"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// On a veth the tc hook answers replies of any size: 40 addresses (a
+/// 684-byte reply) come from the kernel, as does the TC=1 for 100; with
+/// generic XDP on the same veth the 40 did not fit the sender's tailroom.
+#[test]
+fn tc_answers_replies_generic_xdp_has_no_room_for() {
+    require_root();
+    let dir = std::env::temp_dir().join(format!("hsdns-tc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let zone = dir.join("zone.yaml");
+    std::fs::write(
+        &zone,
+        format!(
+            "{}\n---\n{}\n---\n{}",
+            include_str!("../../deploy/examples/seed.yaml"),
+            hsdns::testing::headless_yaml("big", "big40", 40),
+            hsdns::testing::headless_yaml("big", "big100", 100)
+        ),
+    )
+    .unwrap();
+    let v4: IpAddr = NODE_LOCAL4.into();
+    let big40 = "big40.big.svc.cluster.local";
+    for (mode, kernel_answers) in [("auto", true), ("skb", false)] {
+        let topo = Topology::new(1);
+        let stub = upstream(&topo);
+        let daemon = Daemon::start(
+            bin(),
+            &topo.node,
+            &[
+                "--dns-addr",
+                "169.254.20.10",
+                "--manifests",
+                zone.to_str().unwrap(),
+                "--attach-mode",
+                mode,
+            ],
+        );
+        let pod = &topo.pods[0].ns;
+        let before = daemon.counters();
+        let d = dig(
+            pod,
+            v4,
+            big40,
+            "A",
+            &["+bufsize=1232", "+time=1", "+tries=1"],
+        );
+        let after = daemon.counters();
+        if kernel_answers {
+            assert_eq!(d.addresses().len(), 40, "{}", d.raw);
+            assert!(d.flags.contains(&"aa".to_string()), "{}", d.raw);
+            assert_eq!(delta(&before, &after, "answered_a"), 1, "{after:?}");
+            // Too large for any UDP reply, and too large for a client
+            // without EDNS: TC=1 from the kernel, the client goes to TCP.
+            for (name, extra) in [
+                ("big100.big.svc.cluster.local", &["+bufsize=4096"][..]),
+                (big40, &["+noedns"][..]),
+            ] {
+                let mut args = vec!["+ignore", "+time=1", "+tries=1"];
+                args.extend_from_slice(extra);
+                let d = dig(pod, v4, name, "A", &args);
+                assert!(d.flags.contains(&"tc".to_string()), "{}", d.raw);
+                assert!(d.addresses().is_empty(), "no partial record set: {}", d.raw);
+            }
+            let end = daemon.counters();
+            assert_eq!(delta(&after, &end, "answered_truncated"), 2, "{end:?}");
+            assert!(
+                stub.seen().is_empty(),
+                "all from the kernel: {:?}",
+                stub.seen()
+            );
+        } else {
+            // Generic XDP on a veth: no room, the query goes up (to no
+            // userspace server here).
+            assert_eq!(delta(&before, &after, "pass_no_room"), 1, "{after:?}");
+            assert_eq!(delta(&before, &after, "answered_a"), 0, "{after:?}");
+        }
+        drop(stub);
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

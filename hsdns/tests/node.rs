@@ -147,9 +147,11 @@ fn userspace_serves_what_the_kernel_passes_up() {
     // kernel and the userspace server did.
     let text = metrics(&topo.node);
     for want in [
-        "hsdns_attached{interface=\"hsv0\",mode=\"skb\"} 1",
+        "hsdns_attached{interface=\"hsv0\",mode=\"tcx\"} 1",
         "hsdns_ready 1",
         "hsdns_kernel_verdicts_total{verdict=\"answered_a\"} 2",
+        // The 100-address answer: TC=1 from the kernel (tc on the veth).
+        "hsdns_kernel_verdicts_total{verdict=\"answered_truncated\"} 1",
         "hsdns_userspace_queries_total{outcome=\"forwarded\"} 1",
         "hsdns_userspace_queries_total{outcome=\"cache_hit\"} 1",
     ] {
