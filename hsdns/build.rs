@@ -13,10 +13,8 @@ fn main() -> anyhow::Result<()> {
     // AYA_BUILD_SKIP=1 builds the daemon without its eBPF object (aya-build
     // honours it); an empty placeholder keeps the crate compiling, and loading
     // then fails at run time with a clear error.
-    if env::var_os("AYA_BUILD_SKIP").is_some_and(|v| v == "1") {
-        if !obj.exists() {
-            fs::write(&obj, b"").context("placeholder eBPF object")?;
-        }
+    if env::var_os("AYA_BUILD_SKIP").is_some_and(|v| v == "1") && !obj.exists() {
+        fs::write(&obj, b"").context("placeholder eBPF object")?;
     }
     let ebpf_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?)
         .parent()

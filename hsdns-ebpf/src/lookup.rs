@@ -67,11 +67,11 @@ fn verify(s: &mut Scratch, name: &Name, rec: *const u8, tier: usize, max_words: 
 pub fn lookup(s: &mut Scratch, name: &Name) -> Found {
     let key = NameHash { hash: name.hash };
     let (rec, tier) = if name.len <= NAME_TIERS[0] {
-        (NAMES_64.get_ptr(&key).map(|p| p as *const u8), 0)
+        (NAMES_64.get_ptr(key).map(|p| p as *const u8), 0)
     } else if name.len <= NAME_TIERS[1] {
-        (NAMES_128.get_ptr(&key).map(|p| p as *const u8), 1)
+        (NAMES_128.get_ptr(key).map(|p| p as *const u8), 1)
     } else {
-        (NAMES_256.get_ptr(&key).map(|p| p as *const u8), 2)
+        (NAMES_256.get_ptr(key).map(|p| p as *const u8), 2)
     };
     match rec {
         None => Found::Missing,
@@ -93,7 +93,7 @@ pub fn provably_missing(s: &mut Scratch, cfg: &Config, name: &Name) -> bool {
     }
     let zone_len = cfg.zone_len as usize;
     let zone_labels = cfg.zone_labels as usize;
-    if zone_len < 1 || zone_len > ZONE_MAX || name.len <= zone_len || name.labels <= zone_labels {
+    if !(1..=ZONE_MAX).contains(&zone_len) || name.len <= zone_len || name.labels <= zone_labels {
         return false;
     }
     // The zone must end the name and start at one of its labels. (The
@@ -101,7 +101,7 @@ pub fn provably_missing(s: &mut Scratch, cfg: &Config, name: &Name) -> bool {
     // bound a difference of two ranges; the checks below bound them.)
     let zone_start = merge(s, 2, (name.len - zone_len) as u64) as usize;
     let first_zone_label = merge(s, 3, (name.labels - zone_labels) as u64) as usize;
-    if zone_start > 255 || first_zone_label < 1 || first_zone_label > 63 {
+    if zone_start > 255 || !(1..=63).contains(&first_zone_label) {
         return false;
     }
     if s.label_at[first_zone_label] as usize != zone_start {

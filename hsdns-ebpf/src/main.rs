@@ -148,7 +148,7 @@ mod prog {
         }
         let copy = if avail < Q_COPY { avail } else { Q_COPY };
         let copy = merge(s, 1, copy as u64) as usize;
-        if copy < 1 || copy > Q_COPY {
+        if !(1..=Q_COPY).contains(&copy) {
             return Err(Verdict::Internal);
         }
         if !p.load(qoff, s.q.as_mut_ptr().cast(), copy) {

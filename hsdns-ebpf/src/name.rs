@@ -108,7 +108,7 @@ pub fn walk(s: &mut Scratch, avail: usize) -> Result<(usize, usize), Verdict> {
     // One unknown scalar from here on, whichever iteration ended the walk.
     let len = merge(s, 0, end as u64 + 1) as usize;
     let labels = merge(s, 1, labels as u64) as usize;
-    if len < 1 || len > name::MAX_NAME_LEN || labels > name::MAX_LABELS {
+    if !(1..=name::MAX_NAME_LEN).contains(&len) || labels > name::MAX_LABELS {
         return Err(Verdict::Malformed);
     }
     if len + QUESTION_TAIL > avail {

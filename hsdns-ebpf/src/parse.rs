@@ -166,11 +166,14 @@ pub fn headers<P: Packet>(p: &P, pkt_len: usize) -> Result<Headers, Verdict> {
     if be16(udp + UDP_DPORT_OFF) != DNS_PORT {
         return Err(Verdict::NotDns);
     }
-    // SAFETY: a read-only lookup; the key lives on the stack, and [u32; 5]
-    // has DnsAddr's layout (family, then 16 address bytes).
+    // The key lives on the stack; [u32; 5] has DnsAddr's layout (family,
+    // then 16 address bytes).
     // SAFETY: every word was written on the paths that get here.
     let dst = unsafe { dst.assume_init() };
-    if unsafe { DNS_ADDRS.get(&*(dst.as_ptr() as *const DnsAddr)) }.is_none() {
+    // SAFETY: [u32; 5] has DnsAddr's size and alignment.
+    let key = unsafe { &*(dst.as_ptr() as *const DnsAddr) };
+    // SAFETY: a read-only lookup.
+    if unsafe { DNS_ADDRS.get(key) }.is_none() {
         return Err(Verdict::NotOurAddr);
     }
     if be16(udp + UDP_SPORT_OFF) == 0 {

@@ -244,8 +244,7 @@ pub fn write<P: Packet>(
             // SAFETY: i < 5; volatile, or LLVM calls a byte-wise memset.
             unsafe { core::ptr::write_volatile(w.add(i), u64::from_le_bytes([IPOPT_NOP; 8])) };
         }
-        if n < 1
-            || n > IPV4_HLEN_MAX - IPV4_HLEN
+        if !(1..=IPV4_HLEN_MAX - IPV4_HLEN).contains(&n)
             || !p.store(l2 + IPV4_HLEN, nops.as_ptr().cast(), n)
         {
             return Err(Verdict::Dropped);

@@ -170,46 +170,49 @@ fn hbars(
 }
 
 fn kernel_chart(lines: &str, out: &Path) -> Result<()> {
-    let g = groups(lines, &["case"]);
-    let floor = g
-        .iter()
-        .find(|(k, _)| k[0].starts_with("floor"))
-        .and_then(|(_, r)| stat(r, "mean_ns"))
-        .context("kernel.jsonl has no floor case")?;
+    let g = groups(lines, &["hook", "case"]);
+    let floor_of = |hook: &str| {
+        g.iter()
+            .find(|(k, _)| k[0] == hook && k[1].starts_with("floor"))
+            .and_then(|(_, r)| stat(r, "mean_ns"))
+    };
+    let floor = floor_of("xdp").context("kernel.jsonl has no floor case")?;
     let mut labels = Vec::new();
     let mut rows = Vec::new();
     for (k, r) in &g {
-        let Some(s) = stat(r, "mean_ns") else {
+        let (Some(s), Some(f)) = (stat(r, "mean_ns"), floor_of(&k[0])) else {
             continue;
         };
-        let color = if k[0].starts_with("floor") {
+        let color = if k[1].starts_with("floor") {
             RGBColor(150, 150, 150)
-        } else if k[0].starts_with("pass") {
+        } else if k[1].starts_with("pass") {
             RGBColor(158, 202, 225)
+        } else if k[0] == "tc" {
+            RGBColor(44, 160, 44)
         } else {
             RGBColor(31, 119, 180)
         };
-        labels.push(k[0].clone());
+        labels.push(format!("{}: {}", k[0], k[1]));
         rows.push((
             s,
             color,
             format!(
-                "{:.0} ns  ({:.1}× floor)",
+                "{:.0} ns  ({:.1}× its floor)",
                 s.median,
-                s.median / floor.median
+                s.median / f.median
             ),
         ));
     }
-    let root = BitMapBackend::new(out, (1200, 560)).into_drawing_area();
+    let root = BitMapBackend::new(out, (1200, 900)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
     hbars(
         &root,
-        "Cost of one XDP run per case (BPF_PROG_TEST_RUN)",
+        "Cost of one run per hook and case (BPF_PROG_TEST_RUN)",
         "ns per run: mean of single runs; bar = median of the repeats, whisker = min-max",
         Some(&labels),
         &rows,
-        290,
-        Some((floor.median, "floor: swap addresses, XDP_TX")),
+        340,
+        Some((floor.median, "XDP floor: bare reflector")),
     )?;
     root.present().map_err(|e| anyhow!("{e}"))?;
     Ok(())

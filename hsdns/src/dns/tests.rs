@@ -629,9 +629,11 @@ fn ignored_header_bits_do_not_change_acceptance() {
 
 #[test]
 fn pass_reasons_name_real_counters() {
-    let mut c = hsdns_common::Counters::default();
-    c.pass_unsupported_query = 1;
-    c.pass_unknown_name = 2;
+    let c = hsdns_common::Counters {
+        pass_unsupported_query: 1,
+        pass_unknown_name: 2,
+        ..Default::default()
+    };
     assert_eq!(c.get(PassReason::UnsupportedQuery), 1);
     assert_eq!(c.get(PassReason::UnknownName), 2);
     assert_eq!(c.get(PassReason::Malformed), 0);
