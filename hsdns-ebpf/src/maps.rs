@@ -36,6 +36,8 @@ pub static COUNTERS: PerCpuArray<Counters, 1> = PerCpuArray::new();
 #[btf_map(name = "scratch")]
 pub static SCRATCH: PerCpuArray<Scratch, 1> = PerCpuArray::new();
 
+pub const OUT_WORDS: usize = 2 * ANSWER_CLASSES[2] / 8 + 2;
+
 /// Per-CPU working memory: the 512-byte stack cannot hold a name beside
 /// everything else, and map memory can be indexed with masked offsets.
 #[repr(C)]
@@ -53,9 +55,11 @@ pub struct Scratch {
     pub label_at: [u8; 64],
     /// Slots for [`crate::verifier::merge`].
     pub merge: [u64; 8],
-    /// A rotated copy of a multi-record answer (two pieces of at most
-    /// one class's size each).
-    pub out: [u8; 2 * ANSWER_CLASSES[2]],
+    /// The bytes after the question: the section (rotated, for a
+    /// multi-record answer: two pieces of at most one class's size each),
+    /// then the OPT record, stored into the packet in one call. Words, for
+    /// the alignment of word copies.
+    pub out: [u64; OUT_WORDS],
     /// Round-robin position for rotating multi-record answers.
     pub rot: u32,
     pub _pad: u32,

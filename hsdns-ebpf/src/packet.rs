@@ -18,8 +18,9 @@ pub trait Packet {
     fn bounds(&self) -> (usize, usize);
     /// The whole packet's length (the directly readable part may be less).
     fn len(&self) -> usize;
-    /// Makes the first `n` bytes directly readable if the hook can (tc
-    /// pulls them into the linear part); `bounds` must be read again.
+    /// Makes the first `n` bytes (or the whole packet, if shorter)
+    /// directly readable if the hook can (tc pulls them into the linear
+    /// part); `bounds` must be read again.
     fn make_readable(&self, n: usize) -> bool;
     /// Copies `len` bytes at `off` to `dst`. Nothing but `len` is assumed:
     /// the helper checks the packet's bounds.
@@ -104,6 +105,8 @@ impl Packet for TcContext {
         if self.data() + n <= self.data_end() {
             return true;
         }
+        let len = self.len() as usize;
+        let n = if n < len { n } else { len };
         // SAFETY: the program's own context.
         unsafe { bpf_skb_pull_data(self.skb.skb, n as u32) == 0 }
     }

@@ -19,6 +19,8 @@ pub struct Headers {
     pub l4: usize,
     /// Length of the DNS message.
     pub dns_len: usize,
+    /// Length of the whole packet.
+    pub pkt_len: usize,
     /// The DNS header's flags word and counts.
     pub flags: u16,
     pub qdcount: u16,
@@ -63,16 +65,13 @@ fn byte(p: usize) -> u8 {
 }
 
 /// Reads Ethernet, IP and UDP; Ok only for UDP to port 53 of one of our
-/// addresses, with lengths that add up.
+/// addresses, with lengths that add up. The packet's length (a helper
+/// call on XDP) is asked only once the packet is UDP to port 53.
 #[inline(always)]
-pub fn headers<P: Packet>(p: &P, pkt_len: usize) -> Result<Headers, Verdict> {
-    if pkt_len < ETH_HLEN + IPV4_HLEN + UDP_HLEN {
-        return Err(Verdict::NotDns);
-    }
+pub fn headers<P: Packet>(p: &P) -> Result<Headers, Verdict> {
     // Room for Ethernet with a tag and an IPv6 or option-less IPv4 header
     // with UDP and DNS headers, if the packet is that long.
-    let want = ETH_HLEN + VLAN_HLEN + IPV6_HLEN + UDP_HLEN + DNS_HLEN;
-    p.make_readable(if pkt_len < want { pkt_len } else { want });
+    p.make_readable(ETH_HLEN + VLAN_HLEN + IPV6_HLEN + UDP_HLEN + DNS_HLEN);
     let (start, end) = p.bounds();
     if start + ETH_HLEN + IPV4_HLEN + 4 > end {
         return Err(Verdict::NotDns);
@@ -113,9 +112,6 @@ pub fn headers<P: Packet>(p: &P, pkt_len: usize) -> Result<Headers, Verdict> {
                 return Err(Verdict::Fragment);
             }
             let total = be16(ip + IPV4_TOT_LEN_OFF) as usize;
-            if l2 + total != pkt_len || total < ihl + UDP_HLEN {
-                return Err(Verdict::Malformed);
-            }
             set(0, 4);
             set(1, rd32(ip + IPV4_DADDR_OFF));
             set(2, 0);
@@ -138,9 +134,6 @@ pub fn headers<P: Packet>(p: &P, pkt_len: usize) -> Result<Headers, Verdict> {
                 });
             }
             let payload = be16(ip + IPV6_PLEN_OFF) as usize;
-            if l2 + IPV6_HLEN + payload != pkt_len {
-                return Err(Verdict::Malformed);
-            }
             set(0, 6);
             for i in 0..4 {
                 set(1 + i, rd32(ip + IPV6_DADDR_OFF + 4 * i));
@@ -153,9 +146,6 @@ pub fn headers<P: Packet>(p: &P, pkt_len: usize) -> Result<Headers, Verdict> {
     if l4 > ETH_HLEN + VLAN_HLEN + IPV4_HLEN_MAX {
         return Err(Verdict::Internal);
     }
-    if ip_len < l3_len + UDP_HLEN {
-        return Err(Verdict::NotDns);
-    }
     // IPv4 options push the UDP header past what was made readable.
     p.make_readable(l4 + UDP_HLEN + DNS_HLEN);
     let (start, end) = p.bounds();
@@ -165,6 +155,10 @@ pub fn headers<P: Packet>(p: &P, pkt_len: usize) -> Result<Headers, Verdict> {
     }
     if be16(udp + UDP_DPORT_OFF) != DNS_PORT {
         return Err(Verdict::NotDns);
+    }
+    let pkt_len = p.len();
+    if l2 + ip_len != pkt_len || ip_len < l3_len + UDP_HLEN {
+        return Err(Verdict::Malformed);
     }
     // The key lives on the stack; [u32; 5] has DnsAddr's layout (family,
     // then 16 address bytes).
@@ -193,6 +187,7 @@ pub fn headers<P: Packet>(p: &P, pkt_len: usize) -> Result<Headers, Verdict> {
         l3_len,
         l4,
         dns_len: udp_len - UDP_HLEN,
+        pkt_len,
         flags: be16(dns + DNS_FLAGS_OFF),
         qdcount: be16(dns + DNS_QDCOUNT_OFF),
         ancount: be16(dns + DNS_ANCOUNT_OFF),

@@ -25,6 +25,7 @@ use crate::{
 /// are, as a plain address (see [`Plan`]), and what the value says of them.
 #[derive(Clone, Copy)]
 pub struct Section {
+    /// 0: the bytes are in `Scratch::out` already.
     pub addr: usize,
     pub len: usize,
     pub csum: u16,
@@ -122,12 +123,13 @@ pub fn write<P: Packet>(
     if head > ANSWER_CLASSES[2] || off > ANSWER_CLASSES[2] {
         return Err(Verdict::Internal);
     }
-    let out = s.out.as_mut_ptr();
+    let out = s.out.as_mut_ptr() as *mut u8;
     // SAFETY: the source is the section's map memory, by address (the
     // helper checks it and cannot fault); the destination is `out`,
     // 2 * ANSWER_CLASSES[2] bytes, and head, off <= ANSWER_CLASSES[2].
     unsafe {
         if sec_len > 0
+            && sec.addr != 0
             && (bpf_probe_read_kernel(out.cast(), head as u32, (sec.addr + off) as *const _) != 0
                 || (off > 0
                     && bpf_probe_read_kernel(
@@ -250,23 +252,23 @@ pub fn write<P: Packet>(
             return Err(Verdict::Dropped);
         }
     }
-    // The question stays as sent; the section and OPT follow it.
+    // The question stays as sent; the section and the OPT record follow
+    // it, stored in one call.
     let sec_at = dns + DNS_HLEN + qlen;
-    if sec_len > 0 && !p.store(sec_at, s.out.as_ptr(), sec_len) {
-        return Err(Verdict::Dropped);
-    }
     let opt_at = sec_at + sec_len;
     if plan.has_opt {
         let opt = opt_record();
-        let words = [
-            u64::from_le_bytes([
-                opt[0], opt[1], opt[2], opt[3], opt[4], opt[5], opt[6], opt[7],
-            ]),
-            u64::from_le_bytes([opt[8], opt[9], opt[10], 0, 0, 0, 0, 0]),
-        ];
-        if !p.store(opt_at, words.as_ptr() as *const u8, OPT_RR_LEN) {
-            return Err(Verdict::Dropped);
+        for (i, b) in opt.iter().enumerate() {
+            // SAFETY: sec_len <= ANSWER_CLASSES[2]: inside `out`.
+            unsafe { *out.add(sec_len + i) = *b };
         }
+    }
+    let tail = merge(s, 7, (sec_len + opt_len) as u64) as usize;
+    if tail > ANSWER_CLASSES[2] + OPT_RR_LEN {
+        return Err(Verdict::Dropped);
+    }
+    if tail > 0 && !p.store(sec_at, s.out.as_ptr() as *const u8, tail) {
+        return Err(Verdict::Dropped);
     }
 
     // UDP checksum, in full (IPv6 requires one; a veth query's own is
