@@ -27,7 +27,7 @@ use k8s_openapi::{
     },
     apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
-use proc_stats::{map_bytes, status_kib};
+use proc_stats::{map_bytes, map_bytes_by_name, status_kib};
 
 const SERVICES: usize = 10_000;
 const HEADLESS: usize = 2_000;
@@ -138,6 +138,17 @@ fn main() -> Result<()> {
     // SAFETY: as above.
     unsafe { libc::malloc_trim(0) };
     let maps = map_bytes()?;
+    let by_map = map_bytes_by_name()?;
+    let names_bytes: u64 = by_map
+        .iter()
+        .filter(|(n, _)| n.starts_with("names_"))
+        .map(|(_, b)| b)
+        .sum();
+    let by_map_json = by_map
+        .iter()
+        .map(|(n, b)| format!("\"{n}\":{b}"))
+        .collect::<Vec<_>>()
+        .join(",");
     let rss_kib = status_kib("VmRSS:");
     let hwm_kib = status_kib("VmHWM:");
 
@@ -155,7 +166,7 @@ fn main() -> Result<()> {
          \"objects_ms\":{},\"table_ms\":{},\"sync_ms\":{},\"resync_ms\":{},\
          \"answers_written\":{},\"names_full\":{},\"answers_full\":{},\"too_large\":{},\
          \"rss_with_objects_kib\":{rss_objects_kib},\"rss_after_table_kib\":{rss_table_kib},\"rss_kib\":{rss_kib},\"peak_rss_kib\":{hwm_kib},\
-         \"map_bytes\":{maps},\"rss_plus_maps_mib\":{:.1}}}",
+         \"map_bytes\":{maps},\"name_map_bytes_per_name\":{:.1},\"map_bytes_by_map\":{{{by_map_json}}},\"rss_plus_maps_mib\":{:.1}}}",
         table.len(),
         t_objects.as_millis(),
         t_table.as_millis(),
@@ -165,6 +176,7 @@ fn main() -> Result<()> {
         stats.names_full,
         stats.answers_full,
         stats.answers_too_large,
+        names_bytes as f64 / syncer.names_installed() as f64,
         (rss_kib * 1024 + maps) as f64 / (1024.0 * 1024.0),
     );
     Ok(())

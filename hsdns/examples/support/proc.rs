@@ -47,3 +47,28 @@ pub fn map_bytes() -> Result<u64> {
     }
     Ok(total)
 }
+
+/// Kernel memory of each BPF map this process holds, by map name (from
+/// bpftool, by the map ids in fdinfo).
+pub fn map_bytes_by_name() -> Result<Vec<(String, u64)>> {
+    let mut out = Vec::new();
+    for e in fs::read_dir("/proc/self/fdinfo")? {
+        let info = fs::read_to_string(e?.path()).unwrap_or_default();
+        let Some(id) = info
+            .lines()
+            .find_map(|l| l.strip_prefix("map_id:"))
+            .map(|v| v.trim().to_string())
+        else {
+            continue;
+        };
+        let o = std::process::Command::new("bpftool")
+            .args(["-j", "map", "show", "id", &id])
+            .output()?;
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+        if let (Some(n), Some(b)) = (v["name"].as_str(), v["bytes_memlock"].as_u64()) {
+            out.push((n.to_string(), b));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
