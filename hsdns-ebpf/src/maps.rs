@@ -60,6 +60,9 @@ pub struct Scratch {
     /// then the OPT record, stored into the packet in one call. Words, for
     /// the alignment of word copies.
     pub out: [u64; OUT_WORDS],
+    /// The reply's headers, Ethernet to DNS, put together before they are
+    /// stored (see `reply`).
+    pub hdr: [u64; 16],
     /// Round-robin position for rotating multi-record answers.
     pub rot: u32,
     pub _pad: u32,

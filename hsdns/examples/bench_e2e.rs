@@ -1,11 +1,16 @@
 //! End-to-end load in network namespaces: dnsperf in a pod namespace,
 //! hsdns on the node, an upstream stub behind the node for external names.
 //!
-//! Zone: 1,000 headless services x 3 StatefulSet pods and 10,000 ClusterIP
-//! services. Mixes: (a) pod-hostname hits only; (b) hits, multi-address
-//! hits, ndots:5 search-list misses (NXDOMAIN) and 10% external names.
-//! Servers: hsdns with XDP (kernel path), and hsdns with XDP detached (its
-//! userspace server alone), Knot DNS and Unbound.
+//! Zone: 1,000 headless services x 3 StatefulSet pods, 10,000 ClusterIP
+//! services, 50 headless services of 20 endpoints and 10 of 100. Mixes: (a)
+//! pod-hostname hits only; (b) hits, multi-address hits, ndots:5
+//! search-list misses (NXDOMAIN) and 10% external names; (c) services of
+//! 1, 3, 20 and 100 endpoints (40/30/20/10%; 100 addresses fit no UDP
+//! reply: TC=1).
+//! Servers: the floor of each hook (a bare reflector: swap addresses and
+//! ports, set QR, send back), hsdns on each hook (tc, the default on veths,
+//! and generic XDP), hsdns's userspace server alone, Knot DNS over AF_XDP
+//! and over sockets, and Unbound.
 //!
 //! Cores (2 here): dnsperf on CPU 1; the server processes on CPU 0; RPS on
 //! the node-side veth moves its receive processing, generic XDP included,
@@ -30,9 +35,18 @@ use std::{
 };
 
 use common::*;
+use hsdns::kernel_cases::Hook;
 
 const HEADLESS: usize = 1000;
 const CLUSTER_IP: usize = 10_000;
+/// Wide headless services (no hostnames): (count, endpoints each).
+const WIDE: [(usize, usize); 2] = [(50, 20), (10, 100)];
+
+/// Index of endpoint `e` of wide service `s` of size `n` (addresses apart
+/// from the others').
+fn wide_ip(n: usize, s: usize, e: usize) -> String {
+    ip(20_000 + n * 1000 + s * n + e)
+}
 
 fn ip(i: usize) -> String {
     format!("169.254.{}.{}", 100 + (i / 250) % 100, 1 + i % 250)
@@ -71,6 +85,28 @@ fn zone() -> PathBuf {
         )
         .unwrap();
     }
+    for (count, n) in WIDE {
+        for s in 0..count {
+            let ns = format!("ns{}", s % 100);
+            writeln!(
+                y,
+                "---\napiVersion: v1\nkind: Service\nmetadata: {{name: w{n}x{s}, namespace: {ns}}}\n\
+                 spec: {{clusterIP: None, clusterIPs: [None]}}\n---\n\
+                 apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+                 metadata: {{name: w{n}x{s}-x, namespace: {ns}, labels: {{kubernetes.io/service-name: w{n}x{s}}}}}\n\
+                 addressType: IPv4\nendpoints:"
+            )
+            .unwrap();
+            for e in 0..n {
+                writeln!(
+                    y,
+                    "  - addresses: [\"{}\"]\n    conditions: {{ready: true}}",
+                    wide_ip(n, s, e)
+                )
+                .unwrap();
+            }
+        }
+    }
     let path = std::env::temp_dir().join(format!("hsdns-bench-zone-{}.yaml", std::process::id()));
     std::fs::write(&path, y).unwrap();
     path
@@ -95,11 +131,23 @@ fn records() -> Vec<(String, String)> {
             ip(5000 + s),
         ));
     }
+    for (count, n) in WIDE {
+        for s in 0..count {
+            for e in 0..n {
+                r.push((
+                    format!("w{n}x{s}.ns{}.svc.cluster.local.", s % 100),
+                    wide_ip(n, s, e),
+                ));
+            }
+        }
+    }
     r
 }
 
-/// Knot DNS: authoritative for cluster.local (external names are REFUSED).
-fn knot(dir: &std::path::Path) -> Command {
+/// Knot DNS: authoritative for cluster.local (external names are REFUSED);
+/// with `xdp`, answering UDP over AF_XDP on that interface (its own XDP
+/// program hands the packets to knotd's AF_XDP sockets).
+fn knot(dir: &std::path::Path, xdp: Option<&str>) -> Command {
     let mut zone = String::from(
         "$ORIGIN cluster.local.\n$TTL 5\n@ IN SOA ns.dns hostmaster 1 7200 1800 86400 5\n@ IN NS ns.dns\nns.dns IN A 169.254.20.10\n",
     );
@@ -114,7 +162,9 @@ fn knot(dir: &std::path::Path) -> Command {
             "server:\n  listen: 169.254.20.10@53\n  rundir: {d}\n  background-workers: 1\n\
              database:\n  storage: {d}\n\
              template:\n  - id: default\n    storage: {d}\n    semantic-checks: off\n\
-             zone:\n  - domain: cluster.local\n    file: {d}/cluster.local.zone\n"
+             zone:\n  - domain: cluster.local\n    file: {d}/cluster.local.zone\n{}",
+            xdp.map(|i| format!("xdp:\n  listen: {i}@53\n  udp: on\n  route-check: off\n"))
+                .unwrap_or_default()
         ),
     )
     .unwrap();
@@ -178,12 +228,124 @@ fn mixes() -> Vec<(&'static str, PathBuf)> {
         }
         .unwrap();
     }
+    // Services by endpoint count: 40% one (ClusterIP), 30% three, 20%
+    // twenty, 10% a hundred (TC=1: no UDP reply holds them).
+    let mut c = String::new();
+    for i in 0..3000 {
+        let ns = |s: usize| s % 100;
+        match i % 10 {
+            0..=3 => {
+                let s = (i * 7) % CLUSTER_IP;
+                writeln!(c, "svc{s}.ns{}.svc.cluster.local A", ns(s))
+            }
+            4..=6 => {
+                let s = (i * 7) % HEADLESS;
+                writeln!(c, "sts{s}.ns{}.svc.cluster.local A", ns(s))
+            }
+            7 | 8 => {
+                let s = i % WIDE[0].0;
+                writeln!(c, "w20x{s}.ns{}.svc.cluster.local A", ns(s))
+            }
+            _ => {
+                let s = i % WIDE[1].0;
+                writeln!(c, "w100x{s}.ns{}.svc.cluster.local A", ns(s))
+            }
+        }
+        .unwrap();
+    }
     let dir = std::env::temp_dir();
     let pa = dir.join(format!("hsdns-bench-a-{}", std::process::id()));
     let pb = dir.join(format!("hsdns-bench-b-{}", std::process::id()));
+    let pc = dir.join(format!("hsdns-bench-c-{}", std::process::id()));
     std::fs::write(&pa, a).unwrap();
     std::fs::write(&pb, b).unwrap();
-    vec![("a: pod-hostname hits", pa), ("b: realistic mix", pb)]
+    std::fs::write(&pc, c).unwrap();
+    vec![
+        ("a: pod-hostname hits", pa),
+        ("b: realistic mix", pb),
+        ("c: 1/3/20/100 endpoints", pc),
+    ]
+}
+
+/// What answers the queries.
+#[derive(Clone, Copy)]
+enum Server {
+    /// `hsdns run` with these arguments.
+    Hsdns(&'static [&'static str]),
+    /// The bare reflector of a hook (hsdns-ebpf's floor programs).
+    Floor(Hook),
+    Knot {
+        xdp: bool,
+    },
+    Unbound,
+}
+
+/// A bare reflector attached to the node side of a pod veth for as long
+/// as this lives: a thread in the node namespace holds the loaded object.
+struct Floor {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Floor {
+    fn attach(node: &Netns, dev: &str, hook: Hook) -> Self {
+        use aya::programs::{SchedClassifier, Xdp, XdpMode};
+        let (path, dev) = (node.path(), dev.to_string());
+        let (stop, wait) = std::sync::mpsc::channel::<()>();
+        let (ready_tx, ready) = std::sync::mpsc::channel::<Result<(), String>>();
+        let thread = std::thread::spawn(move || {
+            enter(&path);
+            let attach = || -> anyhow::Result<aya::Ebpf> {
+                let mut ebpf = aya::EbpfLoader::new().load(hsdns::loader::object())?;
+                match hook {
+                    Hook::Tc => {
+                        let p: &mut SchedClassifier = ebpf
+                            .program_mut(hsdns_common::PROGRAM_FLOOR_TC)
+                            .expect("floor")
+                            .try_into()?;
+                        p.load()?;
+                        hsdns::hook::attach_tc(p, &dev)?;
+                    }
+                    Hook::Xdp => {
+                        let p: &mut Xdp = ebpf
+                            .program_mut(hsdns_common::PROGRAM_FLOOR_XDP)
+                            .expect("floor")
+                            .try_into()?;
+                        p.load()?;
+                        p.attach(&dev, XdpMode::Skb)?;
+                    }
+                }
+                Ok(ebpf)
+            };
+            match attach() {
+                Ok(ebpf) => {
+                    let _ = ready_tx.send(Ok(()));
+                    let _ = wait.recv();
+                    drop(ebpf);
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(format!("{e:#}")));
+                }
+            }
+        });
+        ready
+            .recv()
+            .expect("floor thread")
+            .unwrap_or_else(|e| panic!("attaching the floor: {e}"));
+        Self {
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Floor {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// The load generator always runs on CPU 1. Where the node's receive
@@ -580,19 +742,41 @@ fn run(secs: u64) {
     let work = std::env::temp_dir().join(format!("hsdns-bench-peers-{}", std::process::id()));
     std::fs::create_dir_all(&work).unwrap();
     let only = std::env::var("HSDNS_BENCH_ONLY").unwrap_or_default();
-    let servers: Vec<(&str, Option<&[&str]>)> = vec![
+    let servers: Vec<(&str, Server)> = vec![
         (
-            "hsdns, XDP (kernel path)",
-            Some(&["--exclude", "hsup*"][..]),
+            "floor, tc: bare reflector (bpf_redirect_peer)",
+            Server::Floor(Hook::Tc),
         ),
         (
-            "hsdns, XDP detached (userspace server)",
-            Some(&["--userspace-only"][..]),
+            "hsdns, tc (kernel path)",
+            Server::Hsdns(&["--exclude", "hsup*", "--attach-mode", "tc"]),
         ),
-        ("Knot DNS 3.2 (authoritative; external names REFUSED)", None),
-        ("Unbound 1.17 (local zone, external forwarded)", None),
+        (
+            "floor, XDP skb: bare reflector (XDP_TX)",
+            Server::Floor(Hook::Xdp),
+        ),
+        (
+            "hsdns, XDP skb (kernel path)",
+            Server::Hsdns(&["--exclude", "hsup*", "--attach-mode", "skb"]),
+        ),
+        (
+            "hsdns, userspace server alone",
+            Server::Hsdns(&["--userspace-only"]),
+        ),
+        (
+            "Knot DNS 3.2 over AF_XDP (authoritative; external names REFUSED)",
+            Server::Knot { xdp: true },
+        ),
+        (
+            "Knot DNS 3.2 (authoritative; external names REFUSED)",
+            Server::Knot { xdp: false },
+        ),
+        (
+            "Unbound 1.17 (local zone, external forwarded)",
+            Server::Unbound,
+        ),
     ];
-    for (server, hsdns_args) in servers {
+    for (server, kind) in servers {
         if !server.contains(only.as_str()) {
             continue;
         }
@@ -612,64 +796,87 @@ fn run(secs: u64) {
             &[SocketAddr::new(Ipv4Addr::new(169, 254, 30, 53).into(), 53)],
             &refs,
         );
-        let (pid, counters, _guard): (u32, Option<PathBuf>, Box<dyn std::any::Any>) =
-            match hsdns_args {
-                Some(extra) => {
-                    let mut args = vec![
-                        "--manifests",
-                        zone.to_str().unwrap(),
-                        "--dns-addr",
-                        "169.254.20.10",
-                        "--upstream",
-                        "169.254.30.53",
-                    ];
-                    args.extend_from_slice(extra);
-                    let d = Daemon::start(&bin, &topo.node, &args);
-                    pin(d.proc.pid(), SERVER_CPU);
-                    let counters =
-                        (!extra.contains(&"--userspace-only")).then(|| d.pin_dir.join("counters"));
-                    (d.proc.pid(), counters, Box::new(d))
+        let dev = topo.pods[0].host_if.clone();
+        let (pid, counters, _guard): (u32, Option<PathBuf>, Box<dyn std::any::Any>) = match kind {
+            Server::Hsdns(extra) => {
+                let mut args = vec![
+                    "--manifests",
+                    zone.to_str().unwrap(),
+                    "--dns-addr",
+                    "169.254.20.10",
+                    "--upstream",
+                    "169.254.30.53",
+                ];
+                args.extend_from_slice(extra);
+                let d = Daemon::start(&bin, &topo.node, &args);
+                pin(d.proc.pid(), SERVER_CPU);
+                let counters =
+                    (!extra.contains(&"--userspace-only")).then(|| d.pin_dir.join("counters"));
+                (d.proc.pid(), counters, Box::new(d))
+            }
+            Server::Floor(hook) => {
+                // No server process: the reflector is all there is.
+                let f = Floor::attach(&topo.node, &dev, hook);
+                (std::process::id(), None, Box::new(f))
+            }
+            Server::Knot { .. } | Server::Unbound => {
+                let which = match kind {
+                    Server::Knot { xdp } => knot(&work, xdp.then_some(dev.as_str())),
+                    _ => unbound(&work),
+                };
+                let mut c = topo.node.cmd("taskset");
+                c.args(["-c", SERVER_CPU])
+                    .arg(which.get_program())
+                    .args(which.get_args())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null());
+                let g = Guarded::spawn(c);
+                let pid = g.pid();
+                let probe = "web-0.sts0.ns0.svc.cluster.local";
+                wait_for(server, Duration::from_secs(60), || {
+                    !dig(
+                        &topo.pods[0].ns,
+                        NODE_LOCAL4.into(),
+                        probe,
+                        "A",
+                        &["+time=1"],
+                    )
+                    .addresses()
+                    .is_empty()
+                });
+                // Knot pins its UDP workers one per CPU itself: pin
+                // every thread again once it is up.
+                pin(pid, SERVER_CPU);
+                if matches!(kind, Server::Knot { xdp: true }) {
+                    // Knot answers over sockets too: make sure this row
+                    // is AF_XDP (its XDP program on the veth).
+                    let out = Command::new("ip")
+                        .args(["-n", &topo.node.name, "-d", "link", "show", "dev", &dev])
+                        .output()
+                        .expect("ip link");
+                    let text = String::from_utf8_lossy(&out.stdout);
+                    assert!(
+                        text.contains("prog/xdp"),
+                        "knotd attached no XDP program to {dev}:\n{text}"
+                    );
                 }
-                None => {
-                    let which = if server.starts_with("Knot") {
-                        knot(&work)
-                    } else {
-                        unbound(&work)
-                    };
-                    let mut c = topo.node.cmd("taskset");
-                    c.args(["-c", SERVER_CPU])
-                        .arg(which.get_program())
-                        .args(which.get_args())
-                        .stdout(Stdio::null())
-                        .stderr(Stdio::null());
-                    let g = Guarded::spawn(c);
-                    let pid = g.pid();
-                    let probe = "web-0.sts0.ns0.svc.cluster.local";
-                    wait_for(server, Duration::from_secs(60), || {
-                        !dig(
-                            &topo.pods[0].ns,
-                            NODE_LOCAL4.into(),
-                            probe,
-                            "A",
-                            &["+time=1"],
-                        )
-                        .addresses()
-                        .is_empty()
-                    });
-                    // Knot pins its UDP workers one per CPU itself: pin
-                    // every thread again once it is up.
-                    pin(pid, SERVER_CPU);
-                    (pid, None, Box::new(g))
-                }
-            };
+                (pid, None, Box::new(g))
+            }
+        };
+        // The floor's "server" is this process (pinned to the client's
+        // CPU): its CPU time is not a server's.
+        let floor = matches!(kind, Server::Floor(_));
         let mut runs: Vec<(&str, &PathBuf, Cores)> =
             mixes.iter().map(|(m, f)| (*m, f, Cores::Split)).collect();
-        if counters.is_some() {
-            // The comparison row: the kernel path with its softirq work
-            // on the client's core, as before RPS.
+        if server.starts_with("hsdns, XDP") {
+            // The comparison row: generic XDP with its softirq work on the
+            // client's core, as without RPS.
             runs.push((mixes[0].0, &mixes[0].1, Cores::Shared));
         }
-        let dev = topo.pods[0].host_if.clone();
+        if floor {
+            // A reflector answers every query alike: one mix is enough.
+            runs.truncate(1);
+        }
         for (mix, file, cores) in runs {
             set_rps(
                 &topo.node,
@@ -728,6 +935,7 @@ fn run(secs: u64) {
                  \"busy_cpu0_s\":{:.2},\"busy_cpu1_s\":{:.2},\
                  \"softirq_cpu0_s\":{:.2},\"softirq_cpu1_s\":{:.2},\
                  \"net_rx_cpu0\":{},\"net_rx_cpu1\":{},\"xdp_runs_cpu0\":{},\"xdp_runs_cpu1\":{},\
+                 \"cpu0_us_per_query\":{:.2},\"cpu_us_per_query\":{:.2},\
                  \"foreign_cpu_s\":{foreign:.2},\"attempts\":{attempt},\"wall_s\":{wall:.1}}}",
                 cores.label(),
                 p.qps,
@@ -741,7 +949,11 @@ fn run(secs: u64) {
                 l.p99_s * 1e3,
                 l.max_s * 1e3,
                 l.lost,
-                (s1.server - s0.server) as f64 / hz,
+                if floor {
+                    0.0
+                } else {
+                    (s1.server - s0.server) as f64 / hz
+                },
                 soft(0) + soft(1),
                 busy(0),
                 busy(1),
@@ -751,6 +963,8 @@ fn run(secs: u64) {
                 d(&s0.net_rx, &s1.net_rx, 1),
                 xdp(0),
                 xdp(1),
+                busy(0) / (p.qps * wall).max(1.0) * 1e6,
+                (busy(0) + busy(1)) / (p.qps * wall).max(1.0) * 1e6,
             );
         }
     }

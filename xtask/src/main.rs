@@ -506,6 +506,8 @@ fn bench(runs: usize, repeats: usize, only: &[String]) -> Result<()> {
             ("p99 ms @20k", "latency_p99_ms"),
             ("server CPU s", "server_cpu_s"),
             ("softirq CPU s", "softirq_cpu_s"),
+            ("CPU 0 µs/query", "cpu0_us_per_query"),
+            ("CPU µs/query (both)", "cpu_us_per_query"),
         ],
     ));
     md.push_str("\n### Which core did what (saturating run)\n\n");

@@ -221,8 +221,12 @@ fn kernel_chart(lines: &str, out: &Path) -> Result<()> {
 /// Short row labels for the end-to-end plot.
 fn e2e_label(k: &[String]) -> String {
     let server = match k[0].as_str() {
-        s if s.starts_with("hsdns, XDP (") => "hsdns XDP",
+        s if s.starts_with("floor, tc") => "floor tc",
+        s if s.starts_with("floor, XDP") => "floor XDP",
+        s if s.starts_with("hsdns, tc") => "hsdns tc",
+        s if s.starts_with("hsdns, XDP") => "hsdns XDP",
         s if s.starts_with("hsdns") => "hsdns userspace",
+        s if s.starts_with("Knot DNS 3.2 over AF_XDP") => "Knot AF_XDP",
         s if s.starts_with("Knot") => "Knot DNS",
         s if s.starts_with("Unbound") => "Unbound",
         s => s,
@@ -231,6 +235,7 @@ fn e2e_label(k: &[String]) -> String {
     let mix = match mix {
         "a" => "a: pod hits",
         "b" => "b: mix",
+        "c" => "c: 1/3/20/100",
         m => m,
     };
     let cores = if k[2].contains("no RPS") {
@@ -246,7 +251,9 @@ fn e2e_color(k: &[String]) -> RGBColor {
         return RGBColor(150, 150, 150);
     }
     match k[0].as_str() {
-        s if s.starts_with("hsdns, XDP (") => RGBColor(31, 119, 180),
+        s if s.starts_with("floor") => RGBColor(120, 120, 120),
+        s if s.starts_with("hsdns, tc") => RGBColor(31, 119, 180),
+        s if s.starts_with("hsdns, XDP") => RGBColor(107, 174, 214),
         s if s.starts_with("hsdns") => RGBColor(158, 202, 225),
         s if s.starts_with("Knot") => RGBColor(44, 160, 44),
         _ => RGBColor(255, 127, 14),
@@ -277,7 +284,7 @@ fn e2e_chart(lines: &str, out: &Path) -> Result<()> {
     };
     let qps = series("qps", &|v| format!("{:.0}k", v / 1000.0));
     let p99 = series("latency_p99_ms", &|v| format!("{v:.3} ms"));
-    let root = BitMapBackend::new(out, (1500, 620)).into_drawing_area();
+    let root = BitMapBackend::new(out, (1500, 1100)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
     let root = root
         .titled(
