@@ -44,8 +44,8 @@ enum Cmd {
         /// Runs of every benchmark; the results give the median and range.
         #[arg(long, default_value_t = 3)]
         repeats: usize,
-        /// Run only these benchmarks (kernel, e2e, scale, sync); the others'
-        /// results are read back from results/*.jsonl for the report.
+        /// Run only these benchmarks (kernel, e2e, traffic, scale, sync); the
+        /// others' results are read back from results/*.jsonl for the report.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
     },
@@ -264,7 +264,7 @@ const PACKAGES: [(&str, &str); 4] = [
 ];
 
 /// Peers the end-to-end benchmark compares against (not needed otherwise).
-const BENCH_PACKAGES: [(&str, &str); 2] = [
+const BENCH_PACKAGES: [(&str, &str); 3] = [
     (
         "knot",
         "Knot DNS, an authoritative peer in the end-to-end benchmark",
@@ -272,6 +272,10 @@ const BENCH_PACKAGES: [(&str, &str); 2] = [
     (
         "unbound",
         "Unbound, a resolver peer in the end-to-end benchmark",
+    ),
+    (
+        "iperf3",
+        "the pod's other traffic, with and without a hook attached",
     ),
 ];
 
@@ -415,11 +419,13 @@ fn bench(runs: usize, repeats: usize, only: &[String]) -> Result<()> {
     };
     let kernel = pick("kernel", "bench_kernel", Some(runs.to_string()))?;
     let e2e = pick("e2e", "bench_e2e", Some("5".into()))?;
+    let traffic = pick("traffic", "bench_traffic", Some("5".into()))?;
     let scale = pick("scale", "scale", None)?;
     let sync = pick("sync", "bench_sync", Some("5".into()))?;
     for (file, text) in [
         ("kernel.jsonl", &kernel),
         ("e2e.jsonl", &e2e),
+        ("traffic.jsonl", &traffic),
         ("scale.jsonl", &scale),
         ("sync.jsonl", &sync),
     ] {
@@ -526,6 +532,24 @@ fn bench(runs: usize, repeats: usize, only: &[String]) -> Result<()> {
             ("other processes CPU s", "foreign_cpu_s"),
         ],
     ));
+    md.push_str(
+        "\n## What each hook costs the pod's other traffic\n\n\
+         iperf3 from the pod namespace to the node over the pod's veth (client on CPU 1, \
+         server and hsdns on CPU 0, RPS to CPU 0), 5 s each: TCP, and UDP datagrams of \
+         64 bytes at full rate. CPU per packet: busy seconds of both CPUs (and of CPU 0, \
+         where the node side receives) over the packets the node-side veth received.\n\n",
+    );
+    md.push_str(&table(
+        &traffic,
+        &["condition", "traffic"],
+        &[
+            ("Gbit/s", "gbit_s"),
+            ("kpps", "kpps"),
+            ("UDP lost %", "udp_lost_percent"),
+            ("ns/packet (both CPUs)", "ns_per_packet"),
+            ("ns/packet (CPU 0)", "cpu0_ns_per_packet"),
+        ],
+    ));
     md.push_str("\n## Cluster scale, objects built in process (10,000 services, 150,000 pods)\n\n");
     md.push_str(&table(
         &scale,
@@ -534,6 +558,7 @@ fn bench(runs: usize, repeats: usize, only: &[String]) -> Result<()> {
             ("table ms", "table_ms"),
             ("first sync ms", "sync_ms"),
             ("resync ms", "resync_ms"),
+            ("name map bytes per name", "name_map_bytes_per_name"),
             ("RSS + maps MiB (target < 100)", "rss_plus_maps_mib"),
         ],
     ));
