@@ -20,8 +20,8 @@ mod prog {
         bindings::{BPF_F_NO_PREALLOC, xdp_action},
         btf_maps::{Array, HashMap, PerCpuArray},
         helpers::generated::{
-            bpf_ktime_get_boot_ns, bpf_xdp_adjust_head, bpf_xdp_adjust_tail, bpf_xdp_get_buff_len, bpf_xdp_load_bytes,
-            bpf_xdp_store_bytes,
+            bpf_ktime_get_boot_ns, bpf_xdp_adjust_head, bpf_xdp_adjust_tail, bpf_xdp_get_buff_len,
+            bpf_xdp_load_bytes, bpf_xdp_store_bytes,
         },
         macros::{btf_map, xdp},
         programs::XdpContext,

@@ -124,8 +124,8 @@ fn answers_with(maps: &BpfMaps, key: &[u8], want: Ipv4Addr) -> bool {
 /// Kernel memory of each map pinned in `pin_dir`, as bpftool reports it.
 fn bpftool_map_bytes(pin_dir: &Path) -> Result<serde_json::Map<String, Value>> {
     let mut bytes = serde_json::Map::new();
-    for e in fs::read_dir(pin_dir)? {
-        let path = e?.path();
+    for name in hsdns::loader::PINNED_MAPS {
+        let path = pin_dir.join(name);
         let out = Command::new("bpftool")
             .args(["-j", "map", "show", "pinned"])
             .arg(&path)

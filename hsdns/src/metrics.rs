@@ -36,6 +36,12 @@ pub struct State {
     pub names_full: u64,
     pub answers_full: u64,
     pub syncs: u64,
+    /// Failed attach attempts by interface (at start and at run time).
+    pub attach_failures: BTreeMap<String, u64>,
+    /// Map writes the kernel refused (their names went to userspace).
+    pub map_write_errors: u64,
+    /// This process's table is complete in the maps (not just adopted).
+    pub table_synced: bool,
 }
 
 pub struct Metrics {
@@ -123,6 +129,7 @@ impl Metrics {
         let syncs = Counter::<u64>::default();
         syncs.inc_by(st.syncs);
         reg.register("syncs", "Table syncs into the maps", syncs);
+        crate::lifecycle::register_metrics(&mut reg, &st);
         if let Some(s) = self.server.lock().expect("metrics lock").as_ref() {
             let family = Family::<Labels, Counter>::default();
             let stats = &s.stats;

@@ -513,9 +513,13 @@ fn a_namespace_emptied_and_refilled_in_one_batch_is_installed_once() {
     );
 }
 
+/// Per name in the maps, what the kernel answers for A and AAAA (see
+/// `Mem::answer`).
+type KernelView = std::collections::BTreeMap<Vec<u8>, [Option<Option<Vec<u8>>>; 2]>;
+
 impl Mem {
     /// What the kernel would answer, for every name in the maps.
-    fn kernel_view(&self) -> std::collections::BTreeMap<Vec<u8>, [Option<Option<Vec<u8>>>; 2]> {
+    fn kernel_view(&self) -> KernelView {
         let get = |r: u32| match r {
             REF_PASS => None,
             REF_NODATA => Some(None),
