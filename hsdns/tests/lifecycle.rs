@@ -815,3 +815,72 @@ fn a_ready_file_left_by_an_earlier_process_is_not_readiness() {
         let _ = std::fs::remove_file(f);
     }
 }
+
+/// The heartbeat bounds in the program itself (BPF_PROG_TEST_RUN), as
+/// contract 1 states them: past `stale_nxdomain_ns` no NXDOMAIN (the query
+/// goes up as an unknown name), past `stale_pass_ns` everything goes up as
+/// `pass_stale`; a bound of 0 never applies.
+#[test]
+fn the_program_applies_the_heartbeat_bounds() {
+    use aya::programs::{TestRun as _, TestRunOptions};
+    use hsdns::{
+        lifecycle::sys::boot_ns,
+        loader::{self, Capacities},
+        maps::{Syncer, bpf::BpfMaps},
+        records::{RecordTable, ZoneConfig},
+        testing::{DNS4, Frame, XDP_PASS, XDP_TX, query},
+    };
+    require_root();
+    let caps = Capacities::default();
+    let mut ebpf = loader::load(&caps).expect("load");
+    let mut maps = BpfMaps::take(&mut ebpf).unwrap();
+    maps.add_dns_addr(DNS4.into()).unwrap();
+    let mut table = RecordTable::build(&ZoneConfig::default(), &hsdns::source::embedded_seed(), 1);
+    let mut syncer = Syncer::new(maps, &caps);
+    syncer.set_nxdomain(true);
+    syncer.write_soa(&table).unwrap();
+    syncer.sync_new(&mut table).unwrap();
+    let ms = |n: u64| n * 1_000_000;
+    syncer
+        .backend_mut()
+        .set_stale_bounds(ms(200), ms(400))
+        .unwrap();
+    let hit = Frame::v4(query(POD0, RecordType::A, None)).bytes();
+    let miss = Frame::v4(query(MISS, RecordType::A, None)).bytes();
+    let mut run = |syncer: &mut Syncer<BpfMaps>, age_ms: u64, pkt: &[u8]| {
+        syncer
+            .backend_mut()
+            .set_heartbeat(boot_ns().saturating_sub(ms(age_ms)), true)
+            .unwrap();
+        let prog = loader::program(&mut ebpf).unwrap();
+        let mut out = vec![0u8; 2048];
+        let r = prog
+            .test_run(TestRunOptions {
+                data_in: Some(pkt),
+                data_out: Some(&mut out),
+                ..Default::default()
+            })
+            .expect("BPF_PROG_TEST_RUN");
+        r.return_value
+    };
+    let c = |s: &Syncer<BpfMaps>| s.backend().counters().unwrap();
+    // Fresh: both answered.
+    assert_eq!(run(&mut syncer, 0, &hit), XDP_TX);
+    assert_eq!(run(&mut syncer, 0, &miss), XDP_TX);
+    assert_eq!(c(&syncer).answered_nxdomain, 1);
+    // Past the NXDOMAIN bound: the name answered, the miss goes up.
+    assert_eq!(run(&mut syncer, 300, &hit), XDP_TX);
+    let before = c(&syncer);
+    assert_eq!(run(&mut syncer, 300, &miss), XDP_PASS);
+    assert_eq!(c(&syncer).pass_unknown_name, before.pass_unknown_name + 1);
+    // Past the pass bound: everything goes up, counted.
+    let before = c(&syncer);
+    assert_eq!(run(&mut syncer, 500, &hit), XDP_PASS);
+    assert_eq!(run(&mut syncer, 500, &miss), XDP_PASS);
+    assert_eq!(c(&syncer).pass_stale, before.pass_stale + 2);
+    assert_eq!(c(&syncer).answered_a, before.answered_a);
+    // Bounds of 0: never stale.
+    syncer.backend_mut().set_stale_bounds(0, 0).unwrap();
+    assert_eq!(run(&mut syncer, 10_000, &hit), XDP_TX);
+    assert_eq!(run(&mut syncer, 10_000, &miss), XDP_TX);
+}
