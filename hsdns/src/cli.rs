@@ -155,6 +155,11 @@ pub struct RunArgs {
     /// passes every query up (counted as pass_stale). 0 disables.
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
     pub stale_pass_after: Duration,
+    /// Receive buffer of the link event socket in bytes (the kernel's
+    /// default otherwise). For tests: a tiny one makes a burst of new
+    /// interfaces overrun it, which the daemon answers by listing again.
+    #[arg(long, value_name = "BYTES", hide = true)]
+    pub link_events_rcvbuf: Option<usize>,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -375,7 +375,7 @@ async fn serve_with_maps(
     let mut events = if args.userspace_only {
         None
     } else {
-        Some(Box::pin(links::monitor()?))
+        Some(Box::pin(links::monitor(args.link_events_rcvbuf)?))
     };
     let wanted = Wanted {
         explicit: args.interfaces.clone(),

@@ -158,13 +158,20 @@ pub async fn list(handle: &Handle) -> Result<Vec<Link>> {
 
 /// Link events from now on. Subscribe before listing the existing links,
 /// so a link created in between is not missed (it may be seen twice).
-pub fn monitor() -> Result<impl Stream<Item = LinkEvent>> {
+///
+/// `rcvbuf` sets the socket's receive buffer (bytes; the kernel's default
+/// otherwise): a burst of changes larger than it overruns the socket, which
+/// the stream reports as [`LinkEvent::Overrun`].
+pub fn monitor(rcvbuf: Option<usize>) -> Result<impl Stream<Item = LinkEvent>> {
     const RTMGRP_LINK: u32 = 1;
     let (mut conn, _, messages) = rtnetlink::new_connection().context("opening rtnetlink")?;
-    conn.socket_mut()
-        .socket_mut()
-        .bind(&SocketAddr::new(0, RTMGRP_LINK))
+    let sock = conn.socket_mut().socket_mut();
+    sock.bind(&SocketAddr::new(0, RTMGRP_LINK))
         .context("subscribing to link events")?;
+    if let Some(n) = rcvbuf {
+        sock.set_rx_buf_sz(n)
+            .context("sizing the link event socket")?;
+    }
     tokio::spawn(conn);
     Ok(messages.filter_map(|(msg, _)| async move { event(msg.payload) }))
 }

@@ -884,3 +884,48 @@ fn the_program_applies_the_heartbeat_bounds() {
     assert_eq!(run(&mut syncer, 10_000, &hit), XDP_TX);
     assert_eq!(run(&mut syncer, 10_000, &miss), XDP_TX);
 }
+
+/// A burst of new pod interfaces overruns the link event socket (made tiny
+/// here): the daemon lists the interfaces again and attaches every one.
+#[test]
+fn a_netlink_overrun_relists_and_misses_no_interface() {
+    let topo = Topology::new(0);
+    let d = Daemon::start(
+        bin(),
+        &topo.node,
+        &[
+            "--dns-addr",
+            "169.254.20.10",
+            "--link-events-rcvbuf",
+            "1024",
+        ],
+    );
+    const N: usize = 60;
+    let batch: String = (0..N)
+        .map(|i| format!("link add hsburst{i} type veth peer name hsburstp{i}\n"))
+        .collect();
+    let path = std::env::temp_dir().join(format!("hsdns-burst-{}", std::process::id()));
+    std::fs::write(&path, batch).unwrap();
+    ip(&["-n", &topo.node.name, "-batch", path.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&path);
+    let attached = || {
+        let log = d.log();
+        (0..N)
+            .flat_map(|i| {
+                [
+                    format!("attached to hsburst{i} "),
+                    format!("attached to hsburstp{i} "),
+                ]
+            })
+            .filter(|l| log.contains(l.as_str()))
+            .count()
+    };
+    wait_for("every new veth attached", Duration::from_secs(30), || {
+        attached() == 2 * N
+    });
+    assert!(
+        d.log().contains("netlink overrun"),
+        "the burst did not overrun the socket (the test needs it to):\n{}",
+        d.log()
+    );
+}
