@@ -176,19 +176,20 @@ pub fn inspect(pin_dir: &Path, caps: &Capacities, want: &Layout) -> Result<Plan>
 }
 
 /// Where the program's maps are pinned for `plan`: the pin directory, or
-/// for blue/green a fresh `next/` under it (whatever an interrupted
-/// upgrade left there is removed first: it was never switched to).
+/// for blue/green a fresh `next/` under it. Whatever an interrupted upgrade
+/// left in `next/` is removed first in every case: it was never switched
+/// to (or it was, and its pins are already in place).
 pub fn map_dir(pin_dir: &Path, plan: &Plan) -> Result<PathBuf> {
+    let next = pin_dir.join(NEXT_DIR);
+    match fs::remove_dir_all(&next) {
+        Ok(()) => log::info!("removed the unfinished upgrade in {}", next.display()),
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("removing {}", next.display())),
+    }
     match plan {
         Plan::Replace(_) => {
-            let d = pin_dir.join(NEXT_DIR);
-            match fs::remove_dir_all(&d) {
-                Ok(()) => log::info!("removed the unfinished upgrade in {}", d.display()),
-                Err(e) if e.kind() == ErrorKind::NotFound => {}
-                Err(e) => return Err(e).with_context(|| format!("removing {}", d.display())),
-            }
-            fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
-            Ok(d)
+            fs::create_dir_all(&next).with_context(|| format!("creating {}", next.display()))?;
+            Ok(next)
         }
         _ => Ok(pin_dir.to_path_buf()),
     }
