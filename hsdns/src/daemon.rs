@@ -105,44 +105,52 @@ fn note_sync(metrics: &Metrics, syncer: &Syncer<BpfMaps>, stats: &crate::maps::S
 }
 
 /// Signals readiness (once).
-fn mark_ready(args: &RunArgs, metrics: &Metrics, why: &str) -> Result<()> {
+fn mark_ready(args: &RunArgs, metrics: &Metrics, why: &str) {
     let mut st = metrics.state.lock().expect("metrics lock");
     if st.ready {
-        return Ok(());
+        return;
     }
     st.ready = true;
     drop(st);
-    if let Some(f) = &args.ready_file {
-        fs::write(f, b"ready\n").with_context(|| format!("writing {}", f.display()))?;
+    if let Some(f) = &args.ready_file
+        && let Err(e) = fs::write(f, b"ready\n")
+    {
+        log::error!("writing {}: {e}", f.display());
     }
     log::info!("ready ({why})");
-    Ok(())
 }
 
 /// The table is complete in the maps: the kernel answers from them, the
-/// heartbeat starts, and a blue/green upgrade switches over.
-fn become_synced(
-    syncer: &mut Syncer<BpfMaps>,
-    node: &mut Node,
-    args: &RunArgs,
-    metrics: &Metrics,
-) -> Result<()> {
-    syncer
+/// heartbeat starts, and a blue/green upgrade switches over. Nothing here
+/// stops the daemon: a refused config write is retried by the next
+/// heartbeat (which writes `answering` too), a failed switch leaves the
+/// old program answering where it still is.
+fn become_synced(syncer: &mut Syncer<BpfMaps>, node: &mut Node, args: &RunArgs, metrics: &Metrics) {
+    if let Err(e) = syncer
         .backend_mut()
-        .set_heartbeat(lifecycle::sys::boot_ns(), true)?;
+        .set_heartbeat(lifecycle::sys::boot_ns(), true)
+    {
+        log::error!("turning answering on: {e:#}");
+        metrics.state.lock().expect("metrics lock").map_write_errors += 1;
+    }
     if node.switch_pending() {
-        for iface in node.switch()? {
-            *metrics
-                .state
-                .lock()
-                .expect("metrics lock")
-                .attach_failures
-                .entry(iface)
-                .or_default() += 1;
+        match node.switch() {
+            Ok(refused) => {
+                for iface in refused {
+                    *metrics
+                        .state
+                        .lock()
+                        .expect("metrics lock")
+                        .attach_failures
+                        .entry(iface)
+                        .or_default() += 1;
+                }
+            }
+            Err(e) => log::error!("finishing the upgrade: {e:#}"),
         }
     }
     metrics.state.lock().expect("metrics lock").table_synced = true;
-    mark_ready(args, metrics, "the maps hold the whole table")
+    mark_ready(args, metrics, "the maps hold the whole table");
 }
 
 /// A task that ends with its owner.
@@ -460,11 +468,14 @@ async fn serve_with_maps(
     // source, once its first complete list is in); adopted maps answer
     // all along.
     let mut synced = false;
+    // What the first lists cost in writes (with adopted maps: only what
+    // differs).
+    let mut first = stats;
     if updates.is_none() {
-        become_synced(&mut syncer, &mut node, args, &metrics)?;
+        become_synced(&mut syncer, &mut node, args, &metrics);
         synced = true;
     } else if adopt && was.answering != 0 {
-        mark_ready(args, &metrics, "the kernel answers from the adopted maps")?;
+        mark_ready(args, &metrics, "the kernel answers from the adopted maps");
     }
     log::info!(
         "kernel answers for {addrs:?} on {} interfaces{}",
@@ -505,16 +516,25 @@ async fn serve_with_maps(
                 drop(table);
                 note_sync(&metrics, &syncer, &stats);
                 log::debug!("synced {n} changed names of {names} ({stats:?})");
+                if !synced {
+                    first.names_written += stats.names_written;
+                    first.names_removed += stats.names_removed;
+                    first.names_adopted += stats.names_adopted;
+                }
                 if complete && !synced {
                     // With the figures an operator sizes the maps by.
                     log::info!(
                         "first lists synced: {names} names, {} ms after start; \
-                         {} names in the maps, answer slots in use {:?}",
+                         {} names in the maps, answer slots in use {:?}; \
+                         {} names written, {} taken over as they were, {} removed",
                         started.elapsed().as_millis(),
                         syncer.names_installed(),
-                        syncer.slots_in_use()
+                        syncer.slots_in_use(),
+                        first.names_written,
+                        first.names_adopted,
+                        first.names_removed,
                     );
-                    become_synced(&mut syncer, &mut node, args, &metrics)?;
+                    become_synced(&mut syncer, &mut node, args, &metrics);
                     synced = true;
                 }
             }
