@@ -101,24 +101,58 @@ pub struct RunArgs {
     pub no_local_interface: bool,
     /// Serve DNS in userspace too, on every --dns-addr port 53 (UDP and
     /// TCP): what the kernel passes up is answered from the record table or
-    /// forwarded to these upstreams (ip or ip:port). Repeatable. Default:
-    /// the --intercept-addr addresses (the cluster DNS service IP), if any.
+    /// forwarded. Names outside the cluster zone go to these upstreams (ip
+    /// or ip:port; the node's resolvers). Repeatable.
     #[arg(long = "upstream", value_name = "ADDR", value_parser = parse_upstream)]
     pub upstreams: Vec<std::net::SocketAddr>,
-    /// Like --upstream, with the nameservers of this resolv.conf.
+    /// Like --upstream, with the nameservers of this resolv.conf (addresses
+    /// hsdns answers on itself are left out). With the live source and no
+    /// --upstream: /etc/resolv.conf.
     #[arg(long, value_name = "PATH")]
     pub resolv_conf: Option<PathBuf>,
+    /// The cluster DNS Service (NAMESPACE/NAME). With the live source, hsdns
+    /// answers its ClusterIPs in the kernel and forwards cluster names
+    /// (the zone, in-addr.arpa, ip6.arpa) the table cannot answer to its
+    /// ready endpoints, never to the node's resolvers.
+    #[arg(long, value_name = "NS/NAME", default_value = "kube-system/kube-dns")]
+    pub cluster_dns_service: crate::source::cluster_dns::ServiceRef,
+    /// Do not look for the cluster DNS Service: without --cluster-upstream,
+    /// cluster names then go to --upstream like any other.
+    #[arg(long)]
+    pub no_cluster_dns: bool,
+    /// Forward cluster names to these servers (ip or ip:port) instead of the
+    /// discovered Service's endpoints. Repeatable.
+    #[arg(long = "cluster-upstream", value_name = "ADDR", value_parser = parse_upstream)]
+    pub cluster_upstreams: Vec<std::net::SocketAddr>,
     /// Per-upstream timeout of a forwarded query, in milliseconds.
     #[arg(long, default_value_t = 2000)]
     pub upstream_timeout_ms: u64,
     /// Forwarded queries in flight at most; beyond, SERVFAIL at once.
     #[arg(long, default_value_t = 1000)]
     pub max_inflight: usize,
-    /// Cached upstream answers at most.
+    /// Bytes of cached upstream replies at most.
+    #[arg(long, default_value_t = 16 << 20)]
+    pub cache_bytes: u64,
+    /// Longest a positive upstream reply is cached, in seconds (whatever
+    /// its TTL; NodeLocal DNSCache's value).
+    #[arg(long, default_value_t = 30)]
+    pub cache_max_ttl: u64,
+    /// Longest an NXDOMAIN or NODATA reply is cached, in seconds.
+    #[arg(long, default_value_t = 5)]
+    pub cache_max_negative_ttl: u64,
+    /// Queries a second the userspace server answers one client address
+    /// (0: no limit); more are dropped. The kernel's answers do not count.
+    #[arg(long, default_value_t = 2000)]
+    pub client_qps: u32,
+    /// Open TCP connections at most (beyond, the longest idle is closed).
+    #[arg(long, default_value_t = 512)]
+    pub tcp_max_connections: usize,
+    /// A TCP connection with no query for this long is closed, in ms.
     #[arg(long, default_value_t = 10_000)]
-    pub cache_entries: usize,
-    /// Serve Prometheus metrics on this address (`GET /metrics`), e.g.
-    /// 169.254.20.10:9253 as NodeLocal DNSCache does.
+    pub tcp_idle_timeout_ms: u64,
+    /// Serve Prometheus metrics (`GET /metrics`), liveness (`/healthz`) and
+    /// readiness (`/readyz`) on this address, e.g. 169.254.20.10:9253 as
+    /// NodeLocal DNSCache does.
     #[arg(long, value_name = "ADDR")]
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// Do not answer NXDOMAIN in the kernel for names that provably do not

@@ -18,13 +18,13 @@ use hsdns_common::{Counters, Layout, MAP_COUNTERS};
 
 use crate::{
     cli::{RunArgs, SourceArgs},
+    frontend::Frontend,
     lifecycle::{self, Node, Plan, bpffs::PinLock},
     links::{self, Link, LinkEvent, Selector},
     loader::{self, Capacities},
     maps::{Syncer, bpf::BpfMaps, bpf::sum_counters},
     metrics::Metrics,
     records::{RecordTable, SharedTable, ZoneConfig},
-    server::{self, Server, ServerConfig},
     source,
 };
 
@@ -71,12 +71,17 @@ pub fn run(args: RunArgs) -> Result<()> {
     if args.interfaces.is_empty() && args.no_auto_attach && !args.userspace_only {
         bail!("nothing to attach to: give --interface, or drop --no-auto-attach");
     }
+    let live = args.source.kube || args.source.kubeconfig.is_some();
     if args.userspace_only
         && args.upstreams.is_empty()
         && args.resolv_conf.is_none()
-        && args.intercept_addrs.is_empty()
+        && args.cluster_upstreams.is_empty()
+        && (!live || args.no_cluster_dns)
     {
-        bail!("--userspace-only needs an upstream (--upstream, --resolv-conf or --intercept-addr)");
+        bail!(
+            "--userspace-only needs an upstream (--upstream, --resolv-conf, --cluster-upstream, \
+             or the live source's cluster DNS)"
+        );
     }
     // Readiness is this process's: a file an earlier (perhaps crashed)
     // one left says nothing about it.
@@ -153,13 +158,8 @@ fn become_synced(syncer: &mut Syncer<BpfMaps>, node: &mut Node, args: &RunArgs, 
     mark_ready(args, metrics, "the maps hold the whole table");
 }
 
-/// A task that ends with its owner.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
+fn live_source(args: &RunArgs) -> bool {
+    args.source.kube || args.source.kubeconfig.is_some()
 }
 
 /// Which interfaces get the program.
@@ -215,14 +215,63 @@ async fn serve(args: RunArgs, started: Instant) -> Result<()> {
             root.display()
         );
     }
-    // One daemon writes the pinned maps at a time.
-    let lock = PinLock::acquire(&args.pin_dir).await?;
     let caps = Capacities {
         names: args.name_capacity,
         answers: args.answer_capacity,
     };
     let zone = zone_config(&args.source)?;
     let want = lifecycle::layout(&caps, &zone, serial())?;
+    // Maps this daemon will adopt keep their SOA serial: the kernel's
+    // negative answers and the userspace server's stay equal byte for
+    // byte. Read before the lock (the table and the listener come before
+    // waiting for a running daemon to hand over); a daemon that still owns
+    // the maps does not change it.
+    let serial = match lifecycle::inspect(&args.pin_dir, &caps, &want) {
+        Ok(Plan::Adopt(l)) => l.serial,
+        _ => want.serial,
+    };
+    let live = live_source(&args);
+    let (table, updates) = if live {
+        let client = source::kube::client(args.source.kubeconfig.as_deref()).await?;
+        // Capacity 1: changes made while a batch is being synced wait in
+        // the source's dirty set and go out together.
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(source::kube::watch(client, tx));
+        // Incomplete until the first lists are in: nothing is answered
+        // from it before.
+        (RecordTable::new(&zone, serial), Some(rx))
+    } else {
+        (build_table_at(&args.source, serial)?, None)
+    };
+    log::info!("record table: {} names", table.len());
+    let netlink = links::connect()?;
+    if !args.no_local_interface {
+        // Left in place at exit: the kernel answers on these addresses
+        // while no daemon runs (`hsdns uninstall` removes them).
+        let l = links::ensure_local(&netlink, &args.local_interface, &args.dns_addrs).await?;
+        log::info!(
+            "{} holds {:?}{}",
+            l.name,
+            args.dns_addrs,
+            if l.created { " (created)" } else { "" }
+        );
+    }
+    // The userspace server and HTTP start now, before the program is
+    // loaded and the lists are in: a daemon still running beside this one
+    // keeps its traffic until it stops (see server::listen).
+    let metrics = Metrics::new(args.pin_dir.clone());
+    let shared: SharedTable = Arc::new(RwLock::new(table));
+    let mut frontend = Frontend::start(
+        &args,
+        live,
+        shared.clone(),
+        metrics.clone(),
+        zone.zone.clone(),
+    )
+    .await?;
+    // One daemon writes the pinned maps at a time: a running one is asked
+    // to hand them over (the kernel answers throughout).
+    let lock = PinLock::acquire(&args.pin_dir).await?;
     let plan = lifecycle::inspect(&args.pin_dir, &caps, &want)?;
     match &plan {
         Plan::Fresh => log::info!("nothing pinned in {}: fresh start", args.pin_dir.display()),
@@ -237,28 +286,18 @@ async fn serve(args: RunArgs, started: Instant) -> Result<()> {
             args.pin_dir.display()
         ),
     }
-    // An adopted SOA keeps its serial: the kernel's negative answers and
-    // the userspace server's stay equal byte for byte.
-    let serial = match &plan {
-        Plan::Adopt(l) => l.serial,
-        _ => want.serial,
-    };
+    if let Plan::Adopt(l) = &plan
+        && l.serial != serial
+    {
+        // The previous owner upgraded its maps while this one waited.
+        log::warn!(
+            "the adopted SOA serial {} is not the table's {serial}: negative answers from the \
+             kernel and from userspace differ in their serial until the next restart",
+            l.serial
+        );
+    }
     let layout = Layout { serial, ..want };
     let map_dir = lifecycle::map_dir(&args.pin_dir, &plan)?;
-    let live = args.source.kube || args.source.kubeconfig.is_some();
-    let (table, updates) = if live {
-        let client = source::kube::client(args.source.kubeconfig.as_deref()).await?;
-        // Capacity 1: changes made while a batch is being synced wait in
-        // the source's dirty set and go out together.
-        let (tx, rx) = tokio::sync::mpsc::channel(1);
-        tokio::spawn(source::kube::watch(client, tx));
-        // Incomplete until the first lists are in: nothing is answered
-        // from it before.
-        (RecordTable::new(&zone, serial), Some(rx))
-    } else {
-        (build_table_at(&args.source, serial)?, None)
-    };
-    log::info!("record table: {} names", table.len());
     // The verifier takes about half a second on this program: it runs on
     // a blocking thread while the first lists stream in (their updates
     // wait in the source's index), not before them.
@@ -272,18 +311,6 @@ async fn serve(args: RunArgs, started: Instant) -> Result<()> {
         );
         Ok::<_, anyhow::Error>(ebpf)
     });
-    let netlink = links::connect()?;
-    if !args.no_local_interface {
-        // Left in place at exit: the kernel answers on these addresses
-        // while no daemon runs (`hsdns uninstall` removes them).
-        let l = links::ensure_local(&netlink, &args.local_interface, &args.dns_addrs).await?;
-        log::info!(
-            "{} holds {:?}{}",
-            l.name,
-            args.dns_addrs,
-            if l.created { " (created)" } else { "" }
-        );
-    }
     let start = Start {
         caps,
         plan,
@@ -291,7 +318,18 @@ async fn serve(args: RunArgs, started: Instant) -> Result<()> {
         map_dir,
         lock,
     };
-    serve_with_maps(&args, start, table, updates, &netlink, started, load).await
+    serve_with_maps(
+        &args,
+        start,
+        shared,
+        updates,
+        &netlink,
+        started,
+        load,
+        &metrics,
+        &mut frontend,
+    )
+    .await
 }
 
 /// What `serve` decided before the program was loaded.
@@ -307,14 +345,17 @@ fn ns(d: std::time::Duration) -> u64 {
     d.as_nanos().min(u128::from(u64::MAX)) as u64
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn serve_with_maps(
     args: &RunArgs,
     start: Start,
-    mut table: RecordTable,
+    shared: SharedTable,
     mut updates: Option<tokio::sync::mpsc::Receiver<source::kube::Update>>,
     netlink: &rtnetlink::Handle,
     started: Instant,
     load: tokio::task::JoinHandle<Result<Ebpf>>,
+    metrics: &Arc<Metrics>,
+    frontend: &mut Frontend,
 ) -> Result<()> {
     let Start {
         caps,
@@ -325,7 +366,6 @@ async fn serve_with_maps(
     } = start;
     let mut lock = Some(lock);
     let mut ebpf = load.await.context("loading the program")??;
-    let metrics = Metrics::new(args.pin_dir.clone());
     let mut node = Node::start(
         &args.pin_dir,
         &plan,
@@ -342,7 +382,11 @@ async fn serve_with_maps(
         .chain(&args.intercept_addrs)
         .copied()
         .collect();
-    maps.set_dns_addrs(&addrs)?;
+    // Cluster DNS ClusterIPs a previous daemon discovered stay until this
+    // one has discovered them again (see below); with nothing discovered,
+    // the set is exactly the configured one.
+    let discover = live_source(args) && !args.no_cluster_dns && args.cluster_upstreams.is_empty();
+    maps.set_dns_addrs(&addrs, !discover)?;
     let adopt = matches!(plan, Plan::Adopt(_));
     let was = maps.config();
     if !adopt {
@@ -368,10 +412,10 @@ async fn serve_with_maps(
             }
         );
     } else {
-        let soa = syncer.write_soa(&table)?;
+        let soa = syncer.write_soa(&shared.read().unwrap_or_else(PoisonError::into_inner))?;
         log::info!("{soa} SOA entries written");
     }
-    let stats = syncer.sync_new(&mut table)?;
+    let stats = syncer.sync_new(&mut shared.write().unwrap_or_else(PoisonError::into_inner))?;
     log::info!(
         "maps synced: {} names, {} answers written, {} names taken over as they were ({stats:?})",
         syncer.names_installed(),
@@ -393,21 +437,10 @@ async fn serve_with_maps(
             exclude: args.exclude.clone(),
         },
     };
-    let _metrics_task = match args.metrics_addr {
-        Some(addr) => {
-            let m = metrics.clone();
-            Some(AbortOnDrop(tokio::spawn(async move {
-                if let Err(e) = m.serve(addr).await {
-                    log::error!("{e:#}");
-                }
-            })))
-        }
-        None => None,
-    };
-    note_sync(&metrics, &syncer, &stats);
+    note_sync(metrics, &syncer, &stats);
     let all = links::list(netlink).await?;
     if !args.userspace_only {
-        reconcile(&mut node, &all, &wanted, &metrics);
+        reconcile(&mut node, &all, &wanted, metrics);
     }
     for name in &args.interfaces {
         if !all.iter().any(|l| &l.name == name) {
@@ -424,46 +457,7 @@ async fn serve_with_maps(
     if node.attached() == 0 && !args.userspace_only {
         log::warn!("no interface matches yet; waiting for pod interfaces to appear");
     }
-    let mut upstreams = args.upstreams.clone();
-    if let Some(rc) = &args.resolv_conf {
-        upstreams.extend(server::resolv_conf_upstreams(rc)?);
-    }
-    // Without an explicit upstream, the intercepted cluster DNS IP is the
-    // upstream: queries hsdns sends from the node are not seen by XDP
-    // (ingress only) and reach CoreDNS through kube-proxy.
-    if upstreams.is_empty() {
-        upstreams.extend(
-            args.intercept_addrs
-                .iter()
-                .map(|ip| std::net::SocketAddr::new(*ip, 53)),
-        );
-    }
-    // The server runs on this thread too: the lock is never contended,
-    // and a query sees the table before or after an update, never during.
-    let shared: SharedTable = Arc::new(RwLock::new(table));
-    let _server = if upstreams.is_empty() {
-        None
-    } else {
-        let cfg = ServerConfig {
-            listen: args
-                .dns_addrs
-                .iter()
-                .map(|ip| std::net::SocketAddr::new(*ip, 53))
-                .collect(),
-            upstreams: upstreams.clone(),
-            timeout: std::time::Duration::from_millis(args.upstream_timeout_ms),
-            max_inflight: args.max_inflight,
-            cache_entries: args.cache_entries,
-        };
-        let srv = Server::new(cfg, shared.clone());
-        metrics.set_server(srv.clone());
-        let bound = srv.bind().await?;
-        log::info!(
-            "userspace server on {:?}, upstreams {upstreams:?}",
-            bound.local_addrs()
-        );
-        Some(AbortOnDrop(tokio::spawn(srv.serve(bound))))
-    };
+    let mut cluster_ips: Vec<std::net::IpAddr> = Vec::new();
     // The kernel answers once the maps hold the whole table (with the live
     // source, once its first complete list is in); adopted maps answer
     // all along.
@@ -472,10 +466,10 @@ async fn serve_with_maps(
     // differs).
     let mut first = stats;
     if updates.is_none() {
-        become_synced(&mut syncer, &mut node, args, &metrics);
+        become_synced(&mut syncer, &mut node, args, metrics);
         synced = true;
     } else if adopt && was.answering != 0 {
-        mark_ready(args, &metrics, "the kernel answers from the adopted maps");
+        mark_ready(args, metrics, "the kernel answers from the adopted maps");
     }
     log::info!(
         "kernel answers for {addrs:?} on {} interfaces{}",
@@ -514,7 +508,7 @@ async fn serve_with_maps(
                 };
                 let (names, complete) = (table.len(), table.is_complete());
                 drop(table);
-                note_sync(&metrics, &syncer, &stats);
+                note_sync(metrics, &syncer, &stats);
                 log::debug!("synced {n} changed names of {names} ({stats:?})");
                 if !synced {
                     first.names_written += stats.names_written;
@@ -534,21 +528,45 @@ async fn serve_with_maps(
                         first.names_adopted,
                         first.names_removed,
                     );
-                    become_synced(&mut syncer, &mut node, args, &metrics);
+                    become_synced(&mut syncer, &mut node, args, metrics);
                     synced = true;
                 }
+            }
+            Ok(()) = frontend.cluster_ips.changed() => {
+                // The cluster DNS Service's ClusterIPs, answered by the
+                // kernel in its place. A refused write leaves that address
+                // to the userspace path (kube-proxy, CoreDNS): counted.
+                let now = frontend.cluster_ips.borrow_and_update().clone();
+                for ip in now.iter().filter(|ip| !cluster_ips.contains(ip)) {
+                    match syncer.backend_mut().add_dns_addr(*ip) {
+                        Ok(()) => log::info!("kernel answers for the cluster DNS ClusterIP {ip}"),
+                        Err(e) => {
+                            log::warn!("{e:#}");
+                            metrics.state.lock().expect("metrics lock").map_write_errors += 1;
+                        }
+                    }
+                }
+                for ip in cluster_ips.iter().filter(|ip| !now.contains(ip)) {
+                    if !addrs.contains(ip)
+                        && let Err(e) = syncer.backend_mut().remove_dns_addr(*ip)
+                    {
+                        log::warn!("{e:#}");
+                        metrics.state.lock().expect("metrics lock").map_write_errors += 1;
+                    }
+                }
+                cluster_ips = now;
             }
             Some(ev) = async { events.as_mut()?.next().await }, if events.is_some() => {
                 match ev {
                     LinkEvent::New(link) if wanted.matches(&link) => {
-                        attach_or_warn(&mut node, &link, &metrics);
+                        attach_or_warn(&mut node, &link, metrics);
                     }
                     LinkEvent::New(_) => {}
                     LinkEvent::Removed { index } => node.forget(index),
                     LinkEvent::Overrun => {
                         log::warn!("link notifications were lost (netlink overrun): listing again");
                         match links::list(netlink).await {
-                            Ok(all) => reconcile(&mut node, &all, &wanted, &metrics),
+                            Ok(all) => reconcile(&mut node, &all, &wanted, metrics),
                             Err(e) => log::warn!("{e:#}"),
                         }
                     }
@@ -570,7 +588,7 @@ async fn serve_with_maps(
     if handed_over {
         // A new daemon waits for the maps (an update that overlaps the two):
         // stop writing them and let it adopt them. The userspace server
-        // goes on until this process is told to stop.
+        // goes on until this process is told to stop, then lame-ducks.
         log::info!("another hsdns asked for the maps: handing them over");
         drop(lock.take());
         {
@@ -586,9 +604,12 @@ async fn serve_with_maps(
             _ = int.recv() => {}
         }
     }
-    // Stopping is not uninstalling: the program stays attached through its
-    // pinned links and answers from the pinned maps until the next daemon
-    // takes them over (or the heartbeat bounds say they are too old).
+    // The kernel still answers while the userspace server hands over. And
+    // after: stopping is not uninstalling. The program stays attached
+    // through its pinned links and answers from the pinned maps until the
+    // next daemon takes them over (or the heartbeat bounds say they are
+    // too old).
+    frontend.lame_duck().await;
     let c = syncer.backend().counters()?;
     log::info!("shutting down; the kernel keeps answering. Counters at exit: {c:?}");
     if let Some(f) = &args.ready_file {

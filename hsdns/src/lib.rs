@@ -7,6 +7,8 @@
 pub mod cli;
 pub mod daemon;
 pub mod dns;
+pub mod frontend;
+pub mod http;
 pub mod lifecycle;
 pub mod links;
 pub mod loader;

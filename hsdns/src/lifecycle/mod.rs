@@ -338,39 +338,6 @@ impl Node {
     }
 }
 
-/// The lifecycle's metrics (called from `Metrics::render`).
-pub fn register_metrics(
-    reg: &mut prometheus_client::registry::Registry,
-    st: &crate::metrics::State,
-) {
-    use prometheus_client::metrics::{counter::Counter, family::Family, gauge::Gauge};
-    let failures = Family::<Vec<(String, String)>, Counter>::default();
-    for (iface, n) in &st.attach_failures {
-        failures
-            .get_or_create(&vec![("interface".into(), iface.clone())])
-            .inc_by(*n);
-    }
-    reg.register(
-        "attach_failures",
-        "Failed attempts to attach the program, by interface",
-        failures,
-    );
-    let errors = Counter::<u64>::default();
-    errors.inc_by(st.map_write_errors);
-    reg.register(
-        "map_write_errors",
-        "Map writes the kernel refused (those names are answered by userspace)",
-        errors,
-    );
-    let synced = Gauge::<i64>::default();
-    synced.set(st.table_synced.into());
-    reg.register(
-        "table_synced",
-        "1 once this process's table is complete in the maps (0 while serving adopted maps)",
-        synced,
-    );
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -213,14 +213,17 @@ impl BpfMaps {
         self.layout.set(0, *l, 0).context("writing layout")
     }
 
-    /// Makes `dns_addrs` exactly `addrs`: new ones first, then the ones an
+    /// Adds `addrs` to `dns_addrs`; with `exact`, then removes the ones an
     /// earlier daemon answered for that are no longer wanted.
-    pub fn set_dns_addrs(&mut self, addrs: &[IpAddr]) -> Result<()> {
+    pub fn set_dns_addrs(&mut self, addrs: &[IpAddr], exact: bool) -> Result<()> {
         let keys: Vec<DnsAddr> = addrs.iter().map(|a| dns_addr(*a)).collect();
         for (addr, key) in addrs.iter().zip(&keys) {
             self.dns_addrs
                 .insert(*key, 1, 0)
                 .with_context(|| format!("adding DNS address {addr}"))?;
+        }
+        if !exact {
+            return Ok(());
         }
         let stale: Vec<DnsAddr> = self
             .dns_addrs
@@ -255,6 +258,17 @@ impl BpfMaps {
         self.dns_addrs
             .insert(dns_addr(addr), 1, 0)
             .with_context(|| format!("adding DNS address {addr}"))
+    }
+
+    pub fn remove_dns_addr(&mut self, addr: IpAddr) -> Result<()> {
+        let key = match addr {
+            IpAddr::V4(a) => DnsAddr::v4(a.octets()),
+            IpAddr::V6(a) => DnsAddr::v6(a.octets()),
+        };
+        match self.dns_addrs.remove(&key) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("removing DNS address {addr}")),
+        }
     }
 
     /// A name's value in the maps (`key` the lowercase wire-format name).
