@@ -503,10 +503,23 @@ fn a_crashed_daemons_maps_stop_answering_nxdomain_then_everything_at_the_bounds(
 #[test]
 fn a_surge_update_hands_the_maps_over_without_a_gap() {
     let topo = Topology::new(1);
+    // The userspace server forwards what the kernel does not answer: both
+    // daemons serve it, and the old one hands its listener over on SIGTERM.
+    let up = topo.add_upstream();
+    let _stub = Stub::start(
+        &up,
+        &[SocketAddr::new(Ipv4Addr::new(169, 254, 30, 53).into(), 53)],
+        &[("example.test", Ipv4Addr::new(169, 254, 99, 53))],
+    );
     let pins = PinDir::new("surge");
-    let args = ["--dns-addr", "169.254.20.10"];
+    let args = ["--dns-addr", "169.254.20.10", "--upstream", "169.254.30.53"];
     let a = Daemon::start_with_pins(bin(), &topo.node, &args, pins.path.clone());
-    let prober = Prober::start(&topo.pods[0].ns, seed_probes());
+    let mut probes = seed_probes();
+    probes.push((
+        "example.test.",
+        Expect::OneOf(vec![addrs(&[[169, 254, 99, 53]])]),
+    ));
+    let prober = Prober::start(&topo.pods[0].ns, probes);
     thread::sleep(Duration::from_millis(300));
     // The new one starts while the old one runs, as with maxSurge 1.
     let mut b = Daemon::spawn(bin(), &topo.node, &args, pins.path.clone());
@@ -518,11 +531,16 @@ fn a_surge_update_hands_the_maps_over_without_a_gap() {
         !a.is_ready(),
         "the old one is no longer ready once it handed over"
     );
-    assert!(a.stop().success());
     thread::sleep(Duration::from_millis(300));
+    let log_a = a.log();
+    assert!(a.stop().success());
+    thread::sleep(Duration::from_millis(500));
     let report = prober.finish();
-    let logs = format!("--- old:\n{}\n--- new:\n{}", "", b.log());
-    report.assert_clean("surge update (new daemon before the old one stops)", &logs);
+    let logs = format!("--- old:\n{log_a}\n--- new:\n{}", b.log());
+    report.assert_clean(
+        "surge update (new daemon before the old one stops, userspace server too)",
+        &logs,
+    );
     assert!(b.log().contains("handed"), "{}", b.log());
 }
 
