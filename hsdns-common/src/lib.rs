@@ -36,6 +36,7 @@ pub const MAP_SOA: &str = "soa";
 pub const MAP_DNS_ADDRS: &str = "dns_addrs";
 pub const MAP_CONFIG: &str = "config";
 pub const MAP_COUNTERS: &str = "counters";
+pub const MAP_LAYOUT: &str = "layout";
 /// The XDP entry point (driver-mode interfaces, uplinks).
 pub const PROGRAM_NAME: &str = "hsdns";
 /// The tc ingress entry point (pod veths).
@@ -302,11 +303,13 @@ pub struct Config {
     /// Wire length of the cluster zone's name, root label included.
     pub zone_len: u32,
     pub _pad: u32,
-    /// CLOCK_BOOTTIME ns (`bpf_ktime_get_boot_ns`) of the daemon's last
-    /// heartbeat.
+    /// CLOCK_BOOTTIME (the clock of `bpf_ktime_get_boot_ns`) in ns of the
+    /// daemon's last heartbeat. The daemon writes it periodically while its
+    /// table is complete in the maps; a dead or stuck daemon stops writing
+    /// it, and the two bounds below limit how stale an answer can get.
     pub heartbeat_ns: u64,
-    /// Heartbeat older than this: the kernel answers no NXDOMAIN for
-    /// missing names. 0: no bound.
+    /// Heartbeat older than this: the kernel answers no NXDOMAIN for missing
+    /// names (they go up as unknown names). 0: no bound.
     pub stale_nxdomain_ns: u64,
     /// Heartbeat older than this: every query passes up, counted as
     /// `pass_stale`. 0: no bound.
@@ -338,6 +341,153 @@ impl Default for Config {
         }
     }
 }
+
+impl Config {
+    /// How long ago (ns) the heartbeat was written, at `now` (boot-time ns).
+    /// A heartbeat from the future (cannot happen) counts as fresh.
+    #[inline(always)]
+    pub const fn heartbeat_age(&self, now: u64) -> u64 {
+        now.saturating_sub(self.heartbeat_ns)
+    }
+
+    /// Whether a heartbeat this old is past `bound` (0: never).
+    #[inline(always)]
+    pub const fn past(bound: u64, age: u64) -> bool {
+        bound != 0 && age > bound
+    }
+}
+
+/// The `layout` map's one entry: what the pinned maps were created for. A
+/// starting daemon adopts pinned maps only when their layout equals its own
+/// (and each map's type, key and value size, max_entries and flags are what
+/// its program declares, as the kernel reports them); otherwise it builds
+/// new maps beside the old ones and switches over (blue/green).
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Layout {
+    /// [`LAYOUT_MAGIC`].
+    pub magic: u64,
+    /// [`TYPES_HASH`] of the program that created the maps.
+    pub types_hash: u64,
+    pub tiers: [u32; 3],
+    pub name_caps: [u32; 3],
+    pub answer_caps: [u32; 3],
+    /// TTL in every stored answer and the SOA minimum.
+    pub ttl: u32,
+    /// The SOA serial of the negative answers stored in `soa`. Not part of
+    /// the compatibility check: an adopting daemon takes it over, so its
+    /// userspace replies stay equal to the kernel's byte for byte.
+    pub serial: u32,
+    /// Wire length of `zone`.
+    pub zone_len: u32,
+    /// The cluster zone in lowercase wire format, zero padded.
+    pub zone: [u8; 256],
+}
+
+impl Default for Layout {
+    fn default() -> Self {
+        Self {
+            magic: 0,
+            types_hash: 0,
+            tiers: [0; 3],
+            name_caps: [0; 3],
+            answer_caps: [0; 3],
+            ttl: 0,
+            serial: 0,
+            zone_len: 0,
+            zone: [0; 256],
+        }
+    }
+}
+
+impl Layout {
+    /// Whether maps made for `self` serve a daemon that wants `o`: equal
+    /// but for the serial.
+    pub fn compatible(&self, o: &Layout) -> bool {
+        Layout { serial: 0, ..*self } == Layout { serial: 0, ..*o }
+    }
+}
+
+/// "hsdnsLAY".
+pub const LAYOUT_MAGIC: u64 = u64::from_be_bytes(*b"hsdnsLAY");
+
+/// Bump when the meaning of a shared type changes without its layout
+/// changing (sizes and offsets are hashed by themselves). 2: names keyed
+/// by a keyed hash with the dotted name in the value, the verdict table,
+/// answers no longer stored twice for rotation.
+pub const TYPES_VERSION: u64 = 2;
+
+/// A hash of every type and constant the kernel and the daemon share
+/// through the maps: sizes, alignments, field offsets, tiers and classes.
+/// Whoever changes a shared map type changes this hash (a new field moves
+/// a size or an offset; a new meaning bumps [`TYPES_VERSION`]), and a
+/// daemon with a different hash never adopts the pinned maps.
+pub const TYPES_HASH: u64 = {
+    use core::mem::{align_of, offset_of, size_of};
+    let words: &[u64] = &[
+        TYPES_VERSION,
+        size_of::<NameHash>() as u64,
+        size_of::<NameRecord64>() as u64,
+        size_of::<NameRecord128>() as u64,
+        size_of::<NameRecord256>() as u64,
+        align_of::<NameRecord64>() as u64,
+        offset_of!(NameRecord64, a_slot) as u64,
+        offset_of!(NameRecord64, aaaa_slot) as u64,
+        offset_of!(NameRecord64, check) as u64,
+        offset_of!(NameRecord64, a_class) as u64,
+        offset_of!(NameRecord64, aaaa_class) as u64,
+        size_of::<AnswerS>() as u64,
+        size_of::<AnswerM>() as u64,
+        size_of::<AnswerL>() as u64,
+        size_of::<Authority>() as u64,
+        align_of::<AnswerS>() as u64,
+        offset_of!(AnswerS, len) as u64,
+        offset_of!(AnswerS, count) as u64,
+        offset_of!(AnswerS, csum) as u64,
+        offset_of!(AnswerS, stride) as u64,
+        offset_of!(AnswerS, bytes) as u64,
+        size_of::<DnsAddr>() as u64,
+        size_of::<Config>() as u64,
+        offset_of!(Config, answering) as u64,
+        offset_of!(Config, nxdomain) as u64,
+        offset_of!(Config, zone_len) as u64,
+        offset_of!(Config, heartbeat_ns) as u64,
+        offset_of!(Config, stale_nxdomain_ns) as u64,
+        offset_of!(Config, stale_pass_ns) as u64,
+        offset_of!(Config, hash_key) as u64,
+        offset_of!(Config, zone_labels) as u64,
+        offset_of!(Config, zone) as u64,
+        size_of::<name::HashKey>() as u64,
+        size_of::<Counters>() as u64,
+        VERDICT_COUNT as u64,
+        size_of::<Layout>() as u64,
+        NAME_TIERS[0] as u64,
+        NAME_TIERS[1] as u64,
+        NAME_TIERS[2] as u64,
+        ANSWER_CLASSES[0] as u64,
+        ANSWER_CLASSES[1] as u64,
+        ANSWER_CLASSES[2] as u64,
+        REF_CLASS_SHIFT as u64,
+        SOA_ENTRIES as u64,
+        ZONE_MAX as u64,
+        name::MAX_LABELS as u64,
+        name::HASH_KEYS as u64,
+    ];
+    // FNV-1a over the words' bytes.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut i = 0;
+    while i < words.len() {
+        let b = words[i].to_le_bytes();
+        let mut j = 0;
+        while j < 8 {
+            h ^= b[j] as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+            j += 1;
+        }
+        i += 1;
+    }
+    h
+};
 
 /// Adds `bytes` to a 32-bit one's complement accumulator as 16-bit big-endian
 /// words, the way the UDP checksum reads them when `bytes` starts at an even
@@ -374,4 +524,5 @@ mod user {
     unsafe impl aya::Pod for DnsAddr {}
     unsafe impl aya::Pod for Config {}
     unsafe impl aya::Pod for Counters {}
+    unsafe impl aya::Pod for Layout {}
 }

@@ -42,7 +42,9 @@ mod prog {
         macros::{classifier, xdp},
         programs::{TcContext, XdpContext},
     };
-    use hsdns_common::{ANSWER_CLASSES, AnswerClass, EDNS_UDP_SIZE, PLAIN_UDP_SIZE, Verdict};
+    use hsdns_common::{
+        ANSWER_CLASSES, AnswerClass, Config, EDNS_UDP_SIZE, PLAIN_UDP_SIZE, Verdict,
+    };
 
     use crate::{
         lookup::{self, Found},
@@ -104,14 +106,15 @@ mod prog {
             return Err(Verdict::NotReady);
         }
         // The daemon's heartbeat bounds what a kernel left alone may say.
+        // (The clock is read only when a bound is set.)
         let mut nxdomain_fresh = true;
         if cfg.stale_pass_ns != 0 || cfg.stale_nxdomain_ns != 0 {
-            // SAFETY: a plain helper call.
-            let age = unsafe { bpf_ktime_get_boot_ns() }.wrapping_sub(cfg.heartbeat_ns);
-            if cfg.stale_pass_ns != 0 && age > cfg.stale_pass_ns {
+            // SAFETY: a helper without arguments.
+            let age = cfg.heartbeat_age(unsafe { bpf_ktime_get_boot_ns() });
+            if Config::past(cfg.stale_pass_ns, age) {
                 return Err(Verdict::Stale);
             }
-            nxdomain_fresh = cfg.stale_nxdomain_ns == 0 || age <= cfg.stale_nxdomain_ns;
+            nxdomain_fresh = !Config::past(cfg.stale_nxdomain_ns, age);
         }
         if !h.plain_query() {
             return Err(Verdict::UnsupportedQuery);

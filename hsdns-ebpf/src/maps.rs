@@ -33,6 +33,10 @@ pub static DNS_ADDRS: HashMap<DnsAddr, u32, 64> = HashMap::new();
 pub static CONFIG: Array<Config, 1> = Array::new();
 #[btf_map(name = "counters")]
 pub static COUNTERS: PerCpuArray<Counters, 1> = PerCpuArray::new();
+/// What the maps were made for; written and read by the daemon only
+/// (see `hsdns_common::Layout`).
+#[btf_map(name = "layout")]
+pub static LAYOUT: Array<Layout, 1> = Array::new();
 #[btf_map(name = "scratch")]
 pub static SCRATCH: PerCpuArray<Scratch, 1> = PerCpuArray::new();
 

@@ -124,8 +124,8 @@ fn answers_with(maps: &BpfMaps, key: &[u8], want: Ipv4Addr) -> bool {
 /// Kernel memory of each map pinned in `pin_dir`, as bpftool reports it.
 fn bpftool_map_bytes(pin_dir: &Path) -> Result<serde_json::Map<String, Value>> {
     let mut bytes = serde_json::Map::new();
-    for e in fs::read_dir(pin_dir)? {
-        let path = e?.path();
+    for name in hsdns::loader::PINNED_MAPS {
+        let path = pin_dir.join(name);
         let out = Command::new("bpftool")
             .args(["-j", "map", "show", "pinned"])
             .arg(&path)
@@ -278,6 +278,55 @@ fn main() -> Result<()> {
     Ok(())
 }
 
+/// A second daemon on the first one's pins (stopped with SIGTERM just
+/// before): how soon it is ready (the kernel answering from the adopted
+/// maps all along), how long adopting and the first complete sync take, and
+/// how much of the table it had to write.
+fn measure_restart(bin: &Path, node: &Netns, args: &[&str], pin_dir: &Path) -> Result<Value> {
+    let t0 = Instant::now();
+    let mut daemon = Daemon::spawn(bin, node, args, pin_dir.to_path_buf());
+    let deadline = t0 + Duration::from_secs(60);
+    let mut ready_ms = None;
+    while !daemon.log().contains("first lists synced") {
+        if ready_ms.is_none() && daemon.is_ready() {
+            ready_ms = Some(t0.elapsed().as_millis());
+        }
+        if let Some(status) = daemon.proc.child.try_wait()? {
+            bail!("the restarted hsdns exited ({status}):\n{}", daemon.log());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the restarted hsdns did not sync within 60 s:\n{}",
+                daemon.log()
+            );
+        }
+        thread::sleep(Duration::from_millis(1));
+    }
+    let synced_ms = t0.elapsed().as_millis();
+    let log = daemon.log();
+    let num_after = |pat: &str| -> Option<u64> {
+        log.split(pat)
+            .nth(1)?
+            .split(|c: char| !c.is_ascii_digit())
+            .next()?
+            .parse()
+            .ok()
+    };
+    let peak_rss_kib = proc_stats::status_kib_of(daemon.proc.pid(), "VmHWM:");
+    let status = daemon.proc.terminate();
+    if !status.success() {
+        bail!("the restarted hsdns exited with {status}:\n{log}");
+    }
+    Ok(json!({
+        "ready_ms": ready_ms,
+        "first_sync_ms": synced_ms,
+        "adopted_names": num_after("adopted "),
+        "adopt_ms": log.split("suspect references), in ").nth(1).and_then(|r| r.split(' ').next()?.parse::<u64>().ok()),
+        "first_sync_log": log.lines().find(|l| l.contains("first lists synced")).map(|l| l.split("] ").nth(1).unwrap_or(l).to_string()),
+        "peak_rss_kib": peak_rss_kib,
+    }))
+}
+
 #[allow(clippy::too_many_arguments)]
 fn measure(
     bin: &Path,
@@ -288,29 +337,25 @@ fn measure(
     layout: &[(usize, usize)],
     churn_secs: u64,
 ) -> Result<Value> {
+    let args = [
+        "--kubeconfig",
+        kc.to_str().expect("a UTF-8 temp path"),
+        "--no-auto-attach",
+        "--interface",
+        "hsb0",
+        "--xdp-mode",
+        "skb",
+        "--name-capacity",
+        NAME_CAPACITY,
+        "--answer-capacity",
+        ANSWER_CAPACITY,
+        // The userspace server runs as in a deployment (and counts in
+        // the RSS); nothing is forwarded during the benchmark.
+        "--upstream",
+        "169.254.20.53",
+    ];
     let t0 = Instant::now();
-    let mut daemon = Daemon::spawn(
-        bin,
-        node,
-        &[
-            "--kubeconfig",
-            kc.to_str().expect("a UTF-8 temp path"),
-            "--no-auto-attach",
-            "--interface",
-            "hsb0",
-            "--xdp-mode",
-            "skb",
-            "--name-capacity",
-            NAME_CAPACITY,
-            "--answer-capacity",
-            ANSWER_CAPACITY,
-            // The userspace server runs as in a deployment (and counts in
-            // the RSS); nothing is forwarded during the benchmark.
-            "--upstream",
-            "169.254.20.53",
-        ],
-        pin_dir.to_path_buf(),
-    );
+    let mut daemon = Daemon::spawn(bin, node, &args, pin_dir.to_path_buf());
     let deadline = t0 + Duration::from_secs(60);
     while !daemon.is_ready() {
         if let Some(status) = daemon.proc.child.try_wait()? {
@@ -384,6 +429,7 @@ fn measure(
             fs::read_to_string(&log_path).unwrap_or_default()
         );
     }
+    let restart = measure_restart(bin, node, &args, pin_dir)?;
     let p50 = percentile(&mut lat, 0.5);
     let p99 = percentile(&mut lat, 0.99);
     let max = lat.last().copied().unwrap_or(f64::NAN);
@@ -409,6 +455,7 @@ fn measure(
         "map_bytes": map_bytes,
         "map_bytes_by_map": map_bytes_by_map,
         "rss_plus_maps_mib": (rss_plus_maps_mib * 10.0).round() / 10.0,
+        "restart": restart,
         "userspace_baseline_p50_ms": relist.0[0],
         "userspace_baseline_p99_ms": relist.0[1],
         "userspace_baseline_max_ms": relist.0[2],

@@ -1,6 +1,6 @@
 //! Command-line interface.
 
-use std::{net::IpAddr, path::PathBuf};
+use std::{net::IpAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 use hsdns_common::PIN_DIR;
@@ -21,8 +21,13 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Load the XDP program, fill its maps from the record source, attach it,
-    /// and serve until SIGINT/SIGTERM.
+    /// and serve until SIGINT/SIGTERM. Stopping leaves the program attached
+    /// and answering from the pinned maps; the next `run` takes them over.
     Run(Box<RunArgs>),
+    /// Remove what `run` leaves in place when it stops: the pinned links
+    /// (detaching the program), program, maps, the node-local addresses and
+    /// their interface. Refuses while a daemon runs.
+    Uninstall(UninstallArgs),
     /// Print the record table the source yields, one record per line.
     Records(SourceArgs),
     /// Print the kernel's verdict counters from the pinned map.
@@ -173,9 +178,64 @@ pub struct RunArgs {
     #[arg(long, value_name = "N,N,N", default_value = "65536,8192,1024", value_parser = parse_three)]
     pub answer_capacity: [u32; 3],
     /// Created once the maps hold the whole record table and the kernel
-    /// answers (a readiness signal for scripts and probes).
+    /// answers, or the kernel answers from maps adopted from the previous
+    /// daemon (a readiness signal for scripts and probes). A leftover from
+    /// an earlier process is removed at start.
     #[arg(long, value_name = "PATH")]
     pub ready_file: Option<PathBuf>,
+    /// When no daemon has confirmed the maps for this long (a heartbeat in
+    /// the config map, written every second while the table is complete),
+    /// the kernel stops answering NXDOMAIN: a name created since could be
+    /// missing. 0 disables. E.g. 30s, 500ms, 2m.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub stale_nxdomain_after: Duration,
+    /// When no daemon has confirmed the maps for this long, the kernel
+    /// passes every query up (counted as pass_stale). 0 disables.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    pub stale_pass_after: Duration,
+    /// Receive buffer of the link event socket in bytes (the kernel's
+    /// default otherwise). For tests: a tiny one makes a burst of new
+    /// interfaces overrun it, which the daemon answers by listing again.
+    #[arg(long, value_name = "BYTES", hide = true)]
+    pub link_events_rcvbuf: Option<usize>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct UninstallArgs {
+    /// The daemon's --pin-dir.
+    #[arg(long, default_value = PIN_DIR)]
+    pub pin_dir: PathBuf,
+    /// The daemon's --local-interface: deleted if it is a dummy interface.
+    #[arg(long, default_value = "hsdns0", value_name = "NAME")]
+    pub local_interface: String,
+    /// The daemon's --dns-addr: removed from lo, where they go on kernels
+    /// without dummy interfaces. Repeatable.
+    #[arg(long = "dns-addr", default_value = "169.254.20.10", value_name = "IP")]
+    pub dns_addrs: Vec<IpAddr>,
+    /// Leave interfaces and addresses alone (as the daemon's flag).
+    #[arg(long)]
+    pub no_local_interface: bool,
+}
+
+/// A duration: a number with a unit (ms, s, m, h), or 0.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    if t == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .ok_or_else(|| format!("{s:?}: give a unit (ms, s, m, h)"))?;
+    let (n, unit) = t.split_at(split);
+    let n: f64 = n.parse().map_err(|_| format!("{s:?}: not a number"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (ms, s, m, h)")),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"))
 }
 
 /// Three comma-separated counts, one per map tier.
@@ -208,6 +268,21 @@ mod tests {
             Command::Run(args) => Ok(*args),
             _ => unreachable!("parsed `run`"),
         }
+    }
+
+    #[test]
+    fn staleness_bounds_are_durations_with_units() {
+        let args = run_args(&[]).unwrap();
+        assert_eq!(args.stale_nxdomain_after, Duration::from_secs(30));
+        assert_eq!(args.stale_pass_after, Duration::from_secs(300));
+        let args =
+            run_args(&["--stale-nxdomain-after", "500ms", "--stale-pass-after", "0"]).unwrap();
+        assert_eq!(args.stale_nxdomain_after, Duration::from_millis(500));
+        assert_eq!(args.stale_pass_after, Duration::ZERO);
+        assert_eq!(parse_duration("1.5m"), Ok(Duration::from_secs(90)));
+        assert!(parse_duration("30").unwrap_err().contains("unit"));
+        assert!(parse_duration("3d").unwrap_err().contains("unknown unit"));
+        assert!(parse_duration("-1s").is_err());
     }
 
     #[test]

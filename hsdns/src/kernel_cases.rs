@@ -706,14 +706,14 @@ impl Kernel {
         self.syncer
             .apply(&mut self.table, std::mem::take(&mut changes))?;
         let maps = self.syncer.backend_mut();
-        maps.set_answering(!setup.not_ready)?;
         // Heartbeat at boot time zero: older than any bound of 1 ns.
         let (nx, pass) = match setup.stale {
             None => (0, 0),
             Some(Staleness::Nxdomain) => (1, 0),
             Some(Staleness::Pass) => (0, 1),
         };
-        maps.set_heartbeat(0, nx, pass)?;
+        maps.set_stale_bounds(nx, pass)?;
+        maps.set_heartbeat(0, !setup.not_ready)?;
         self.setup = setup;
         Ok(())
     }

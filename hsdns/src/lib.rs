@@ -2,7 +2,9 @@
 //! names come from an XDP program. Modules follow the data flow:
 //! `source` (manifests, later the API) -> `records` (the record table) ->
 //! `dns` (wire encoding, userspace resolver) -> `maps` (sync into BPF maps) ->
-//! `loader` (load, attach, pin) -> `daemon` (wiring, signals); `cli` parses.
+//! `loader` (load, attach, pin) -> `lifecycle` (what outlives a daemon: pins,
+//! links, adoption, upgrades) -> `daemon` (wiring, signals); `cli` parses;
+//! `hook` picks tc or XDP per interface.
 pub mod btf_char;
 pub mod cli;
 pub mod daemon;
@@ -11,6 +13,7 @@ pub mod frontend;
 pub mod hook;
 pub mod http;
 pub mod kernel_cases;
+pub mod lifecycle;
 pub mod links;
 pub mod loader;
 pub mod maps;

@@ -45,6 +45,12 @@ pub struct State {
     pub names_full: u64,
     pub answers_full: u64,
     pub syncs: u64,
+    /// Failed attach attempts by interface (at start and at run time).
+    pub attach_failures: BTreeMap<String, u64>,
+    /// Map writes the kernel refused (their names went to userspace).
+    pub map_write_errors: u64,
+    /// This process's table is complete in the maps (not just adopted).
+    pub table_synced: bool,
 }
 
 /// Liveness and readiness of this process (never a file another process
@@ -174,7 +180,7 @@ impl Collector for Collect {
         single(
             &mut enc,
             "ready",
-            "1 once the maps hold the whole record table",
+            "1 once the maps hold the whole record table (or the kernel answers from adopted maps)",
             g(st.ready.into()),
         )?;
         single(
@@ -206,6 +212,27 @@ impl Collector for Collect {
             "syncs",
             "Table syncs into the maps",
             ConstCounter::new(st.syncs),
+        )?;
+        family(
+            &mut enc,
+            "attach_failures",
+            "Failed attempts to attach the program, by interface",
+            MetricType::Counter,
+            st.attach_failures
+                .iter()
+                .map(|(i, n)| (vec![("interface", i.clone())], ConstCounter::new(*n))),
+        )?;
+        single(
+            &mut enc,
+            "map_write_errors",
+            "Map writes the kernel refused (those names are answered by userspace)",
+            ConstCounter::new(st.map_write_errors),
+        )?;
+        single(
+            &mut enc,
+            "table_synced",
+            "1 once this process's table is complete in the maps (0 while serving adopted maps)",
+            g(st.table_synced.into()),
         )?;
         let server = self
             .server
@@ -302,8 +329,8 @@ impl Metrics {
         out
     }
 
-    /// /readyz: a complete table in the maps, the listener bound, not
-    /// stopping.
+    /// /readyz: a complete table in the maps (or adopted maps the kernel
+    /// answers from), the listener bound, not stopping.
     pub fn ready(&self) -> bool {
         let h = &self.health;
         self.state

@@ -13,9 +13,10 @@ use aya::{
     maps::{Array, HashMap, Map, MapData, PerCpuArray},
 };
 use hsdns_common::{
-    AnswerL, AnswerM, AnswerS, Authority, Config, Counters, DnsAddr, HashKey, MAP_ANSWERS,
-    MAP_CONFIG, MAP_COUNTERS, MAP_DNS_ADDRS, MAP_NAMES, MAP_SOA, NameHash, NameRecord64,
-    NameRecord128, NameRecord256, NameRefs, ZONE_MAX, csum_add_bytes, csum_fold, dotted, name_hash,
+    AnswerL, AnswerM, AnswerS, Authority, Config, Counters, DnsAddr, HashKey, Layout, MAP_ANSWERS,
+    MAP_CONFIG, MAP_COUNTERS, MAP_DNS_ADDRS, MAP_LAYOUT, MAP_NAMES, MAP_SOA, NameHash,
+    NameRecord64, NameRecord128, NameRecord256, NameRefs, ZONE_MAX, csum_add_bytes, csum_fold,
+    dotted, name_hash,
 };
 
 use super::{AnswerWrite, Backend, NameWrite, tier};
@@ -38,6 +39,7 @@ pub struct BpfMaps {
     config: Array<MapData, Config>,
     dns_addrs: HashMap<MapData, DnsAddr, u32>,
     counters: PerCpuArray<MapData, Counters>,
+    layout: Array<MapData, Layout>,
     /// What `config` holds: every change rewrites the whole entry. Its
     /// `hash_key` keys the name maps.
     shadow: Config,
@@ -144,41 +146,31 @@ fn update_batch<K, V>(
     Err((done, err))
 }
 
-/// What an answer slot holds, for tests and diagnostics.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StoredAnswer {
-    pub len: u16,
-    pub count: u16,
-    pub csum: u16,
-    pub stride: u16,
-    /// The whole slot: the answer (twice with a stride), then zeros.
-    pub bytes: Vec<u8>,
-}
+pub use super::StoredAnswer;
 
 impl BpfMaps {
-    /// Takes the maps out of the freshly loaded object (pin them first),
-    /// and keys its name maps: a random SipHash key goes into `config`
-    /// before any name is written.
+    /// Takes the maps out of the loaded object (pin them first). Maps just
+    /// created get their name maps keyed: a random hash key goes into
+    /// `config` before any name is written; adopted maps keep theirs (the
+    /// names in them are under it).
     pub fn take(ebpf: &mut Ebpf) -> Result<Self> {
         let mut maps = Self::from_maps(|name| take(ebpf, name))?;
-        maps.shadow.hash_key = random_key()?;
-        maps.write_config()?;
+        if maps.shadow.hash_key == HashKey::default() {
+            maps.shadow.hash_key = random_key()?;
+            maps.write_config()?;
+        }
         Ok(maps)
     }
 
     /// The maps a running daemon pinned in `pin_dir`, as bpftool sees
     /// them (the benchmarks read the kernel's view through this).
     pub fn open_pinned(pin_dir: &Path) -> Result<Self> {
-        let mut maps = Self::from_maps(|name| {
+        Self::from_maps(|name| {
             let path = pin_dir.join(name);
             let data =
                 MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))?;
             Ok(Map::from_map_data(data)?)
-        })?;
-        // What the daemon last wrote (the hash key among it), so a write
-        // through these maps keeps it.
-        maps.shadow = maps.config.get(&0, 0).context("reading config")?;
-        Ok(maps)
+        })
     }
 
     fn from_maps(mut map: impl FnMut(&str) -> Result<Map>) -> Result<Self> {
@@ -188,7 +180,7 @@ impl BpfMaps {
         let (answers_s, a_s) = with_fd(map(MAP_ANSWERS[0])?, MAP_ANSWERS[0])?;
         let (answers_m, a_m) = with_fd(map(MAP_ANSWERS[1])?, MAP_ANSWERS[1])?;
         let (answers_l, a_l) = with_fd(map(MAP_ANSWERS[2])?, MAP_ANSWERS[2])?;
-        Ok(Self {
+        let mut maps = Self {
             names64: names64.try_into()?,
             names128: names128.try_into()?,
             names256: names256.try_into()?,
@@ -201,8 +193,70 @@ impl BpfMaps {
             config: map(MAP_CONFIG)?.try_into()?,
             dns_addrs: map(MAP_DNS_ADDRS)?.try_into()?,
             counters: map(MAP_COUNTERS)?.try_into()?,
+            layout: map(MAP_LAYOUT)?.try_into()?,
             shadow: Config::default(),
-        })
+        };
+        // What the maps hold (zeros when just created; what the previous
+        // daemon wrote when adopted, the hash key among it), so every write
+        // keeps the rest.
+        maps.shadow = maps.config.get(&0, 0).context("reading config")?;
+        Ok(maps)
+    }
+
+    /// The config entry as last written.
+    pub fn config(&self) -> Config {
+        self.shadow
+    }
+
+    /// Writes the heartbeat (CLOCK_BOOTTIME ns) and, with it, whether the
+    /// kernel answers: one write, so the kernel never sees answering on
+    /// with an old heartbeat.
+    pub fn set_heartbeat(&mut self, boot_ns: u64, answering: bool) -> Result<()> {
+        self.shadow.heartbeat_ns = boot_ns;
+        self.shadow.answering = answering.into();
+        self.write_config()
+    }
+
+    /// The staleness bounds in ns (0: none), see `Config`.
+    pub fn set_stale_bounds(&mut self, nxdomain_ns: u64, pass_ns: u64) -> Result<()> {
+        self.shadow.stale_nxdomain_ns = nxdomain_ns;
+        self.shadow.stale_pass_ns = pass_ns;
+        self.write_config()
+    }
+
+    /// The layout record (zeros in maps just created).
+    pub fn layout(&self) -> Result<Layout> {
+        self.layout.get(&0, 0).context("reading layout")
+    }
+
+    pub fn write_layout(&mut self, l: &Layout) -> Result<()> {
+        self.layout.set(0, *l, 0).context("writing layout")
+    }
+
+    /// Adds `addrs` to `dns_addrs`; with `exact`, then removes the ones an
+    /// earlier daemon answered for that are no longer wanted.
+    pub fn set_dns_addrs(&mut self, addrs: &[IpAddr], exact: bool) -> Result<()> {
+        let keys: Vec<DnsAddr> = addrs.iter().map(|a| dns_addr(*a)).collect();
+        for (addr, key) in addrs.iter().zip(&keys) {
+            self.dns_addrs
+                .insert(*key, 1, 0)
+                .with_context(|| format!("adding DNS address {addr}"))?;
+        }
+        if !exact {
+            return Ok(());
+        }
+        let stale: Vec<DnsAddr> = self
+            .dns_addrs
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|k| !keys.contains(k))
+            .collect();
+        for k in stale {
+            self.dns_addrs
+                .remove(&k)
+                .context("removing a DNS address")?;
+        }
+        Ok(())
     }
 
     /// Until this is on, the kernel passes every query up.
@@ -214,20 +268,6 @@ impl BpfMaps {
     /// Whether the kernel is told to answer.
     pub fn answering(&self) -> bool {
         self.shadow.answering != 0
-    }
-
-    /// The daemon's heartbeat (CLOCK_BOOTTIME ns) and the kernel's
-    /// staleness bounds (see `hsdns_common::Config`; 0: no bound).
-    pub fn set_heartbeat(
-        &mut self,
-        heartbeat_ns: u64,
-        stale_nxdomain_ns: u64,
-        stale_pass_ns: u64,
-    ) -> Result<()> {
-        self.shadow.heartbeat_ns = heartbeat_ns;
-        self.shadow.stale_nxdomain_ns = stale_nxdomain_ns;
-        self.shadow.stale_pass_ns = stale_pass_ns;
-        self.write_config()
     }
 
     /// Writes a record under the hash of `key` (a short lowercase
@@ -256,21 +296,13 @@ impl BpfMaps {
     }
 
     pub fn add_dns_addr(&mut self, addr: IpAddr) -> Result<()> {
-        let key = match addr {
-            IpAddr::V4(a) => DnsAddr::v4(a.octets()),
-            IpAddr::V6(a) => DnsAddr::v6(a.octets()),
-        };
         self.dns_addrs
-            .insert(key, 1, 0)
+            .insert(dns_addr(addr), 1, 0)
             .with_context(|| format!("adding DNS address {addr}"))
     }
 
     pub fn remove_dns_addr(&mut self, addr: IpAddr) -> Result<()> {
-        let key = match addr {
-            IpAddr::V4(a) => DnsAddr::v4(a.octets()),
-            IpAddr::V6(a) => DnsAddr::v6(a.octets()),
-        };
-        match self.dns_addrs.remove(&key) {
+        match self.dns_addrs.remove(&dns_addr(addr)) {
             Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
             Err(e) => Err(e).with_context(|| format!("removing DNS address {addr}")),
         }
@@ -427,6 +459,34 @@ impl BpfMaps {
         let per_cpu = self.counters.get(&0, 0).context("reading counters")?;
         Ok(sum_counters(per_cpu.iter()))
     }
+}
+
+fn dns_addr(addr: IpAddr) -> DnsAddr {
+    match addr {
+        IpAddr::V4(a) => DnsAddr::v4(a.octets()),
+        IpAddr::V6(a) => DnsAddr::v6(a.octets()),
+    }
+}
+
+/// The lowercase wire format of a dotted name (see `hsdns_common::name`),
+/// `None` for bytes that are not one.
+fn wire_of_dotted(d: &[u8]) -> Option<Vec<u8>> {
+    let end = d.iter().position(|&b| b == 0)?;
+    let mut w = Vec::with_capacity(end + 1);
+    if end > 0 {
+        if d[0] != b'.' {
+            return None;
+        }
+        for label in d[1..end].split(|&b| b == b'.') {
+            if label.is_empty() || label.len() > 63 {
+                return None;
+            }
+            w.push(label.len() as u8);
+            w.extend_from_slice(label);
+        }
+    }
+    w.push(0);
+    Some(w)
 }
 
 /// Sums per-CPU counter values field by field.
@@ -603,6 +663,37 @@ impl Backend for BpfMaps {
             bytes: fill(bytes)?,
         };
         self.soa.set(index, a, 0).context("writing soa")
+    }
+
+    fn for_each_name(&self, f: &mut dyn FnMut(&[u8], NameRefs)) -> Result<()> {
+        macro_rules! walk {
+            ($map:expr) => {
+                for item in $map.iter() {
+                    let (k, rec) = item.context("reading a name map")?;
+                    // A record that is no name, or not under its own key,
+                    // cannot have come from a daemon; skipping it leaves it
+                    // to no one (the kernel never answers from it either).
+                    let Some(wire) = wire_of_dotted(rec.dotted()) else {
+                        continue;
+                    };
+                    if self.key_of(&wire).is_ok_and(|(h, _)| h == k) {
+                        f(&wire, rec.refs());
+                    }
+                }
+            };
+        }
+        walk!(self.names64);
+        walk!(self.names128);
+        walk!(self.names256);
+        Ok(())
+    }
+
+    fn get_name(&self, key: &[u8]) -> Result<Option<NameRefs>> {
+        self.name(key)
+    }
+
+    fn get_answer(&self, class: usize, slot: u32) -> Result<StoredAnswer> {
+        self.answer(class, slot)
     }
 
     fn set_nxdomain(&mut self, on: bool, zone: &[u8]) -> Result<()> {

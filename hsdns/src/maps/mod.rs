@@ -10,9 +10,17 @@
 //! - whatever does not fit the maps is left to userspace (`REF_PASS` or no
 //!   entry), never answered wrongly; an answer too large for any UDP reply
 //!   of ours is marked so (`REF_TRUNCATED`): the kernel answers it with
-//!   TC=1 and the client asks again over TCP.
+//!   TC=1 and the client asks again over TCP;
+//! - a write the kernel refuses is counted and its name passed up, never a
+//!   reason to stop (see [`SyncStats::write_errors`]).
+//!
+//! A restarted daemon adopts the maps its predecessor filled ([`adopt`]).
 
+mod adopt;
 pub mod bpf;
+
+pub use adopt::AdoptStats;
+use adopt::Adopted;
 
 use std::{
     collections::{HashSet, VecDeque},
@@ -82,6 +90,25 @@ pub trait Backend {
     /// off (see `hsdns_common::Config::nxdomain`); `zone` is the zone's
     /// lowercase wire-format name.
     fn set_nxdomain(&mut self, on: bool, zone: &[u8]) -> Result<()>;
+    /// Calls `f` with every name in the maps (lowercase wire format) and
+    /// its answer references: what a daemon that adopts pinned maps finds
+    /// in them.
+    fn for_each_name(&self, f: &mut dyn FnMut(&[u8], NameRefs)) -> Result<()>;
+    /// A name's answer references in the maps.
+    fn get_name(&self, key: &[u8]) -> Result<Option<NameRefs>>;
+    /// What an answer slot holds.
+    fn get_answer(&self, class: usize, slot: u32) -> Result<StoredAnswer>;
+}
+
+/// What an answer slot holds, as written by [`Backend::put_answer`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredAnswer {
+    pub len: u16,
+    pub count: u16,
+    pub csum: u16,
+    pub stride: u16,
+    /// The whole slot: the answer, then zeros.
+    pub bytes: Vec<u8>,
 }
 
 /// What one sync changed.
@@ -97,6 +124,12 @@ pub struct SyncStats {
     /// Answers larger than any UDP reply the kernel sends: the kernel
     /// answers them with TC=1.
     pub answers_too_large: usize,
+    /// Writes the kernel refused (answers, names, removals, switches):
+    /// counted and logged; the names involved pass up to userspace.
+    pub write_errors: usize,
+    /// Names found in adopted maps exactly as the table has them: taken
+    /// over without a write.
+    pub names_adopted: usize,
 }
 
 /// One answer for [`Backend::put_answers`].
@@ -124,6 +157,8 @@ struct NameUndo {
     key: Key,
     /// Whether the name was in the maps before (with other slots).
     replaced: bool,
+    /// Those slots.
+    old: MapRefs,
 }
 
 /// Name writes held back at most: one bpf(2) call's worth per tier, and
@@ -200,6 +235,13 @@ pub struct Syncer<B> {
     answers_pending: Vec<AnswerWrite>,
     names_pending: Vec<NameWrite>,
     undo_pending: Vec<NameUndo>,
+    /// Set by [`Self::adopt`] until the table is first complete: names the
+    /// table does not have yet are looked up in the maps, and nothing the
+    /// table lacks is removed before it is complete.
+    adopting: bool,
+    /// Slots that must never be reused: a name in adopted maps shares
+    /// them, or a removal failed and a name may still point at them.
+    never_reuse: HashSet<(usize, u32)>,
 }
 
 /// The answer map classes, by index.
@@ -210,6 +252,12 @@ pub fn name_key(name: &Name) -> Result<Vec<u8>> {
     let mut n = name.to_lowercase();
     n.set_fqdn(true);
     Ok(n.to_bytes()?)
+}
+
+/// The answer class and slot an answer reference points at, if any.
+pub fn slot_of(r: AnswerRef) -> Option<(usize, u32)> {
+    let class = CLASSES.iter().position(|&c| ref_class(r) == Some(c))?;
+    Some((class, ref_slot(r)))
 }
 
 /// The name map tier (0..3) of a wire-format name length.
@@ -233,6 +281,8 @@ impl<B: Backend> Syncer<B> {
             answers_pending: Vec::new(),
             names_pending: Vec::new(),
             undo_pending: Vec::new(),
+            adopting: false,
+            never_reuse: HashSet::new(),
         }
     }
 
@@ -331,8 +381,14 @@ impl<B: Backend> Syncer<B> {
             }
         }
         self.flush(table, now, &mut stats)?;
-        let complete = self.missing == 0 && table.is_complete();
-        self.apply_nxdomain(self.nxdomain_wanted && complete, table.zone())?;
+        if self.adopting && table.is_complete() {
+            self.sweep(table, now, &mut stats)?;
+        }
+        // While adopting, the maps hold the last complete table (with what
+        // this one changed so far): negative answers stay as they were.
+        let complete =
+            self.missing == 0 && (table.is_complete() || (self.adopting && self.nxdomain_on));
+        self.apply_nxdomain(self.nxdomain_wanted && complete, table.zone(), &mut stats);
         if stats.names_full + stats.answers_full > 0 {
             // Once per sync, not per name: at scale a full map would flood.
             log::warn!(
@@ -348,34 +404,61 @@ impl<B: Backend> Syncer<B> {
         Ok(stats)
     }
 
-    fn apply_nxdomain(&mut self, on: bool, zone: &ZoneConfig) -> Result<()> {
-        let wire = name_key(&zone.zone)?;
+    /// Tells the kernel; a refused write is counted and tried again at
+    /// the next sync (what the kernel was told stays as it was).
+    fn apply_nxdomain(&mut self, on: bool, zone: &ZoneConfig, stats: &mut SyncStats) {
+        let wire = match name_key(&zone.zone) {
+            Ok(w) => w,
+            Err(e) => {
+                log::warn!("the zone's wire form: {e:#}");
+                return;
+            }
+        };
         // A zone too long for the kernel's copy: negative answers come
         // from userspace.
         let on = on && wire.len() <= ZONE_MAX;
         if on != self.nxdomain_on {
-            self.backend.set_nxdomain(on, &wire)?;
+            if let Err(e) = self.backend.set_nxdomain(on, &wire) {
+                log::warn!("switching kernel NXDOMAIN answers: {e:#}");
+                stats.write_errors += 1;
+                return;
+            }
             self.nxdomain_on = on;
             log::info!("kernel NXDOMAIN answers {}", if on { "on" } else { "off" });
         }
-        Ok(())
     }
 
     fn remove(&mut self, key: &Key, r: MapRefs, now: Instant, stats: &mut SyncStats) -> Result<()> {
         if r == MapRefs::NONE {
             return Ok(());
         }
-        let key = key.wire();
-        self.backend.remove_name(&key)?;
+        self.remove_wire(&key.wire(), r, now, stats);
+        Ok(())
+    }
+
+    /// Takes a name out of the maps and frees its slots. If the kernel
+    /// refuses, the name may still point at them: they are never reused
+    /// (and the name keeps its last answers, which beats a wrong one).
+    fn remove_wire(&mut self, key: &[u8], r: MapRefs, now: Instant, stats: &mut SyncStats) {
+        if let Err(e) = self.backend.remove_name(key) {
+            log::warn!("removing a name from the maps: {e:#}");
+            stats.write_errors += 1;
+            for x in [r.a, r.aaaa] {
+                if let Some(slot) = slot_of(x) {
+                    self.never_reuse.insert(slot);
+                }
+            }
+            return;
+        }
         self.name_counts[tier(key.len())] -= 1;
         self.release(r.a, now);
         self.release(r.aaaa, now);
         stats.names_removed += 1;
-        Ok(())
     }
 
     /// Writes a new or changed name: answers into fresh slots, then the
     /// name's value in one update, both held back until [`Self::flush`].
+    #[allow(clippy::too_many_arguments)]
     fn install(
         &mut self,
         zone: &ZoneConfig,
@@ -385,22 +468,43 @@ impl<B: Backend> Syncer<B> {
         now: Instant,
         stats: &mut SyncStats,
     ) -> Result<MapRefs> {
-        let old = old.filter(|r| *r != MapRefs::NONE);
+        let mut old = old.filter(|r| *r != MapRefs::NONE);
         let key = table_key.wire();
         let t = tier(key.len());
+        // ExternalName CNAMEs and the like: the name exists, but its A/AAAA
+        // answers are not the kernel's to give.
+        let answerable = entry.kernel_answerable();
+        let (a_enc, aaaa_enc) = if answerable {
+            (
+                answer::records_answer_section(zone, entry, RecordType::A),
+                answer::records_answer_section(zone, entry, RecordType::AAAA),
+            )
+        } else {
+            (None, None)
+        };
+        if old.is_none() && self.adopting {
+            // Not written by this daemon yet: what its predecessor left.
+            match self.adopted(&key, answerable, &a_enc, &aaaa_enc) {
+                Adopted::Same(refs) => {
+                    stats.names_adopted += 1;
+                    return Ok(refs);
+                }
+                Adopted::Differs(refs) => old = Some(refs),
+                Adopted::Absent => {}
+            }
+        }
         if old.is_none() && self.name_counts[t] >= self.name_caps[t] {
             stats.names_full += 1;
             // Absence no longer proves anything: stop negative answers now,
             // not at the end of the sync.
-            self.apply_nxdomain(false, zone)?;
+            self.apply_nxdomain(false, zone, stats);
             return Ok(MapRefs::NONE);
         }
-        // ExternalName CNAMEs and the like: the name exists, but its A/AAAA
-        // answers are not the kernel's to give.
-        let (a, aaaa) = if entry.kernel_answerable() {
-            let a = answer::records_answer_section(zone, entry, RecordType::A);
-            let aaaa = answer::records_answer_section(zone, entry, RecordType::AAAA);
-            (self.place(a, 16, stats)?, self.place(aaaa, 28, stats)?)
+        let (a, aaaa) = if answerable {
+            (
+                self.place(a_enc, 16, stats)?,
+                self.place(aaaa_enc, 28, stats)?,
+            )
         } else {
             (REF_PASS, REF_PASS)
         };
@@ -416,6 +520,7 @@ impl<B: Backend> Syncer<B> {
         self.undo_pending.push(NameUndo {
             key: table_key.clone(),
             replaced: old.is_some(),
+            old: old.unwrap_or(MapRefs::NONE),
         });
         stats.names_written += 1;
         match old {
@@ -442,9 +547,11 @@ impl<B: Backend> Syncer<B> {
             return Ok(());
         }
         let answers = std::mem::take(&mut self.answers_pending);
-        self.backend.put_answers(&answers)?;
-        let names = std::mem::take(&mut self.names_pending);
+        let mut names = std::mem::take(&mut self.names_pending);
         let undo = std::mem::take(&mut self.undo_pending);
+        if let Err(e) = self.backend.put_answers(&answers) {
+            self.answers_refused(e, &answers, &mut names, &undo, table, now, stats);
+        }
         for i in self.backend.put_names(&names) {
             let NameWrite { key, refs, replace } = &names[i];
             let Err(e) = self.backend.put_name(key, *refs, *replace) else {
@@ -453,16 +560,23 @@ impl<B: Backend> Syncer<B> {
             let NameUndo {
                 key: table_key,
                 replaced,
+                old,
             } = &undo[i];
             log::warn!(
                 "writing {} failed ({e:#}); withdrawing it to userspace",
                 table_key.name()
             );
-            self.apply_nxdomain(false, table.zone())?;
+            self.apply_nxdomain(false, table.zone(), stats);
             self.release(refs.a, now);
             self.release(refs.aaaa, now);
             if *replaced {
-                self.backend.remove_name(key)?;
+                // It still points at its old slots, which are in
+                // quarantine now: take it out (or keep them forever).
+                if let Err(e) = self.backend.remove_name(key) {
+                    log::warn!("removing {}: {e:#}", table_key.name());
+                    stats.write_errors += 1;
+                    self.keep_forever(*old);
+                }
             }
             self.name_counts[tier(key.len())] -= 1;
             // Saturating: after a sync that failed half way, its held-back
@@ -493,8 +607,8 @@ impl<B: Backend> Syncer<B> {
         let Some(Encoded { bytes, count }) = want else {
             return Ok(REF_NODATA);
         };
-        // The small class holds single records only: it is not doubled for
-        // rotation, which keeps the most common answer (one pod) at 40 bytes.
+        // The small class holds single records only, which keeps the most
+        // common answer (one pod) at 40 bytes.
         let first = usize::from(count > 1);
         let Some(class) = (first..ANSWER_CLASSES.len()).find(|&c| bytes.len() <= ANSWER_CLASSES[c])
         else {
@@ -504,7 +618,7 @@ impl<B: Backend> Syncer<B> {
         };
         // A full small class spills upward.
         let Some((class, slot)) =
-            (class..ANSWER_CLASSES.len()).find_map(|c| self.pools[c].alloc().map(|s| (c, s)))
+            (class..ANSWER_CLASSES.len()).find_map(|c| self.alloc(c).map(|s| (c, s)))
         else {
             stats.answers_full += 1;
             return Ok(REF_PASS);
@@ -526,9 +640,13 @@ impl<B: Backend> Syncer<B> {
     }
 
     fn release(&mut self, r: AnswerRef, now: Instant) {
-        if let Some(class) = CLASSES.iter().position(|&c| ref_class(r) == Some(c)) {
-            self.pools[class].release(ref_slot(r), now);
+        let Some((class, slot)) = slot_of(r) else {
+            return;
+        };
+        if class >= self.pools.len() || self.never_reuse.contains(&(class, slot)) {
+            return;
         }
+        self.pools[class].release(slot, now);
     }
 
     /// Answer slots in use per class (quarantined ones excluded).
