@@ -203,7 +203,10 @@ impl Attachments {
             (mode.label().to_string(), fd_link)
         } else {
             let (mode, link_id) = loader::attach(&mut progs.xdp, &link.name, hook_choice(hook))?;
-            let xdp_link = progs.xdp.take_link(link_id).context("taking the new link")?;
+            let xdp_link = progs
+                .xdp
+                .take_link(link_id)
+                .context("taking the new link")?;
             let fd_link = FdLink::try_from(xdp_link).map_err(|e| {
                 anyhow!(
                     "{}: attached without a BPF link ({e}); it could not outlive the daemon",

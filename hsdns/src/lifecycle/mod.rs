@@ -47,8 +47,8 @@ use aya_obj::programs::XdpAttachType;
 use hsdns_common::{LAYOUT_MAGIC, Layout, MAP_LAYOUT, NAME_TIERS, TYPES_HASH};
 
 use crate::{
-    links::Link,
     hook::AttachMode,
+    links::Link,
     loader::{self, Capacities},
     metrics::Metrics,
     records::ZoneConfig,

@@ -122,10 +122,10 @@ impl<B: Backend> Syncer<B> {
             aaaa: rec.aaaa,
         };
         let same = if answerable {
-                self.stored_is(rec.a, a, 16) && self.stored_is(rec.aaaa, aaaa, 28)
-            } else {
-                rec.a == REF_PASS && rec.aaaa == REF_PASS
-            };
+            self.stored_is(rec.a, a, 16) && self.stored_is(rec.aaaa, aaaa, 28)
+        } else {
+            rec.a == REF_PASS && rec.aaaa == REF_PASS
+        };
         if same {
             Adopted::Same(refs)
         } else {
