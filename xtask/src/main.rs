@@ -341,9 +341,13 @@ fn test() -> Result<()> {
     // The eBPF crate compiles to nothing on the host: check it on its own
     // target, as aya-build builds it (stable with RUSTC_BOOTSTRAP=1 and a
     // core built from source), in its own target dir.
-    let mut c = cargo();
+    // (Through rustup: the cargo running xtask takes no +toolchain.)
+    let mut c = Command::new("rustup");
+    c.current_dir(workspace());
     c.args([
-        "+stable",
+        "run",
+        "stable",
+        "cargo",
         "clippy",
         "-p",
         "hsdns-ebpf",
