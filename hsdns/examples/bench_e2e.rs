@@ -806,6 +806,12 @@ fn run(secs: u64) {
                     "169.254.20.10",
                     "--upstream",
                     "169.254.30.53",
+                    // One client address sends everything here: the
+                    // userspace server's per-client budget (a defence
+                    // against one pod, 2,000/s by default) would drop most
+                    // of it.
+                    "--client-qps",
+                    "0",
                 ];
                 args.extend_from_slice(extra);
                 let d = Daemon::start(&bin, &topo.node, &args);
