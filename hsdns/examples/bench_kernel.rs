@@ -53,21 +53,37 @@ fn main() -> Result<()> {
         .transpose()?
         .unwrap_or(20_000);
 
-    // Load and verify on their own first (a fresh object, as at start).
+    // Load and verify on their own first (a fresh object, as at start):
+    // the object (BTF, relocations, the maps created) and each program's
+    // BPF_PROG_LOAD (verification and JIT) apart.
+    let caps = Capacities::default();
     let t = Instant::now();
-    let ebpf = loader::load(&Capacities::default()).context("loading (run as root)")?;
+    let mut ebpf = loader::load(&caps).context("loading (run as root)")?;
     let load_ms = t.elapsed().as_secs_f64() * 1e3;
-    let xdp: &Xdp = ebpf
-        .program(hsdns_common::PROGRAM_NAME)
-        .context("xdp")?
-        .try_into()?;
-    let tc: &SchedClassifier = ebpf
-        .program(hsdns_common::PROGRAM_TC)
-        .context("tc")?
-        .try_into()?;
+    drop(ebpf);
+    let t = Instant::now();
+    let mut loader_ = aya::EbpfLoader::new();
+    for (name, n) in hsdns_common::MAP_NAMES.iter().zip(caps.names) {
+        loader_.map_max_entries(name, n);
+    }
+    for (name, n) in hsdns_common::MAP_ANSWERS.iter().zip(caps.answers) {
+        loader_.map_max_entries(name, n);
+    }
+    ebpf = loader_.load(loader::object())?;
+    let object_ms = t.elapsed().as_secs_f64() * 1e3;
+    let t = Instant::now();
+    loader::program(&mut ebpf)?.load()?;
+    let verify_xdp_ms = t.elapsed().as_secs_f64() * 1e3;
+    let t = Instant::now();
+    loader::program_tc(&mut ebpf)?.load()?;
+    let verify_tc_ms = t.elapsed().as_secs_f64() * 1e3;
+    let xdp: &Xdp = ebpf.program(hsdns_common::PROGRAM_NAME).context("xdp")?.try_into()?;
+    let tc: &SchedClassifier = ebpf.program(hsdns_common::PROGRAM_TC).context("tc")?.try_into()?;
     let insns = |i: Option<u32>| i.map_or("null".to_string(), |n| n.to_string());
     println!(
         "{{\"hook\":\"both\",\"case\":\"load and verify\",\"load_ms\":{load_ms:.1},\
+         \"object_and_maps_ms\":{object_ms:.1},\"verify_xdp_ms\":{verify_xdp_ms:.1},\
+         \"verify_tc_ms\":{verify_tc_ms:.1},\
          \"verified_insns_xdp\":{},\"verified_insns_tc\":{}}}",
         insns(xdp.info()?.verified_instruction_count()),
         insns(tc.info()?.verified_instruction_count()),

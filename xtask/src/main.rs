@@ -466,6 +466,9 @@ fn bench(runs: usize, repeats: usize, only: &[String]) -> Result<()> {
         &["case"],
         &[
             ("ms", "load_ms"),
+            ("object and maps ms", "object_and_maps_ms"),
+            ("verify XDP ms", "verify_xdp_ms"),
+            ("verify tc ms", "verify_tc_ms"),
             ("verified insns, XDP", "verified_insns_xdp"),
             ("verified insns, tc", "verified_insns_tc"),
         ],
