@@ -7,10 +7,19 @@ use hsdns_common::PIN_DIR;
 
 use crate::loader::ModeChoice;
 
+/// `hsdns --version`: the crate version and the git commit it was built
+/// from (`build.rs`), so an image's binary names its source.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (git ",
+    env!("HSDNS_GIT_COMMIT"),
+    ")"
+);
+
 #[derive(Parser, Debug)]
 #[command(
     name = "hsdns",
-    version,
+    version = VERSION,
     about = "Node-local DNS for Kubernetes, answered in XDP"
 )]
 pub struct Cli {
@@ -25,34 +34,70 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Print the record table the source yields, one record per line.
     Records(SourceArgs),
-    /// Print the kernel's verdict counters from the pinned map.
+    /// Print the kernel's verdict counters from the pinned map, summed
+    /// over CPUs, as an aligned table (or JSON).
     Stats {
         #[arg(long, default_value = PIN_DIR)]
         pin_dir: PathBuf,
+        /// One JSON object, counter name to value.
+        #[arg(long)]
+        json: bool,
     },
+    /// Ask the running daemon: the query through the loaded program
+    /// (BPF_PROG_TEST_RUN against the pinned program) and through its
+    /// userspace server; prints both answers dig-style and which path
+    /// answered.
+    Query(crate::query::QueryArgs),
 }
 
+/// Where the records come from: one of `--manifests`, `--kubeconfig` or
+/// `--kube` is required, so a daemon on a node never serves a made-up
+/// record set (the demo passes its seed file explicitly).
 #[derive(Args, Debug, Clone)]
+#[group(id = "source_args")]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["manifests", "kubeconfig", "kube"])))]
 pub struct SourceArgs {
-    /// Manifest files or directories in `kubectl get services,endpointslices
-    /// -A -o yaml` form. Without any, the embedded seed scenario
-    /// (deploy/examples/seed.yaml) is used.
-    #[arg(long = "manifests", value_name = "PATH")]
+    /// Manifest files or directories in `kubectl get namespaces,services,
+    /// endpointslices -A -o yaml` form (the demo: deploy/examples/seed.yaml).
+    /// With Namespace objects among them, the namespaces are known: names
+    /// in other namespaces get NXDOMAIN, as CoreDNS answers them.
+    #[arg(
+        long = "manifests",
+        value_name = "PATH",
+        env = "HSDNS_MANIFESTS",
+        value_delimiter = ','
+    )]
     pub manifests: Vec<PathBuf>,
     /// Watch the Kubernetes API with this kubeconfig instead of reading
     /// manifests.
-    #[arg(long, value_name = "PATH", conflicts_with = "manifests")]
+    #[arg(
+        long,
+        value_name = "PATH",
+        conflicts_with = "manifests",
+        env = "HSDNS_KUBECONFIG"
+    )]
     pub kubeconfig: Option<PathBuf>,
     /// Watch the Kubernetes API with the in-cluster service account (or
     /// $KUBECONFIG) instead of reading manifests.
-    #[arg(long, conflicts_with_all = ["manifests", "kubeconfig"])]
+    #[arg(long, conflicts_with_all = ["manifests", "kubeconfig"], env = "HSDNS_KUBE")]
     pub kube: bool,
     /// The cluster zone.
-    #[arg(long, default_value = "cluster.local")]
+    #[arg(long, default_value = "cluster.local", env = "HSDNS_ZONE")]
     pub zone: String,
     /// TTL of every answer, and the SOA minimum (negative TTL).
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, env = "HSDNS_TTL")]
     pub ttl: u32,
+    /// Pod names `a-b-c-d.<ns>.pod.<zone>`, as CoreDNS's `pods` option:
+    /// `disabled` passes them on to the cluster DNS (the default),
+    /// `insecure` answers any address in an existing namespace, `verified`
+    /// only the addresses of pods in that namespace (watches Pods: give the
+    /// service account list/watch on pods, see deploy/overlays/pods-verified).
+    #[arg(long, value_enum, default_value = "disabled", env = "HSDNS_PODS")]
+    pub pods: crate::records::PodMode,
+    /// Name an endpoint without a hostname after its pod (the targetRef),
+    /// not its dashed address, as CoreDNS's `endpoint_pod_names`.
+    #[arg(long, env = "HSDNS_ENDPOINT_POD_NAMES")]
+    pub endpoint_pod_names: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -61,82 +106,114 @@ pub struct RunArgs {
     pub source: SourceArgs,
     /// Interfaces to attach to besides the automatic selection (uplinks,
     /// or everything when --no-auto-attach). Repeatable.
-    #[arg(long = "interface", short = 'i', value_name = "IFACE")]
+    #[arg(
+        long = "interface",
+        short = 'i',
+        value_name = "IFACE",
+        env = "HSDNS_INTERFACE",
+        value_delimiter = ','
+    )]
     pub interfaces: Vec<String>,
     /// Do not attach to pod interfaces automatically (at start and as they
     /// appear); only to --interface.
-    #[arg(long)]
+    #[arg(long, env = "HSDNS_NO_AUTO_ATTACH")]
     pub no_auto_attach: bool,
     /// Attach nowhere: the userspace server alone answers (for comparison,
     /// or where XDP cannot run). Needs an upstream.
-    #[arg(long, conflicts_with_all = ["interfaces", "include", "exclude"])]
+    #[arg(long, conflicts_with_all = ["interfaces", "include", "exclude"], env = "HSDNS_USERSPACE_ONLY")]
     pub userspace_only: bool,
     /// Automatic selection: attach to interfaces whose name matches (`*`
     /// wildcards, e.g. cali*, lxc*, veth*). Without any: every veth.
-    #[arg(long = "include", value_name = "PATTERN")]
+    #[arg(
+        long = "include",
+        value_name = "PATTERN",
+        env = "HSDNS_INCLUDE",
+        value_delimiter = ','
+    )]
     pub include: Vec<String>,
     /// Automatic selection: never attach to these (`*` wildcards).
-    #[arg(long = "exclude", value_name = "PATTERN")]
+    #[arg(
+        long = "exclude",
+        value_name = "PATTERN",
+        env = "HSDNS_EXCLUDE",
+        value_delimiter = ','
+    )]
     pub exclude: Vec<String>,
     /// Node-local addresses: held by --local-interface and answered by the
     /// kernel (port 53). Repeatable.
-    #[arg(long = "dns-addr", default_value = "169.254.20.10", value_name = "IP")]
+    #[arg(
+        long = "dns-addr",
+        default_value = "169.254.20.10",
+        value_name = "IP",
+        env = "HSDNS_DNS_ADDR",
+        value_delimiter = ','
+    )]
     pub dns_addrs: Vec<IpAddr>,
     /// Further addresses the kernel answers for without holding them, e.g.
     /// the cluster DNS service IP, so pods still pointed at kube-dns are
     /// answered from the kernel (replies come from that address). Repeatable.
-    #[arg(long = "intercept-addr", value_name = "IP")]
+    #[arg(
+        long = "intercept-addr",
+        value_name = "IP",
+        env = "HSDNS_INTERCEPT_ADDR",
+        value_delimiter = ','
+    )]
     pub intercept_addrs: Vec<IpAddr>,
     /// Dummy interface holding the node-local addresses, created if absent
     /// (and removed at exit if created).
-    #[arg(long, default_value = "hsdns0", value_name = "NAME")]
+    #[arg(
+        long,
+        default_value = "hsdns0",
+        value_name = "NAME",
+        env = "HSDNS_LOCAL_INTERFACE"
+    )]
     pub local_interface: String,
     /// Leave interfaces and addresses alone (something else manages them).
-    #[arg(long)]
+    #[arg(long, env = "HSDNS_NO_LOCAL_INTERFACE")]
     pub no_local_interface: bool,
     /// Serve DNS in userspace too, on every --dns-addr port 53 (UDP and
     /// TCP): what the kernel passes up is answered from the record table or
     /// forwarded to these upstreams (ip or ip:port). Repeatable. Default:
     /// the --intercept-addr addresses (the cluster DNS service IP), if any.
-    #[arg(long = "upstream", value_name = "ADDR", value_parser = parse_upstream)]
+    #[arg(long = "upstream", value_name = "ADDR", value_parser = parse_upstream, env = "HSDNS_UPSTREAM", value_delimiter = ',')]
     pub upstreams: Vec<std::net::SocketAddr>,
     /// Like --upstream, with the nameservers of this resolv.conf.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", env = "HSDNS_RESOLV_CONF")]
     pub resolv_conf: Option<PathBuf>,
     /// Per-upstream timeout of a forwarded query, in milliseconds.
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = 2000, env = "HSDNS_UPSTREAM_TIMEOUT_MS")]
     pub upstream_timeout_ms: u64,
     /// Forwarded queries in flight at most; beyond, SERVFAIL at once.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, env = "HSDNS_MAX_INFLIGHT")]
     pub max_inflight: usize,
     /// Cached upstream answers at most.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 10_000, env = "HSDNS_CACHE_ENTRIES")]
     pub cache_entries: usize,
     /// Serve Prometheus metrics on this address (`GET /metrics`), e.g.
     /// 169.254.20.10:9253 as NodeLocal DNSCache does.
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", env = "HSDNS_METRICS_ADDR")]
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// Do not answer NXDOMAIN in the kernel for names that provably do not
     /// exist (for clusters whose upstream serves other names in the zone).
-    #[arg(long)]
+    #[arg(long, env = "HSDNS_NO_NXDOMAIN")]
     pub no_nxdomain: bool,
     /// XDP attach mode.
-    #[arg(long, value_enum, default_value = "auto")]
+    #[arg(long, value_enum, default_value = "auto", env = "HSDNS_XDP_MODE")]
     pub xdp_mode: ModeChoice,
     /// Where the maps are pinned for bpftool.
-    #[arg(long, default_value = PIN_DIR)]
+    #[arg(long, default_value = PIN_DIR, env = "HSDNS_PIN_DIR")]
     pub pin_dir: PathBuf,
     /// Capacity of the three name maps (names up to 64, 128, 255 bytes),
     /// comma-separated.
-    #[arg(long, value_name = "N,N,N", default_value = "65536,16384,1024", value_parser = parse_three)]
+    #[arg(long, value_name = "N,N,N", default_value = "65536,16384,1024", value_parser = parse_three, env = "HSDNS_NAME_CAPACITY")]
     pub name_capacity: [u32; 3],
     /// Capacity of the three answer maps (answers up to 32, 192, 1216
     /// bytes), comma-separated.
-    #[arg(long, value_name = "N,N,N", default_value = "65536,8192,1024", value_parser = parse_three)]
+    #[arg(long, value_name = "N,N,N", default_value = "65536,8192,1024", value_parser = parse_three, env = "HSDNS_ANSWER_CAPACITY")]
     pub answer_capacity: [u32; 3],
     /// Created once the maps hold the whole record table and the kernel
     /// answers (a readiness signal for scripts and probes).
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", env = "HSDNS_READY_FILE")]
     pub ready_file: Option<PathBuf>,
 }
 
@@ -165,7 +242,9 @@ mod tests {
     use super::*;
 
     fn run_args(extra: &[&str]) -> Result<RunArgs, clap::Error> {
-        let argv = ["hsdns", "run"].iter().chain(extra);
+        let argv = ["hsdns", "run", "--manifests", "x.yaml"]
+            .iter()
+            .chain(extra);
         match Cli::try_parse_from(argv)?.cmd {
             Command::Run(args) => Ok(*args),
             _ => unreachable!("parsed `run`"),

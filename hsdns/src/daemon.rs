@@ -24,7 +24,7 @@ use crate::{
     loader::{self, Capacities, ModeChoice},
     maps::{Syncer, bpf::BpfMaps, bpf::sum_counters},
     metrics::Metrics,
-    records::{RecordTable, SharedTable, ZoneConfig},
+    records::{PodMode, RecordTable, SharedTable, TableOptions, ZoneConfig},
     server::{self, Server, ServerConfig},
     source,
 };
@@ -54,14 +54,30 @@ fn serial() -> u32 {
         .unwrap_or(1)
 }
 
+/// CoreDNS's options from the command line.
+pub fn table_options(args: &SourceArgs, no_nxdomain: bool) -> TableOptions {
+    TableOptions {
+        pods: args.pods,
+        endpoint_pod_names: args.endpoint_pod_names,
+        nxdomain: !no_nxdomain,
+    }
+}
+
 /// Reads the manifest source and builds the record table.
-pub fn build_table(args: &SourceArgs) -> Result<RecordTable> {
-    let objects = if args.manifests.is_empty() {
-        source::embedded_seed()
-    } else {
-        source::load_paths(&args.manifests)?
-    };
-    Ok(RecordTable::build(&zone_config(args)?, &objects, serial()))
+pub fn build_table(args: &SourceArgs, opts: &TableOptions) -> Result<RecordTable> {
+    if args.manifests.is_empty() {
+        bail!("no record source: give --manifests, --kubeconfig or --kube");
+    }
+    if args.pods == PodMode::Verified {
+        bail!("--pods verified watches Pods: it needs --kubeconfig or --kube");
+    }
+    let objects = source::load_paths(&args.manifests)?;
+    Ok(RecordTable::build_with(
+        &zone_config(args)?,
+        opts,
+        &objects,
+        serial(),
+    ))
 }
 
 pub fn run(args: RunArgs) -> Result<()> {
@@ -155,18 +171,23 @@ impl Attached {
 
 async fn serve(args: RunArgs, started: Instant) -> Result<()> {
     let live = args.source.kube || args.source.kubeconfig.is_some();
+    let opts = table_options(&args.source, args.no_nxdomain);
     let (table, updates) = if live {
         let client = source::kube::client(args.source.kubeconfig.as_deref()).await?;
         // Capacity 1: changes made while a batch is being synced wait in
         // the source's dirty set and go out together.
         let (tx, rx) = tokio::sync::mpsc::channel(1);
-        tokio::spawn(source::kube::watch(client, tx));
+        let watch = source::kube::WatchOptions {
+            endpoint_pod_names: args.source.endpoint_pod_names,
+            pods: args.source.pods == PodMode::Verified,
+        };
+        tokio::spawn(source::kube::watch(client, tx, watch));
         // Incomplete until the first lists are in: nothing is answered
         // from it before.
         let cfg = zone_config(&args.source)?;
-        (RecordTable::new(&cfg, serial()), Some(rx))
+        (RecordTable::new_with(&cfg, &opts, serial()), Some(rx))
     } else {
-        (build_table(&args.source)?, None)
+        (build_table(&args.source, &opts)?, None)
     };
     log::info!("record table: {} names", table.len());
     let caps = Capacities {
@@ -218,6 +239,8 @@ async fn serve_with_maps(
 ) -> Result<()> {
     let mut ebpf = load.await.context("loading the program")??;
     let _pins = loader::pin_maps(&ebpf, &args.pin_dir)?;
+    // Contract 3: `hsdns query` runs the pinned program.
+    let _prog_pin = crate::query::pin_program(loader::program(&mut ebpf)?, &args.pin_dir)?;
     let mut maps = BpfMaps::take(&mut ebpf)?;
     maps.set_answering(false)?;
     for addr in args.dns_addrs.iter().chain(&args.intercept_addrs) {
@@ -387,7 +410,10 @@ async fn serve_with_maps(
 }
 
 pub fn print_records(args: &SourceArgs) -> Result<()> {
-    let table = build_table(args)?;
+    if args.kube || args.kubeconfig.is_some() {
+        bail!("hsdns records reads manifests (--manifests); ask a running daemon with hsdns query");
+    }
+    let table = build_table(args, &table_options(args, false))?;
     let ttl = table.zone().ttl;
     for (name, entry) in table.iter() {
         for a in &entry.a {
@@ -410,8 +436,12 @@ pub fn read_pinned_counters(pin_dir: &Path) -> Result<Counters> {
     Ok(sum_counters(per_cpu.iter()))
 }
 
-pub fn print_stats(pin_dir: &Path) -> Result<()> {
+pub fn print_stats(pin_dir: &Path, json: bool) -> Result<()> {
     let c = read_pinned_counters(pin_dir)?;
-    println!("{c:#?}");
+    if json {
+        println!("{}", crate::stats::json(&c));
+    } else {
+        print!("{}", crate::stats::table(&c));
+    }
     Ok(())
 }

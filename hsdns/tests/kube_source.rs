@@ -48,7 +48,7 @@ async fn start(api: &ApiServer) -> watch::Receiver<Option<Arc<RecordTable>>> {
     api.kubeconfig(&dir);
     let client = source::kube::client(Some(&dir)).await.expect("client");
     let (tx, mut updates) = mpsc::channel(1);
-    tokio::spawn(source::kube::watch(client, tx));
+    tokio::spawn(source::kube::watch(client, tx, Default::default()));
     let (publish, rx) = watch::channel(None);
     tokio::spawn(async move {
         let mut table = RecordTable::new(&ZoneConfig::default(), 1);

@@ -283,11 +283,11 @@ fn full_maps_pass_names_up_instead_of_answering_wrongly() {
     let eps: Vec<(&str, &str)> = eps.iter().map(|(h, i)| (h.as_str(), i.as_str())).collect();
     let mut t = table(&headless("app", "web", &eps));
     // Ten pods, the service, and the fixed names of the zone (apex, svc,
-    // the namespace, ns.dns, dns-version).
-    assert_eq!(t.len(), 16);
+    // pod, the namespace, ns.dns, dns-version).
+    assert_eq!(t.len(), 17);
     let mut s = Syncer::new(Mem::default(), &caps(4, [64, 64, 64]));
     let st = s.sync_new(&mut t).unwrap();
-    assert_eq!(st.names_full, 12);
+    assert_eq!(st.names_full, 13);
     assert_eq!(s.backend().names.len(), 4);
     // Whatever is in the maps is right.
     for (key, rec) in &s.backend().names {
@@ -350,7 +350,7 @@ fn negative_answers_only_while_every_name_is_in_the_maps() {
     let big = headless("app", "web", &eps);
     let now = Instant::now();
     let mut t = table(&small);
-    let mut s = Syncer::new(Mem::default(), &caps(8, [64, 64, 64]));
+    let mut s = Syncer::new(Mem::default(), &caps(9, [64, 64, 64]));
     s.set_nxdomain(true);
     s.sync_new(&mut t).unwrap();
     // "cluster.local." is 15 bytes on the wire.

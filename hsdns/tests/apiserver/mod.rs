@@ -1,4 +1,5 @@
-//! An in-process Kubernetes API server for Services and EndpointSlices that
+//! An in-process Kubernetes API server for Services, EndpointSlices,
+//! Namespaces and Pods that
 //! speaks the real list/watch HTTP protocol to kube-rs's real client: lists
 //! with a resourceVersion, watches streaming ADDED/MODIFIED/DELETED/BOOKMARK
 //! events as chunked JSON lines, 410 Gone for compacted history, dropped
@@ -22,6 +23,8 @@ use tokio::{
 pub enum Kind {
     Service,
     EndpointSlice,
+    Namespace,
+    Pod,
 }
 
 impl Kind {
@@ -29,11 +32,13 @@ impl Kind {
         match self {
             Kind::Service => "ServiceList",
             Kind::EndpointSlice => "EndpointSliceList",
+            Kind::Namespace => "NamespaceList",
+            Kind::Pod => "PodList",
         }
     }
     fn api_version(self) -> &'static str {
         match self {
-            Kind::Service => "v1",
+            Kind::Service | Kind::Namespace | Kind::Pod => "v1",
             Kind::EndpointSlice => "discovery.k8s.io/v1",
         }
     }
@@ -187,6 +192,7 @@ impl ApiServer {
         for (k, n, name) in keys {
             self.delete(k, &n, &name);
         }
+        self.delete(Kind::Namespace, "", ns);
     }
 
     /// Ends every open watch (as an API server restart or a load balancer
@@ -271,6 +277,8 @@ async fn serve(
     let kind = match path {
         "/api/v1/services" => Kind::Service,
         "/apis/discovery.k8s.io/v1/endpointslices" => Kind::EndpointSlice,
+        "/api/v1/namespaces" => Kind::Namespace,
+        "/api/v1/pods" => Kind::Pod,
         _ => {
             let body = json!({"kind":"Status","apiVersion":"v1","status":"Failure","code":404,"reason":"NotFound","message":path}).to_string();
             let resp = format!(
