@@ -637,18 +637,19 @@ impl RecordTable {
     /// Brings the table to exactly `objects`: every service it has or
     /// `objects` has is updated; `changes` receives what differs.
     pub fn set_objects(&mut self, objects: &Objects, changes: &mut Vec<Change>) {
+        // Namespaces come before services and go after them, so a
+        // namespace's name is never taken out and put back in one call
+        // (each name is reported once).
+        let mut gone_namespaces: Vec<Box<str>> = Vec::new();
         if let Some(list) = &objects.namespaces {
             self.set_namespaces_known(true);
             let want: HashSet<&str> = list.iter().map(String::as_str).collect();
-            let gone: Vec<Box<str>> = self
+            gone_namespaces = self
                 .namespace_objects
                 .iter()
                 .filter(|ns| !want.contains(&***ns))
                 .cloned()
                 .collect();
-            for ns in gone {
-                self.set_namespace(&ns, false, changes);
-            }
             for ns in list {
                 self.set_namespace(ns, true, changes);
             }
@@ -684,6 +685,9 @@ impl RecordTable {
             .collect();
         for (ns, name) in gone {
             self.update_service(&ns, &name, None, &[], changes);
+        }
+        for ns in gone_namespaces {
+            self.set_namespace(&ns, false, changes);
         }
     }
 
