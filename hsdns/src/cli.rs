@@ -48,6 +48,9 @@ pub enum Command {
     /// userspace server; prints both answers dig-style and which path
     /// answered.
     Query(crate::query::QueryArgs),
+    /// Remove what a daemon may have left on this node (pins, the dummy
+    /// interface), after its DaemonSet is deleted (deploy/uninstall).
+    Uninstall(crate::uninstall::UninstallArgs),
 }
 
 /// Where the records come from: one of `--manifests`, `--kubeconfig` or

@@ -16,3 +16,4 @@ pub mod server;
 pub mod source;
 pub mod stats;
 pub mod testing;
+pub mod uninstall;

@@ -20,6 +20,7 @@ fn main() -> std::process::ExitCode {
         Command::Records(args) => hsdns::daemon::print_records(&args),
         Command::Stats { pin_dir, json } => hsdns::daemon::print_stats(&pin_dir, json),
         Command::Query(args) => hsdns::query::run(&args),
+        Command::Uninstall(args) => hsdns::uninstall::run(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -22,6 +22,15 @@ use tokio::{
 
 use crate::server::Server;
 
+/// The paths the daemon's HTTP listener (`--metrics-addr`) serves (shared
+/// contract 4): Prometheus metrics; 200 while this process's event loop
+/// runs; 200 once its table is complete in the maps (or it serves from
+/// adopted maps) and its DNS listener is bound. deploy/'s probes use them
+/// (a test checks).
+pub const PATH_METRICS: &str = "/metrics";
+pub const PATH_HEALTHZ: &str = "/healthz";
+pub const PATH_READYZ: &str = "/readyz";
+
 /// What the daemon reports besides the kernel's counters, which are read
 /// from the pinned map at each scrape.
 #[derive(Default, Debug, Clone)]

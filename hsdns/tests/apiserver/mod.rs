@@ -65,6 +65,8 @@ struct State {
     down: bool,
     /// List requests served (pages included).
     lists: usize,
+    /// Every (path, watch?) asked, known or not: what the client needs.
+    requests: std::collections::BTreeSet<(String, bool)>,
 }
 
 pub struct ApiServer {
@@ -84,6 +86,7 @@ impl ApiServer {
             history: vec![],
             down: false,
             lists: 0,
+            requests: Default::default(),
         }));
         let (events, _) = broadcast::channel(4096);
         let (st, ev) = (state.clone(), events.clone());
@@ -208,6 +211,11 @@ impl ApiServer {
         s.history.clear();
     }
 
+    /// Every (path, is a watch) requested so far.
+    pub fn requests(&self) -> std::collections::BTreeSet<(String, bool)> {
+        self.state.lock().unwrap().requests.clone()
+    }
+
     /// List requests served so far, each page one.
     pub fn lists(&self) -> usize {
         self.state.lock().unwrap().lists
@@ -274,6 +282,12 @@ async fn serve(
         .split('&')
         .filter_map(|kv| kv.split_once('='))
         .collect();
+    let is_watch = params.get("watch") == Some(&"true") || params.get("watch") == Some(&"1");
+    state
+        .lock()
+        .unwrap()
+        .requests
+        .insert((path.to_string(), is_watch));
     let kind = match path {
         "/api/v1/services" => Kind::Service,
         "/apis/discovery.k8s.io/v1/endpointslices" => Kind::EndpointSlice,
