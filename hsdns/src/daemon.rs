@@ -172,6 +172,8 @@ impl Attached {
 async fn serve(args: RunArgs, started: Instant) -> Result<()> {
     let live = args.source.kube || args.source.kubeconfig.is_some();
     let opts = table_options(&args.source, args.no_nxdomain);
+    // Whether pods' packets to a ClusterIP can reach the kernel path.
+    crate::cni::log_socket_lb(!args.intercept_addrs.is_empty());
     let (table, updates) = if live {
         let client = source::kube::client(args.source.kubeconfig.as_deref()).await?;
         // Capacity 1: changes made while a batch is being synced wait in

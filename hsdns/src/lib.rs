@@ -4,6 +4,7 @@
 //! `dns` (wire encoding, userspace resolver) -> `maps` (sync into BPF maps) ->
 //! `loader` (load, attach, pin) -> `daemon` (wiring, signals); `cli` parses.
 pub mod cli;
+pub mod cni;
 pub mod daemon;
 pub mod dns;
 pub mod links;
