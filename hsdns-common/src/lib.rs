@@ -185,7 +185,14 @@ pub struct Config {
     /// Wire length of the cluster zone's name, root label included. The
     /// zone itself is the name in the maps flagged `FLAG_APEX`.
     pub zone_len: u32,
-    pub _pad: u32,
+    /// Which of two SOA banks negative answers use: entry
+    /// `(zone + soa_bank) * SOA_ENTRIES_PER_ZONE + qname length` of `soa`
+    /// (0 or 1; one zone, so its banks are the first two zones' entries).
+    /// The SOA serial changes with the table: the daemon writes the new
+    /// SOA into the bank not in use, then flips this word, so no reply ever
+    /// copies a half-written SOA; a bank is rewritten only after the
+    /// syncer's quarantine since it was last in use.
+    pub soa_bank: u32,
 }
 
 /// Per-CPU verdict counters, one entry; each field counts packets.

@@ -44,9 +44,9 @@ pub fn zone_config(args: &SourceArgs) -> Result<ZoneConfig> {
     })
 }
 
-/// The SOA serial: the daemon's start time, as CoreDNS reports the time of
-/// its last change. Fixed for the daemon's life, so the kernel's negative
-/// answers are never rewritten (and never torn).
+/// The SOA serial: now, in unix seconds, as CoreDNS reports the time of its
+/// last change. At start, then after each change of the table (the syncer
+/// switches the kernel's SOA to a fresh bank, so no answer is torn).
 fn serial() -> u32 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -358,16 +358,26 @@ async fn serve_with_maps(
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    // When the SOA's serial may next follow the table (see
+    // Syncer::refresh_soa).
+    let mut soa_due: Option<Instant> = None;
     loop {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
+            _ = tokio::time::sleep_until(soa_due.unwrap_or_else(Instant::now).into()), if soa_due.is_some() => {
+                let mut table = shared.write().unwrap_or_else(PoisonError::into_inner);
+                soa_due = syncer.refresh_soa(&mut table, serial(), Instant::now())?;
+            }
             Some(update) = async { updates.as_mut()?.recv().await }, if updates.is_some() => {
                 let mut table = shared.write().unwrap_or_else(PoisonError::into_inner);
                 let mut changes = Vec::new();
                 update.apply(&mut table, &mut changes);
                 let n = changes.len();
                 let stats = syncer.apply(&mut table, changes)?;
+                if table.is_complete() {
+                    soa_due = syncer.refresh_soa(&mut table, serial(), Instant::now())?;
+                }
                 let (names, complete) = (table.len(), table.is_complete());
                 drop(table);
                 note_sync(&metrics, &syncer, &stats);

@@ -471,4 +471,9 @@ impl Backend for BpfMaps {
         self.shadow.zone_len = zone_len;
         self.write_config()
     }
+
+    fn set_soa_bank(&mut self, bank: u32) -> Result<()> {
+        self.shadow.soa_bank = bank;
+        self.write_config()
+    }
 }

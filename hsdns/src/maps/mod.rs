@@ -72,6 +72,9 @@ pub trait Backend {
     }
     fn remove_name(&mut self, key: &[u8]) -> Result<()>;
     fn put_soa(&mut self, index: u32, bytes: &[u8]) -> Result<()>;
+    /// Makes negative answers use SOA bank `bank` (see
+    /// `hsdns_common::Config::soa_bank`).
+    fn set_soa_bank(&mut self, bank: u32) -> Result<()>;
     /// Turns the kernel's NXDOMAIN answers for provably missing names on or
     /// off (see `hsdns_common::Config::nxdomain`); `zone_len` is the wire
     /// length of the zone name.
@@ -191,6 +194,12 @@ pub struct Syncer<B> {
     answers_pending: Vec<AnswerWrite>,
     names_pending: Vec<NameWrite>,
     undo_pending: Vec<NameUndo>,
+    /// The SOA bank negative answers use, and when the other one was last
+    /// in use (a bank is rewritten only after [`QUARANTINE`]).
+    soa_bank: u32,
+    soa_flipped: Option<Instant>,
+    /// Names changed since the SOA was last written: its serial is due.
+    soa_stale: bool,
 }
 
 /// The lowercase wire-format name: the kernel's key.
@@ -221,6 +230,9 @@ impl<B: Backend> Syncer<B> {
             answers_pending: Vec::new(),
             names_pending: Vec::new(),
             undo_pending: Vec::new(),
+            soa_bank: 0,
+            soa_flipped: None,
+            soa_stale: false,
         }
     }
 
@@ -250,16 +262,60 @@ impl<B: Backend> Syncer<B> {
     /// serial is fixed at start), so they are written once, before answering
     /// starts, and never torn.
     pub fn write_soa(&mut self, table: &RecordTable) -> Result<usize> {
+        let n = self.write_soa_bank(table, table.serial(), self.soa_bank)?;
+        self.backend.set_soa_bank(self.soa_bank)?;
+        Ok(n)
+    }
+
+    fn write_soa_bank(&mut self, table: &RecordTable, serial: u32, bank: u32) -> Result<usize> {
         let mut n = 0;
+        let base = bank * hsdns_common::SOA_ENTRIES_PER_ZONE;
         for len in 1..=MAX_NAME_LEN {
-            if let Some(bytes) = answer::soa_authority(table.zone(), table.serial(), len)
+            if let Some(bytes) = answer::soa_authority(table.zone(), serial, len)
                 && bytes.len() <= SOA_BYTES
             {
-                self.backend.put_soa(len as u32, &bytes)?;
+                self.backend.put_soa(base + len as u32, &bytes)?;
                 n += 1;
             }
         }
         Ok(n)
+    }
+
+    /// Gives the SOA the serial of the table's latest change, as CoreDNS's
+    /// serial follows its last change: `serial` (unix seconds, above the
+    /// last one) goes into the SOA bank not in use, negative answers switch
+    /// to it in one word, and the table (which userspace answers from)
+    /// takes the same serial. A bank in use less than [`QUARANTINE`] ago is
+    /// not rewritten: then nothing changes and the time it may be is
+    /// returned, to call again then.
+    pub fn refresh_soa(
+        &mut self,
+        table: &mut RecordTable,
+        serial: u32,
+        now: Instant,
+    ) -> Result<Option<Instant>> {
+        if !self.soa_stale {
+            return Ok(None);
+        }
+        if let Some(t) = self.soa_flipped
+            && now.duration_since(t) < QUARANTINE
+        {
+            return Ok(Some(t + QUARANTINE));
+        }
+        let serial = serial.max(table.serial().wrapping_add(1));
+        let next = self.soa_bank ^ 1;
+        self.write_soa_bank(table, serial, next)?;
+        self.backend.set_soa_bank(next)?;
+        self.soa_bank = next;
+        self.soa_flipped = Some(now);
+        self.soa_stale = false;
+        table.set_serial(serial);
+        Ok(None)
+    }
+
+    /// The SOA bank negative answers use.
+    pub fn soa_bank(&self) -> u32 {
+        self.soa_bank
     }
 
     /// Installs every name of a table this syncer has not written before
@@ -283,6 +339,9 @@ impl<B: Backend> Syncer<B> {
     ) -> Result<SyncStats> {
         for p in &mut self.pools {
             p.mature(now);
+        }
+        if !changes.is_empty() {
+            self.soa_stale = true;
         }
         let mut stats = SyncStats::default();
         let apex = Key::of(&table.zone().zone);

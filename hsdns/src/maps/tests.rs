@@ -24,6 +24,7 @@ struct Mem {
     soa: Map<u32, Vec<u8>>,
     ops: Vec<Op>,
     nxdomain: Option<u32>,
+    soa_bank: u32,
     /// A name whose writes fail.
     reject: Option<Vec<u8>>,
     /// Batches write this many names at most and report the rest undone,
@@ -72,6 +73,11 @@ impl Backend for Mem {
     }
     fn set_nxdomain(&mut self, on: bool, zone_len: u32) -> Result<()> {
         self.nxdomain = on.then_some(zone_len);
+        Ok(())
+    }
+
+    fn set_soa_bank(&mut self, bank: u32) -> Result<()> {
+        self.soa_bank = bank;
         Ok(())
     }
 }
@@ -471,5 +477,59 @@ fn a_namespace_emptied_and_refilled_in_one_batch_is_installed_once() {
             .answer("b-0.b.app.svc.cluster.local.", RecordType::A)
             .unwrap()
             .is_some()
+    );
+}
+
+#[test]
+fn the_soa_serial_follows_the_table_through_the_bank_not_in_use() {
+    let eps = [("web-0", "169.254.1.1"), ("web-1", "169.254.1.2")];
+    let now = Instant::now();
+    let mut t = table(&headless("app", "web", &eps[..1]));
+    let mut s = Syncer::new(Mem::default(), &caps(64, [64, 64, 64]));
+    s.write_soa(&t).unwrap();
+    s.sync_new(&mut t).unwrap();
+    // The SOA of a 40-byte question in bank b, and its serial.
+    let serial_in = |s: &Syncer<Mem>, bank: u32| -> Option<u32> {
+        let bytes = s.backend().soa.get(&(bank * 256 + 40))?;
+        // Authority RR: owner pointer, type, class, TTL, RDLENGTH, then
+        // mname and rname (both compressed: label + pointer), serial.
+        let rd = &bytes[12..];
+        let skip = |b: &[u8]| {
+            let mut i = 0;
+            while b[i] != 0 && b[i] & 0xc0 == 0 {
+                i += 1 + b[i] as usize;
+            }
+            i + if b[i] == 0 { 1 } else { 2 }
+        };
+        let m = skip(rd);
+        let r = m + skip(&rd[m..]);
+        Some(u32::from_be_bytes(rd[r..r + 4].try_into().unwrap()))
+    };
+    assert_eq!((s.backend().soa_bank, serial_in(&s, 0)), (0, Some(1)));
+    // The first sync changed names: the serial is due, and goes into bank 1.
+    assert_eq!(s.refresh_soa(&mut t, 1000, now).unwrap(), None);
+    assert_eq!(s.backend().soa_bank, 1);
+    assert_eq!(serial_in(&s, 1), Some(1000));
+    assert_eq!(t.serial(), 1000, "userspace answers with the same serial");
+    // Nothing changed since: nothing to do.
+    assert_eq!(s.refresh_soa(&mut t, 2000, now).unwrap(), None);
+    assert_eq!(t.serial(), 1000);
+    // A change within the quarantine: bank 0 may still be read, so wait.
+    let soon = now + Duration::from_millis(500);
+    update(&mut s, &mut t, &headless("app", "web", &eps), soon);
+    assert_eq!(
+        s.refresh_soa(&mut t, 1001, soon).unwrap(),
+        Some(now + QUARANTINE)
+    );
+    assert_eq!((s.backend().soa_bank, t.serial()), (1, 1000));
+    // Then it flips back to bank 0; a serial never goes backwards.
+    let later = now + QUARANTINE;
+    assert_eq!(s.refresh_soa(&mut t, 999, later).unwrap(), None);
+    assert_eq!(s.backend().soa_bank, 0);
+    assert_eq!((serial_in(&s, 0), t.serial()), (Some(1001), 1001));
+    assert_eq!(
+        serial_in(&s, 1),
+        Some(1000),
+        "the old bank is left as it was"
     );
 }
