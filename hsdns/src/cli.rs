@@ -255,6 +255,56 @@ mod tests {
     }
 
     #[test]
+    fn every_run_flag_has_its_environment_variable() {
+        use clap::CommandFactory as _;
+        let cmd = Cli::command();
+        let run = cmd.find_subcommand("run").unwrap();
+        let mut n = 0;
+        for arg in run.get_arguments().filter(|a| a.get_long().is_some()) {
+            let long = arg.get_long().unwrap();
+            if long == "help" {
+                continue;
+            }
+            let want = format!("HSDNS_{}", long.to_uppercase().replace('-', "_"));
+            assert_eq!(
+                arg.get_env().and_then(|e| e.to_str()),
+                Some(want.as_str()),
+                "--{long}"
+            );
+            n += 1;
+        }
+        assert!(n > 25, "{n} flags");
+    }
+
+    #[test]
+    fn run_needs_a_record_source() {
+        let argv = ["hsdns", "run"];
+        let err = Cli::try_parse_from(argv).unwrap_err().to_string();
+        assert!(
+            err.contains("--manifests") && err.contains("--kube"),
+            "{err}"
+        );
+        for source in [
+            &["--kube"][..],
+            &["--kubeconfig", "k"],
+            &["--manifests", "m"],
+        ] {
+            let argv = ["hsdns", "run"].iter().chain(source);
+            assert!(Cli::try_parse_from(argv).is_ok(), "{source:?}");
+        }
+    }
+
+    #[test]
+    fn the_version_names_the_commit() {
+        assert!(VERSION.starts_with(env!("CARGO_PKG_VERSION")));
+        assert!(VERSION.contains("(git "), "{VERSION}");
+        assert!(
+            !VERSION.contains("(git unknown)"),
+            "built from a checkout: {VERSION}"
+        );
+    }
+
+    #[test]
     fn capacities_are_three_comma_separated_counts() {
         let args = run_args(&["--name-capacity", "262144,4096,256"]).unwrap();
         assert_eq!(args.name_capacity, [262_144, 4_096, 256]);
