@@ -370,12 +370,18 @@ impl NameEntry {
 /// **Completeness invariant**: a name under `<zone>` outside `pod.<zone>`
 /// that is not in [`RecordTable::iter`] does not exist. [`Self::is_nxdomain`]
 /// turns that into the NXDOMAIN rule the kernel and userspace share. So the
-/// table lists, besides the names with addresses, every name that exists
-/// without them: the apex, `svc.<zone>`, `dns-version.<zone>` (TXT),
-/// `ns.dns.<zone>` (answered upstream), each namespace that holds a service
+/// table lists, besides the names with addresses (services, and the named
+/// endpoints of headless and, as CoreDNS names them, ClusterIP services),
+/// every name that exists without them: the apex, `svc.<zone>`,
+/// `pod.<zone>`, `dns-version.<zone>` (TXT), `ns.dns.<zone>` (answered
+/// upstream), each namespace that holds a service or has a Namespace object
 /// (`<ns>.svc.<zone>`), ExternalName services (CNAME), SRV names
 /// `_<port>._<proto>.<svc>.<ns>.svc.<zone>` and the empty non-terminals
-/// `_<proto>.<svc>.<ns>.svc.<zone>` above them.
+/// `_<proto>.<svc>.<ns>.svc.<zone>` above them. When the source lists
+/// Namespaces, a namespace name not in the table does not exist either
+/// ([`Self::does_not_exist`]). Names under `pod.<zone>` are computed
+/// ([`Self::pod_answer`]), and SRV records from each service's model
+/// (`srv`).
 ///
 /// Names the spec says must not exist are absent: a headless service
 /// without a ready endpoint (spec 2.4.1: NXDOMAIN), a service with no usable
