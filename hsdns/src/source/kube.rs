@@ -804,6 +804,33 @@ mod tests {
     }
 
     #[test]
+    fn endpoint_pod_names_reach_the_table_from_the_live_source() {
+        use k8s_openapi::api::core::v1::ObjectReference;
+        let mut s = slice(0, 0, &[10]);
+        s.endpoints[0].hostname = None;
+        s.endpoints[0].target_ref = Some(ObjectReference {
+            kind: Some("Pod".into()),
+            name: Some("web-7d9f-abcde".into()),
+            ..Default::default()
+        });
+        for (pod_names, name) in [
+            (true, "web-7d9f-abcde.s0.ns.svc.cluster.local."),
+            (false, "169-254-10-10.s0.ns.svc.cluster.local."),
+        ] {
+            let mut index = Index {
+                pod_names,
+                ..Index::default()
+            };
+            index.event(Ev::Service(watcher::Event::Apply(service(0, true))));
+            index.event(Ev::Slice(watcher::Event::Apply(s.clone())));
+            let mut table = RecordTable::new(&ZoneConfig::default(), 1);
+            take(&mut index, &mut table);
+            let n = hickory_proto::rr::Name::from_ascii(name).unwrap();
+            assert!(table.get(&n).is_some(), "{name}");
+        }
+    }
+
+    #[test]
     fn a_large_dirty_set_goes_out_in_bounded_batches_losing_none() {
         let mut index = Index::default();
         for i in 0..(2 * BATCH_MAX + 1) {
