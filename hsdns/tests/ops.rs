@@ -102,3 +102,70 @@ fn query_and_stats_show_what_the_daemon_does() {
     assert!(!o.status.success());
     assert!(text(&o).contains("is hsdns running?"), "{}", text(&o));
 }
+
+/// CoreDNS's answers through the daemon's userspace server, over the wire
+/// from a pod, with a setting given as an environment variable as deploy/'s
+/// ConfigMap gives it: pod names (`HSDNS_PODS=insecure`), SRV on the bare
+/// service name and in CoreDNS's underscore-less spelling, a namespace
+/// that does not exist. None of them reaches the upstream.
+#[test]
+fn coredns_parity_through_the_userspace_server() {
+    require_root();
+    let topo = Topology::new(1);
+    let up = topo.add_upstream();
+    let stub = Stub::start(
+        &up,
+        &[SocketAddr::new(
+            std::net::Ipv4Addr::new(169, 254, 30, 53).into(),
+            53,
+        )],
+        &[("example.test", std::net::Ipv4Addr::new(169, 254, 99, 53))],
+    );
+    // SAFETY: set before the daemon is spawned, read by the child only;
+    // cargo xtask test runs tests one at a time.
+    unsafe { std::env::set_var("HSDNS_PODS", "insecure") };
+    let _daemon = Daemon::start(
+        bin(),
+        &topo.node,
+        &["--dns-addr", "169.254.20.10", "--upstream", "169.254.30.53"],
+    );
+    unsafe { std::env::remove_var("HSDNS_PODS") };
+    let pod = &topo.pods[0].ns;
+    let local = NODE_LOCAL4.into();
+
+    let d = dig(pod, local, "169-254-10-10.test.pod.cluster.local", "A", &[]);
+    assert_eq!(d.status, "NOERROR", "{}", d.raw);
+    assert!(d.flags.contains(&"aa".to_string()), "{}", d.raw);
+    assert_eq!(
+        d.addresses(),
+        vec![std::net::IpAddr::from(pod4(0))],
+        "{}",
+        d.raw
+    );
+    for name in [
+        "nginx-headless.test.svc.cluster.local",
+        "web.tcp.nginx-headless.test.svc.cluster.local",
+    ] {
+        let d = dig(pod, local, name, "SRV", &[]);
+        assert_eq!(d.status, "NOERROR", "{}", d.raw);
+        assert_eq!(d.answers.len(), 3, "{}", d.raw);
+    }
+    let d = dig(pod, local, "nope.svc.cluster.local", "A", &[]);
+    assert_eq!(d.status, "NXDOMAIN", "{}", d.raw);
+    let d = dig(pod, local, "test.svc.cluster.local", "A", &[]);
+    assert_eq!(d.status, "NOERROR", "{}", d.raw);
+    assert!(d.answers.is_empty(), "{}", d.raw);
+    // And the rest still goes upstream.
+    let d = dig(pod, local, "example.test", "A", &[]);
+    assert_eq!(
+        d.addresses(),
+        vec![std::net::IpAddr::from([169, 254, 99, 53])],
+        "{}",
+        d.raw
+    );
+    let seen = stub.seen();
+    assert!(
+        seen.iter().all(|(n, _)| n == "example.test."),
+        "only the outside name went upstream: {seen:?}"
+    );
+}
