@@ -273,7 +273,10 @@ pub fn run(args: &QueryArgs) -> Result<()> {
     let user = run_userspace(server, &bytes, Duration::from_millis(args.timeout_ms));
     match &user {
         Ok(Some(reply)) => print!("{}", dig_style(reply)),
-        Ok(None) => println!(";; no reply within {} ms", args.timeout_ms),
+        Ok(None) => println!(
+            ";; no reply (nothing listening, or none within {} ms)",
+            args.timeout_ms
+        ),
         Err(e) => println!(";; not asked: {e:#}"),
     }
     println!();
