@@ -186,7 +186,14 @@ pub struct Config {
     /// Wire length of the cluster zone's name, root label included. The
     /// zone itself is the name in the maps flagged `FLAG_APEX`.
     pub zone_len: u32,
-    pub _pad: u32,
+    /// Which of two SOA banks negative answers use: entry
+    /// `(zone + soa_bank) * SOA_ENTRIES_PER_ZONE + qname length` of `soa`
+    /// (0 or 1; one zone, so its banks are the first two zones' entries).
+    /// The SOA serial changes with the table: the daemon writes the new
+    /// SOA into the bank not in use, then flips this word, so no reply ever
+    /// copies a half-written SOA; a bank is rewritten only after the
+    /// syncer's quarantine since it was last in use.
+    pub soa_bank: u32,
     /// CLOCK_BOOTTIME (the clock of `bpf_ktime_get_boot_ns`) in ns of the
     /// daemon's last heartbeat. The daemon writes it periodically while its
     /// table is complete in the maps; a dead or stuck daemon stops writing
@@ -270,8 +277,10 @@ impl Layout {
 pub const LAYOUT_MAGIC: u64 = u64::from_be_bytes(*b"hsdnsLAY");
 
 /// Bump when the meaning of a shared type changes without its layout
-/// changing (sizes and offsets are hashed by themselves).
-pub const TYPES_VERSION: u64 = 1;
+/// changing (sizes and offsets are hashed by themselves). 2: `Config`'s
+/// `_pad` became `soa_bank` (same offset, new meaning: a program of
+/// version 1 would ignore a flipped bank and copy a stale SOA).
+pub const TYPES_VERSION: u64 = 2;
 
 /// A hash of every type and constant the kernel and the daemon share
 /// through the maps: sizes, alignments, field offsets, tiers and classes.
@@ -306,6 +315,7 @@ pub const TYPES_HASH: u64 = {
         offset_of!(Config, answering) as u64,
         offset_of!(Config, nxdomain) as u64,
         offset_of!(Config, zone_len) as u64,
+        offset_of!(Config, soa_bank) as u64,
         offset_of!(Config, heartbeat_ns) as u64,
         offset_of!(Config, stale_nxdomain_ns) as u64,
         offset_of!(Config, stale_pass_ns) as u64,

@@ -499,7 +499,8 @@ mod prog {
             return Err(Verdict::UserspaceOnly);
         }
         let ans = if r == REF_NODATA {
-            let idx = zone * SOA_ENTRIES_PER_ZONE + name_len as u32;
+            let bank = CONFIG.get(0).map_or(0, |c| c.soa_bank & 1);
+            let idx = (zone + bank) * SOA_ENTRIES_PER_ZONE + name_len as u32;
             let a = SOA.get(idx).ok_or(Verdict::Internal)?;
             if a.len == 0 {
                 return Err(Verdict::Internal);

@@ -5,6 +5,7 @@
 //! `loader` (load, attach, pin) -> `lifecycle` (what outlives a daemon: pins,
 //! links, adoption, upgrades) -> `daemon` (wiring, signals); `cli` parses.
 pub mod cli;
+pub mod cni;
 pub mod daemon;
 pub mod dns;
 pub mod frontend;
@@ -14,7 +15,9 @@ pub mod links;
 pub mod loader;
 pub mod maps;
 pub mod metrics;
+pub mod query;
 pub mod records;
 pub mod server;
 pub mod source;
+pub mod stats;
 pub mod testing;

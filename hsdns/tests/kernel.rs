@@ -674,6 +674,58 @@ fn provably_missing_names_get_nxdomain_from_the_kernel() {
 }
 
 #[test]
+fn the_soa_serial_follows_the_table_in_kernel_and_userspace_alike() {
+    let mut k = Kernel::with_nxdomain(true, true);
+    let serial_of = |k: &mut Kernel, name: &str| -> u32 {
+        let frame = Frame::v4(query(name, RecordType::A, None));
+        let (action, out) = k.run(&frame.bytes());
+        assert_eq!(action, XDP_TX, "{name}");
+        let dns = check_reply(&frame, &out);
+        assert_eq!(
+            UserVerdict::Answer(dns.clone()),
+            resolver::respond_any_type(&k.table, &frame.payload, Some(1232)),
+            "{name}: kernel and userspace"
+        );
+        let m = Message::from_vec(&dns).unwrap();
+        let hickory_proto::rr::RData::SOA(soa) = &m.authorities[0].data else {
+            panic!("an SOA")
+        };
+        soa.serial
+    };
+    let missing = "nosuch.test.svc.cluster.local.";
+    let nodata = "test.svc.cluster.local.";
+    assert_eq!(serial_of(&mut k, missing), 12345);
+    // The table changes: a new service. Its serial is due at once (no flip
+    // yet, so no quarantine), in both paths.
+    let extra = source::parse_manifests("more", &headless_yaml("more", "web", 2)).unwrap();
+    let mut objects = source::embedded_seed();
+    objects.services.extend(extra.services);
+    objects.slices.extend(extra.slices);
+    let mut changes = Vec::new();
+    k.table.set_objects(&objects, &mut changes);
+    k.syncer.apply(&mut k.table, changes).unwrap();
+    let now = std::time::Instant::now();
+    assert_eq!(
+        k.syncer.refresh_soa(&mut k.table, 20000, now).unwrap(),
+        None
+    );
+    assert_eq!(k.table.serial(), 20000);
+    assert_eq!(serial_of(&mut k, missing), 20000);
+    assert_eq!(serial_of(&mut k, nodata), 20000);
+    // And again after the quarantine: back in the first bank.
+    let mut changes = Vec::new();
+    k.table.set_objects(&source::embedded_seed(), &mut changes);
+    k.syncer.apply(&mut k.table, changes).unwrap();
+    let later = now + hsdns::maps::QUARANTINE;
+    assert_eq!(
+        k.syncer.refresh_soa(&mut k.table, 20001, later).unwrap(),
+        None
+    );
+    assert_eq!(serial_of(&mut k, missing), 20001);
+    assert_eq!(k.syncer.soa_bank(), 0);
+}
+
+#[test]
 fn nxdomain_stays_off_when_disabled() {
     let mut k = Kernel::with_nxdomain(true, false);
     let f = Frame::v4(query(

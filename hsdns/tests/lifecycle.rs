@@ -577,6 +577,7 @@ fn on_a_node_without_bpffs_the_daemon_mounts_one_and_answers() {
     let _ = std::fs::remove_file(&ready);
     let mut c = topo.node.cmd(bin());
     c.arg("run")
+        .args(["--manifests", common::SEED])
         .args(["--dns-addr", "169.254.20.10", "--pin-dir"])
         .arg(&pin_dir)
         .arg("--ready-file")

@@ -579,4 +579,9 @@ impl Backend for BpfMaps {
     fn get_answer(&self, class: usize, slot: u32) -> Result<StoredAnswer> {
         self.answer(class, slot)
     }
+
+    fn set_soa_bank(&mut self, bank: u32) -> Result<()> {
+        self.shadow.soa_bank = bank;
+        self.write_config()
+    }
 }
