@@ -1,0 +1,97 @@
+//! Fuzzing in the test command: the kernel path against the userspace
+//! resolver through BPF_PROG_TEST_RUN (100,000 packets from a fixed seed,
+//! and every regression case in tests/fuzz-corpus), and arbitrary bytes
+//! into the userspace parsers. `cargo xtask fuzz` runs the same kernel
+//! campaign with at least 10^6 packets and a fresh seed.
+//!
+//! Needs root (it loads BPF programs): run through `cargo xtask test`.
+
+mod fuzzer;
+
+use fuzzer::{
+    corpus, oracle,
+    run::{self, Config},
+    table,
+    target::{EntryPoint, Kernel, Settings, dns_addrs},
+};
+
+fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        panic!(
+            "this test loads BPF programs: run it as root (cargo xtask test); \
+             it does not skip"
+        );
+    }
+}
+
+/// The seed of the test command's campaign: fixed, so CI is reproducible
+/// (`cargo xtask fuzz` picks a fresh one each run).
+const SEED: u64 = 0x6873_646e_7321;
+
+#[test]
+fn kernel_agrees_with_the_resolver_on_100k_fuzzed_packets() {
+    require_root();
+    let cfg = Config {
+        seed: SEED,
+        packets: 100_000,
+        entry: EntryPoint::Xdp,
+        corpus: None,
+        max_failures: 20,
+    };
+    let mut k = Kernel::load(cfg.entry, table::table(), Settings::ALL[0]).expect("load");
+    let r = run::run(&cfg, &mut k).expect("campaign");
+    println!("{}", r.text());
+    assert_eq!(r.failed(), 0, "{}", r.text());
+    assert_eq!(r.packets, cfg.packets);
+    // The campaign reaches every outcome, or it proves little.
+    for counter in [
+        "answered_a",
+        "answered_aaaa",
+        "answered_nodata",
+        "answered_nxdomain",
+        "pass_not_dns",
+        "pass_not_our_addr",
+        "pass_not_ready",
+        "pass_fragment",
+        "pass_unsupported_query",
+        "pass_unsupported_type",
+        "pass_unknown_name",
+        "pass_too_large",
+        "pass_malformed",
+        "pass_userspace_only",
+    ] {
+        assert!(
+            r.counters.get(counter).copied().unwrap_or(0) > 100,
+            "{counter} barely reached:\n{}",
+            r.text()
+        );
+    }
+}
+
+#[test]
+fn regression_corpus_replays_clean() {
+    require_root();
+    let cases = corpus::load(&corpus::dir()).expect("corpus");
+    let table = table::table();
+    let addrs = dns_addrs();
+    let mut failures = Vec::new();
+    let mut kernels: Vec<Kernel> = Vec::new();
+    for case in &cases {
+        let k = match kernels.iter_mut().position(|k| k.entry == case.entry) {
+            Some(i) => &mut kernels[i],
+            None => {
+                kernels.push(Kernel::load(case.entry, table.clone(), case.settings).expect("load"));
+                kernels.last_mut().unwrap()
+            }
+        };
+        k.set(case.settings).expect("settings");
+        let exp = oracle::expect(&k.table, case.settings, &addrs, &case.frame);
+        let run = k.run(&case.frame).expect("test run");
+        if let Err(f) = oracle::check(&k.table, &addrs, &case.frame, &exp, &run) {
+            failures.push(format!("{}: {f}", case.path.display()));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    println!("{} regression cases replayed", cases.len());
+}

@@ -1,0 +1,113 @@
+//! Regression cases: every input that ever failed, one file each, replayed
+//! by the test command. A case is text, so a diff shows what was added:
+//!
+//! ```text
+//! # what failed, when, and how it was found
+//! entry: xdp
+//! settings: answering=1 nxdomain=1
+//! frame: 0200000000010200...
+//! ```
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use super::{
+    oracle::hex,
+    target::{EntryPoint, Settings},
+};
+
+pub struct Case {
+    pub path: PathBuf,
+    pub entry: EntryPoint,
+    pub settings: Settings,
+    pub frame: Vec<u8>,
+}
+
+/// The corpus in the source tree.
+pub fn dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz-corpus")
+}
+
+/// Every case in `dir`, in name order.
+pub fn load(dir: &Path) -> Result<Vec<Case>> {
+    let mut paths: Vec<PathBuf> = fs::read_dir(dir)
+        .with_context(|| format!("{}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "case"))
+        .collect();
+    paths.sort();
+    paths.iter().map(|p| parse(p)).collect()
+}
+
+fn parse(path: &Path) -> Result<Case> {
+    let text = fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
+    let (mut entry, mut settings, mut frame) = (EntryPoint::Xdp, None, None);
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let at = || format!("{}:{}", path.display(), i + 1);
+        let (k, v) = line
+            .split_once(':')
+            .with_context(|| format!("{}: expected `key: value`", at()))?;
+        let v = v.trim();
+        match k.trim() {
+            "entry" => entry = v.parse().with_context(at)?,
+            "settings" => settings = Some(v.parse().with_context(at)?),
+            "frame" => frame = Some(unhex(v).with_context(at)?),
+            other => bail!("{}: unknown key {other:?}", at()),
+        }
+    }
+    Ok(Case {
+        path: path.to_path_buf(),
+        entry,
+        settings: settings.with_context(|| format!("{}: no settings", path.display()))?,
+        frame: frame.with_context(|| format!("{}: no frame", path.display()))?,
+    })
+}
+
+fn unhex(s: &str) -> Result<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        bail!("odd number of hex digits");
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).context("hex"))
+        .collect()
+}
+
+/// Writes a case (named by its content, so a second find of the same
+/// input does not add a file) and returns its path.
+pub fn save(
+    dir: &Path,
+    entry: EntryPoint,
+    settings: Settings,
+    frame: &[u8],
+    note: &str,
+) -> Result<PathBuf> {
+    fs::create_dir_all(dir).with_context(|| format!("{}", dir.display()))?;
+    // FNV-1a: stable across runs and Rust versions, unlike DefaultHasher.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in format!("{entry} {settings}")
+        .bytes()
+        .chain(frame.iter().copied())
+    {
+        h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+    }
+    let path = dir.join(format!("{h:016x}.case"));
+    let mut text = String::new();
+    for l in note.lines() {
+        text.push_str(&format!("# {l}\n"));
+    }
+    text.push_str(&format!(
+        "entry: {entry}\nsettings: {settings}\nframe: {}\n",
+        hex(frame)
+    ));
+    fs::write(&path, text).with_context(|| format!("{}", path.display()))?;
+    Ok(path)
+}
