@@ -71,6 +71,7 @@ pub const FAULTS: &[&str] = &[
     "dns.count",
     "dns.label_len",
     "dns.label_byte",
+    "dns.long_label",
     "dns.pointer",
     "dns.ext_label",
     "dns.unterminated",
@@ -418,8 +419,12 @@ fn label_starts(name: &[u8]) -> Vec<usize> {
     let mut v = Vec::new();
     let mut i = 0;
     while i < name.len() && name[i] != 0 && name[i] <= 63 {
+        let next = i + 1 + usize::from(name[i]);
+        if next > name.len() {
+            break;
+        }
         v.push(i);
-        i += 1 + usize::from(name[i]);
+        i = next;
     }
     v
 }
@@ -459,6 +464,19 @@ fn dns_fault(fault: &str, q: &mut QuerySpec, rng: &mut impl Rng) -> bool {
             ]
             .choose(rng)
             .unwrap();
+        }
+        "dns.long_label" => {
+            // A label of 64 to 127 bytes, the rest of the name intact: the
+            // length byte reads as a plain label's but is over the limit.
+            let Some(&at) = starts.choose(rng) else {
+                return false;
+            };
+            let old = usize::from(q.name[at]);
+            let len = rng.random_range(64..=127);
+            let label: Vec<u8> = std::iter::once(len as u8)
+                .chain(std::iter::repeat_n(b'a', len))
+                .collect();
+            q.name.splice(at..at + 1 + old, label);
         }
         "dns.pointer" => {
             // The name from some label on replaced by a pointer: to the
