@@ -357,7 +357,9 @@ impl Server {
     }
 
     fn formerr(&self, query: &[u8]) -> Option<Vec<u8>> {
-        if query.len() < 12 {
+        if query.len() < 12 || query[2] & 0x80 != 0 {
+            // No header, or a response: never answer (a reply to a reply
+            // is how reflection loops start).
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
             return None;
         }
