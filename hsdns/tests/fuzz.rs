@@ -95,3 +95,40 @@ fn regression_corpus_replays_clean() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     println!("{} regression cases replayed", cases.len());
 }
+
+/// Fails with every failure a userspace campaign found.
+fn assert_clean(r: &fuzzer::userspace::Report) {
+    println!("{}", r.line());
+    assert!(
+        r.failures.is_empty(),
+        "{}\n{}",
+        r.line(),
+        r.failures.join("\n")
+    );
+    assert!(
+        r.accepted > 0 && r.refused > 0,
+        "{}: one-sided inputs",
+        r.line()
+    );
+}
+
+#[test]
+fn resolver_survives_arbitrary_messages() {
+    assert_clean(&fuzzer::userspace::resolver(SEED, 20_000));
+}
+
+#[test]
+fn server_handles_arbitrary_messages_and_a_lying_upstream() {
+    require_root(); // a private network namespace
+    assert_clean(&fuzzer::userspace::server(SEED, 2_000));
+}
+
+#[test]
+fn manifests_give_objects_or_a_clear_error() {
+    assert_clean(&fuzzer::userspace::manifests(SEED, 3_000));
+}
+
+#[test]
+fn resolv_conf_gives_upstreams_or_a_clear_error() {
+    assert_clean(&fuzzer::userspace::resolv_conf(SEED, 2_000));
+}

@@ -17,7 +17,7 @@ use super::{
     frame::{FrameSpec, Ip, Tag, UdpSum},
 };
 
-/// A generated frame and the faults injected into it.
+/// A generated frame (or DNS message) and the faults injected into it.
 pub struct Packet {
     pub frame: Vec<u8>,
     pub faults: Vec<&'static str>,
@@ -208,9 +208,10 @@ impl Generator {
         }
     }
 
-    /// One frame: a valid query in one of its valid shapes, then faults.
-    pub fn packet(&self, rng: &mut impl Rng) -> Packet {
-        let mut faults = Vec::new();
+    /// A valid query in one of its valid shapes: any name of the pools,
+    /// 0x20 case, A, AAAA or another type, with or without EDNS (any
+    /// payload size, DO, options).
+    fn query(&self, rng: &mut impl Rng) -> QuerySpec {
         let mut labels = self.name(rng);
         // 0x20: letters in random case.
         if rng.random_bool(0.3) {
@@ -253,7 +254,55 @@ impl Generator {
             }
             q.opt = Some(o);
         }
+        q
+    }
 
+    /// How many faults a packet gets: none for 30%, else one to six.
+    fn fault_count(rng: &mut impl Rng) -> usize {
+        if rng.random_bool(0.3) {
+            return 0;
+        }
+        let mut n = 1;
+        while n < 6 && rng.random_bool(0.45) {
+            n += 1;
+        }
+        n
+    }
+
+    /// A DNS message alone (for the userspace parsers): a query, then
+    /// faults of the message's fields and bytes.
+    pub fn message(&self, rng: &mut impl Rng) -> Packet {
+        let mut q = self.query(rng);
+        let dns_faults: Vec<&'static str> = FAULTS
+            .iter()
+            .copied()
+            .filter(|f| f.starts_with("dns.") || f.starts_with("edns."))
+            .collect();
+        let drawn: Vec<&'static str> = (0..Self::fault_count(rng))
+            .map(|_| *dns_faults.choose(rng).unwrap())
+            .collect();
+        let mut faults = Vec::new();
+        for &fault in &drawn {
+            if dns_fault(fault, &mut q, rng) {
+                faults.push(fault);
+            }
+        }
+        let mut payload = q.bytes();
+        for &fault in &drawn {
+            if payload_fault(fault, &mut payload, rng) {
+                faults.push(fault);
+            }
+        }
+        Packet {
+            frame: payload,
+            faults,
+        }
+    }
+
+    /// One frame: a valid query in one of its valid shapes, then faults.
+    pub fn packet(&self, rng: &mut impl Rng) -> Packet {
+        let mut faults = Vec::new();
+        let mut q = self.query(rng);
         let mut f = if rng.random_bool(0.7) {
             FrameSpec::v4(Vec::new())
         } else {
@@ -290,15 +339,7 @@ impl Generator {
             }
         }
 
-        let n = if rng.random_bool(0.3) {
-            0
-        } else {
-            let mut n = 1;
-            while n < 6 && rng.random_bool(0.45) {
-                n += 1;
-            }
-            n
-        };
+        let n = Self::fault_count(rng);
         // Faults are drawn first, then applied at their level: the message
         // as fields, the message as bytes, the frame as fields, the frame
         // as bytes.

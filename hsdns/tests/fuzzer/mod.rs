@@ -21,3 +21,4 @@ pub mod oracle;
 pub mod run;
 pub mod table;
 pub mod target;
+pub mod userspace;
