@@ -147,6 +147,11 @@ impl Report {
         }
         let _ = writeln!(
             s,
+            "  (an answer larger than any reply the program sends: the oracle names it \
+             pass_too_large, the program, which stores no such answer, pass_userspace_only)"
+        );
+        let _ = writeln!(
+            s,
             "faults injected: {} packets with at least one, {} faults",
             self.faulted,
             self.faults.values().sum::<u64>()

@@ -1,0 +1,146 @@
+//! What `cargo xtask fuzz` runs: the differential fuzzer of the kernel
+//! path (BPF_PROG_TEST_RUN against the userspace resolver, at least 10^6
+//! packets by default), then the userspace parsers with arbitrary bytes.
+//! Every failing kernel input is written to the regression corpus
+//! (hsdns/tests/fuzz-corpus), which the test command replays.
+//!
+//! Run as root: `cargo run --release -p hsdns --example fuzz -- --help`.
+//! Prints the report, then one JSON line of its figures; exits non-zero
+//! on any failure.
+
+#[path = "../tests/fuzzer/mod.rs"]
+mod fuzzer;
+
+use std::{path::PathBuf, process::ExitCode};
+
+use anyhow::{Context as _, Result};
+use clap::Parser;
+use fuzzer::{
+    corpus,
+    run::{self, Config},
+    table,
+    target::{EntryPoint, Kernel, Settings},
+    userspace,
+};
+
+#[derive(Parser)]
+#[command(about = "hsdns differential fuzzer (kernel path) and parser fuzzing")]
+struct Args {
+    /// The campaign's seed (decimal or 0x hex); a fresh one when absent.
+    /// A run is reproduced by its seed and packet count.
+    #[arg(long, value_parser = parse_seed)]
+    seed: Option<u64>,
+    /// Packets through the kernel path.
+    #[arg(long, default_value_t = 1_000_000)]
+    packets: u64,
+    /// The program's entry point: xdp (or tc, once the object has one).
+    #[arg(long, default_value = "xdp")]
+    entry: EntryPoint,
+    /// Where failing inputs are written as regression cases.
+    #[arg(long, default_value_os_t = corpus::dir())]
+    corpus: PathBuf,
+    /// Keep at most this many failing inputs (the count goes on).
+    #[arg(long, default_value_t = 50)]
+    max_failures: usize,
+    /// Inputs for the resolver (the server, manifests and resolv.conf
+    /// get a tenth, a tenth and a twentieth of it); 0 skips them.
+    #[arg(long, default_value_t = 200_000)]
+    userspace: u64,
+}
+
+fn parse_seed(s: &str) -> Result<u64, String> {
+    match s.strip_prefix("0x") {
+        Some(h) => u64::from_str_radix(h, 16),
+        None => s.parse(),
+    }
+    .map_err(|e| format!("seed {s:?}: {e}"))
+}
+
+fn main() -> ExitCode {
+    match fuzz() {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("fuzz: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn fuzz() -> Result<bool> {
+    let args = Args::parse();
+    let seed = args.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1)
+    });
+    println!(
+        "seed {seed:#x}: reproduce with `cargo xtask fuzz --seed {seed:#x} --packets {}`",
+        args.packets
+    );
+    let cfg = Config {
+        seed,
+        packets: args.packets,
+        entry: args.entry,
+        corpus: Some(args.corpus.clone()),
+        max_failures: args.max_failures,
+    };
+    let mut kernel = Kernel::load(cfg.entry, table::table(), Settings::ALL[0])
+        .context("loading the program (run as root)")?;
+    let r = run::run(&cfg, &mut kernel)?;
+    print!("{}", r.text());
+
+    let n = args.userspace;
+    let mut user = Vec::new();
+    if n > 0 {
+        user.push(userspace::resolver(seed, n));
+        user.push(userspace::server(seed, n / 10));
+        user.push(userspace::manifests(seed, n / 10));
+        user.push(userspace::resolv_conf(seed, n / 20));
+    }
+    let mut user_failures = 0;
+    for u in &user {
+        println!("{}", u.line());
+        for f in &u.failures {
+            println!("  FAILED {f}");
+        }
+        user_failures += u.failures.len();
+    }
+    let saved = r.found.iter().filter(|f| f.saved.is_some()).count();
+    if saved > 0 {
+        println!(
+            "{saved} failing input(s) written to {}: keep them with the fix \
+             (the test command replays them)",
+            args.corpus.display()
+        );
+    }
+    let counters: Vec<String> = r
+        .counters
+        .iter()
+        .map(|(k, v)| format!("\"{k}\":{v}"))
+        .collect();
+    let actions: Vec<String> = r
+        .actions
+        .iter()
+        .map(|(k, v)| format!("\"{k}\":{v}"))
+        .collect();
+    println!(
+        "{{\"seed\":\"{seed:#x}\",\"entry\":\"{}\",\"packets\":{},\"seconds\":{:.2},\
+         \"packets_per_s\":{:.0},\"faulted_packets\":{},\"faults\":{},\"wrong_answers\":{},\
+         \"failures\":{},\"verdicts\":{{{}}},\"counters\":{{{}}},\"userspace_inputs\":{},\
+         \"userspace_failures\":{user_failures}}}",
+        cfg.entry,
+        r.packets,
+        r.elapsed.as_secs_f64(),
+        r.packets_per_second(),
+        r.faulted,
+        r.faults.values().sum::<u64>(),
+        r.wrong_answers(),
+        r.failed(),
+        actions.join(","),
+        counters.join(","),
+        user.iter().map(|u| u.inputs).sum::<u64>(),
+    );
+    Ok(r.failed() == 0 && user_failures == 0)
+}
