@@ -42,8 +42,11 @@ struct Args {
     /// Keep at most this many failing inputs (the count goes on).
     #[arg(long, default_value_t = 50)]
     max_failures: usize,
+    /// A line for the notes of the regression cases this run saves.
+    #[arg(long, default_value = "")]
+    note: String,
     /// Inputs for the resolver (the server, manifests and resolv.conf
-    /// get a tenth, a tenth and a twentieth of it); 0 skips them.
+    /// get a tenth, a tenth and a hundredth of it); 0 skips them.
     #[arg(long, default_value_t = 200_000)]
     userspace: u64,
 }
@@ -85,6 +88,11 @@ fn fuzz() -> Result<bool> {
         entry: args.entry,
         corpus: Some(args.corpus.clone()),
         max_failures: args.max_failures,
+        note: if args.note.is_empty() {
+            String::new()
+        } else {
+            format!("{}\n", args.note)
+        },
     };
     let mut kernel = Kernel::load(cfg.entry, table::table(), Settings::ALL[0])
         .context("loading the program (run as root)")?;
@@ -97,7 +105,7 @@ fn fuzz() -> Result<bool> {
         user.push(userspace::resolver(seed, n));
         user.push(userspace::server(seed, n / 10));
         user.push(userspace::manifests(seed, n / 10));
-        user.push(userspace::resolv_conf(seed, n / 20));
+        user.push(userspace::resolv_conf(seed, n / 100));
     }
     let mut user_failures = 0;
     for u in &user {
@@ -107,7 +115,22 @@ fn fuzz() -> Result<bool> {
         }
         user_failures += u.failures.len();
     }
-    let saved = r.found.iter().filter(|f| f.saved.is_some()).count();
+    let mut saved = r.found.iter().filter(|f| f.saved.is_some()).count();
+    for u in &user {
+        for (message, udp) in u.failed_inputs.iter().take(args.max_failures) {
+            let input = corpus::Input::Server {
+                udp: *udp,
+                message: message.clone(),
+            };
+            let note = format!(
+                "{}Server::handle failed on this message (seed {seed:#x})",
+                cfg.note
+            );
+            if corpus::save(&args.corpus, &input, &note).is_ok() {
+                saved += 1;
+            }
+        }
+    }
     if saved > 0 {
         println!(
             "{saved} failing input(s) written to {}: keep them with the fix \

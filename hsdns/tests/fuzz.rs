@@ -38,6 +38,7 @@ fn kernel_agrees_with_the_resolver_on_100k_fuzzed_packets() {
         entry: EntryPoint::Xdp,
         corpus: None,
         max_failures: 20,
+        note: String::new(),
     };
     let mut k = Kernel::load(cfg.entry, table::table(), Settings::ALL[0]).expect("load");
     let r = run::run(&cfg, &mut k).expect("campaign");
@@ -69,31 +70,62 @@ fn kernel_agrees_with_the_resolver_on_100k_fuzzed_packets() {
     }
 }
 
+/// Every input that ever failed, replayed: frames through the program
+/// (outcome and counters checked as in a campaign), messages into the
+/// server.
 #[test]
 fn regression_corpus_replays_clean() {
     require_root();
     let cases = corpus::load(&corpus::dir()).expect("corpus");
+    assert!(!cases.is_empty(), "the regression corpus is empty");
     let table = table::table();
     let addrs = dns_addrs();
     let mut failures = Vec::new();
     let mut kernels: Vec<Kernel> = Vec::new();
+    let mut server_inputs = Vec::new();
     for case in &cases {
-        let k = match kernels.iter_mut().position(|k| k.entry == case.entry) {
-            Some(i) => &mut kernels[i],
-            None => {
-                kernels.push(Kernel::load(case.entry, table.clone(), case.settings).expect("load"));
-                kernels.last_mut().unwrap()
+        let (entry, settings, frame) = match &case.input {
+            corpus::Input::Kernel {
+                entry,
+                settings,
+                frame,
+            } => (*entry, *settings, frame),
+            corpus::Input::Server { udp, message } => {
+                server_inputs.push((message.clone(), *udp));
+                continue;
             }
         };
-        k.set(case.settings).expect("settings");
-        let exp = oracle::expect(&k.table, case.settings, &addrs, &case.frame);
-        let run = k.run(&case.frame).expect("test run");
-        if let Err(f) = oracle::check(&k.table, &addrs, &case.frame, &exp, &run) {
+        let k = match kernels.iter().position(|k| k.entry == entry) {
+            Some(i) => &mut kernels[i],
+            None => {
+                kernels.push(Kernel::load(entry, table.clone(), settings).expect("load"));
+                kernels.last_mut().expect("just pushed")
+            }
+        };
+        k.set(settings).expect("settings");
+        let exp = oracle::expect(&k.table, settings, &addrs, frame);
+        let before = k.counters().expect("counters");
+        let run = k.run(frame).expect("test run");
+        let moved = run::deltas(&before, &k.counters().expect("counters"));
+        if let Err(f) = oracle::check(&k.table, &addrs, frame, &exp, &run) {
             failures.push(format!("{}: {f}", case.path.display()));
+        } else if !run::counters_agree(&moved, &[exp.counter_name()]) {
+            failures.push(format!(
+                "{}: expected {} to move, moved {moved:?}",
+                case.path.display(),
+                exp.counter_name()
+            ));
         }
     }
+    let kernel_cases = cases.len() - server_inputs.len();
+    let server = fuzzer::userspace::server_inputs(SEED, server_inputs);
+    failures.extend(server.failures.iter().cloned());
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-    println!("{} regression cases replayed", cases.len());
+    println!(
+        "{} regression cases replayed: {kernel_cases} through the program, {} into the server",
+        cases.len(),
+        server.inputs
+    );
 }
 
 /// Fails with every failure a userspace campaign found.

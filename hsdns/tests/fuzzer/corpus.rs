@@ -7,6 +7,15 @@
 //! settings: answering=1 nxdomain=1
 //! frame: 0200000000010200...
 //! ```
+//!
+//! or, for the userspace server's request handling:
+//!
+//! ```text
+//! # ...
+//! entry: server
+//! udp: 1
+//! message: 1a2b8100...
+//! ```
 
 use std::{
     fs,
@@ -20,11 +29,20 @@ use super::{
     target::{EntryPoint, Settings},
 };
 
+pub enum Input {
+    /// A frame through the program at an entry point.
+    Kernel {
+        entry: EntryPoint,
+        settings: Settings,
+        frame: Vec<u8>,
+    },
+    /// A message into `Server::handle`.
+    Server { udp: bool, message: Vec<u8> },
+}
+
 pub struct Case {
     pub path: PathBuf,
-    pub entry: EntryPoint,
-    pub settings: Settings,
-    pub frame: Vec<u8>,
+    pub input: Input,
 }
 
 /// The corpus in the source tree.
@@ -45,7 +63,7 @@ pub fn load(dir: &Path) -> Result<Vec<Case>> {
 
 fn parse(path: &Path) -> Result<Case> {
     let text = fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
-    let (mut entry, mut settings, mut frame) = (EntryPoint::Xdp, None, None);
+    let (mut entry, mut settings, mut bytes, mut udp) = (None, None, None, None);
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
@@ -57,17 +75,28 @@ fn parse(path: &Path) -> Result<Case> {
             .with_context(|| format!("{}: expected `key: value`", at()))?;
         let v = v.trim();
         match k.trim() {
-            "entry" => entry = v.parse().with_context(at)?,
-            "settings" => settings = Some(v.parse().with_context(at)?),
-            "frame" => frame = Some(unhex(v).with_context(at)?),
+            "entry" => entry = Some(v.to_string()),
+            "settings" => settings = Some(v.parse::<Settings>().with_context(at)?),
+            "frame" | "message" => bytes = Some(unhex(v).with_context(at)?),
+            "udp" => udp = Some(v == "1"),
             other => bail!("{}: unknown key {other:?}", at()),
         }
     }
+    let bytes = bytes.with_context(|| format!("{}: no frame or message", path.display()))?;
+    let input = match entry.as_deref() {
+        Some("server") => Input::Server {
+            udp: udp.with_context(|| format!("{}: no udp", path.display()))?,
+            message: bytes,
+        },
+        other => Input::Kernel {
+            entry: other.unwrap_or("xdp").parse()?,
+            settings: settings.with_context(|| format!("{}: no settings", path.display()))?,
+            frame: bytes,
+        },
+    };
     Ok(Case {
         path: path.to_path_buf(),
-        entry,
-        settings: settings.with_context(|| format!("{}: no settings", path.display()))?,
-        frame: frame.with_context(|| format!("{}: no frame", path.display()))?,
+        input,
     })
 }
 
@@ -83,20 +112,26 @@ fn unhex(s: &str) -> Result<Vec<u8>> {
 
 /// Writes a case (named by its content, so a second find of the same
 /// input does not add a file) and returns its path.
-pub fn save(
-    dir: &Path,
-    entry: EntryPoint,
-    settings: Settings,
-    frame: &[u8],
-    note: &str,
-) -> Result<PathBuf> {
+pub fn save(dir: &Path, input: &Input, note: &str) -> Result<PathBuf> {
     fs::create_dir_all(dir).with_context(|| format!("{}", dir.display()))?;
+    let body = match input {
+        Input::Kernel {
+            entry,
+            settings,
+            frame,
+        } => format!(
+            "entry: {entry}\nsettings: {settings}\nframe: {}\n",
+            hex(frame)
+        ),
+        Input::Server { udp, message } => format!(
+            "entry: server\nudp: {}\nmessage: {}\n",
+            u8::from(*udp),
+            hex(message)
+        ),
+    };
     // FNV-1a: stable across runs and Rust versions, unlike DefaultHasher.
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in format!("{entry} {settings}")
-        .bytes()
-        .chain(frame.iter().copied())
-    {
+    for b in body.bytes() {
         h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
     }
     let path = dir.join(format!("{h:016x}.case"));
@@ -104,10 +139,7 @@ pub fn save(
     for l in note.lines() {
         text.push_str(&format!("# {l}\n"));
     }
-    text.push_str(&format!(
-        "entry: {entry}\nsettings: {settings}\nframe: {}\n",
-        hex(frame)
-    ));
+    text.push_str(&body);
     fs::write(&path, text).with_context(|| format!("{}", path.display()))?;
     Ok(path)
 }

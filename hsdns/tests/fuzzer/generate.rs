@@ -72,6 +72,7 @@ pub const FAULTS: &[&str] = &[
     "dns.label_len",
     "dns.label_byte",
     "dns.long_label",
+    "dns.fake_labels",
     "dns.pointer",
     "dns.ext_label",
     "dns.unterminated",
@@ -517,6 +518,33 @@ fn dns_fault(fault: &str, q: &mut QuerySpec, rng: &mut impl Rng) -> bool {
             let label: Vec<u8> = std::iter::once(len as u8)
                 .chain(std::iter::repeat_n(b'a', len))
                 .collect();
+            q.name.splice(at..at + 1 + old, label);
+        }
+        "dns.fake_labels" => {
+            // A label whose bytes look like labels of the zone's names:
+            // only label boundaries may count (the NXDOMAIN rule reads the
+            // name backwards from the zone).
+            let Some(&at) = starts.choose(rng) else {
+                return false;
+            };
+            let old = usize::from(q.name[at]);
+            let mut body: Vec<u8> = [
+                &b"x"[..],
+                b"\x03svc",
+                b"\x03pod",
+                b"\x03dns",
+                b"\x0ahostmaster",
+                b"\x07cluster\x05local",
+                b"\x07cluster\x05local\x00",
+                b"\x04test\x03svc\x07cluster\x05local",
+            ]
+            .choose(rng)
+            .unwrap()
+            .to_vec();
+            if rng.random_bool(0.5) {
+                body.insert(0, b'a');
+            }
+            let label: Vec<u8> = std::iter::once(body.len() as u8).chain(body).collect();
             q.name.splice(at..at + 1 + old, label);
         }
         "dns.pointer" => {

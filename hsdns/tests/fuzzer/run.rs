@@ -28,6 +28,8 @@ pub struct Config {
     pub corpus: Option<PathBuf>,
     /// Stop after this many failures.
     pub max_failures: usize,
+    /// Heads the note of every saved case.
+    pub note: String,
 }
 
 /// Packets between two reads of the counters.
@@ -185,7 +187,7 @@ impl Report {
     }
 }
 
-fn deltas(before: &Counters, after: &Counters) -> BTreeMap<&'static str, u64> {
+pub fn deltas(before: &Counters, after: &Counters) -> BTreeMap<&'static str, u64> {
     before
         .fields()
         .iter()
@@ -197,7 +199,7 @@ fn deltas(before: &Counters, after: &Counters) -> BTreeMap<&'static str, u64> {
 
 /// Whether the counters moved as the outcomes say: each packet counted
 /// once, the answered counters exactly as the replies expected.
-fn counters_agree(moved: &BTreeMap<&'static str, u64>, expected: &[&'static str]) -> bool {
+pub fn counters_agree(moved: &BTreeMap<&'static str, u64>, expected: &[&'static str]) -> bool {
     if moved.values().sum::<u64>() != expected.len() as u64 {
         return false;
     }
@@ -232,7 +234,12 @@ fn record(
             "{failure}\nfound by `cargo xtask fuzz --seed {:#x}` (packet {index}), faults {faults:?}",
             cfg.seed
         );
-        corpus::save(dir, cfg.entry, settings, frame, &note).ok()
+        let input = corpus::Input::Kernel {
+            entry: cfg.entry,
+            settings,
+            frame: frame.to_vec(),
+        };
+        corpus::save(dir, &input, &format!("{}{note}", cfg.note)).ok()
     });
     r.found.push(Found {
         index,

@@ -38,6 +38,8 @@ pub struct Report {
     pub slowest: Duration,
     pub elapsed: Duration,
     pub failures: Vec<String>,
+    /// The server's failing inputs, `(message, over UDP)`, to keep.
+    pub failed_inputs: Vec<(Vec<u8>, bool)>,
 }
 
 impl Report {
@@ -363,13 +365,40 @@ fn lie(query: &[u8], rng: &mut impl Rng, tcp: bool) -> Option<Vec<u8>> {
 }
 
 /// `Server::handle` on `n` inputs, over UDP and TCP, with forwarding to a
-/// lying upstream. Runs in a private network namespace (loopback only) on
-/// its own thread: nothing leaves it, and it vanishes with the thread.
+/// lying upstream.
 pub fn server(seed: u64, n: u64) -> Report {
+    let table = table::table();
+    let generator = Generator::new(&table);
+    let inputs = (0..n)
+        .map(|i| {
+            let mut rng = packet_rng(seed ^ 0x7365_7276, i);
+            let mut q = dns_input(&generator, &mut rng);
+            // Outside the zone half the time: those are forwarded.
+            if rng.random_bool(0.5)
+                && let Ok(mut m) = Message::from_vec(&q)
+                && let Some(question) = m.queries.first_mut()
+            {
+                let name = format!("n{}.example.test.", rng.random_range(0..50));
+                question.set_name(hickory_proto::rr::Name::from_ascii(&name).expect("name"));
+                if let Ok(b) = m.to_vec() {
+                    q = b;
+                }
+            }
+            (q, rng.random_bool(0.7))
+        })
+        .collect();
+    server_inputs(seed, inputs)
+}
+
+/// `Server::handle` on the given `(message, over UDP)` inputs (the
+/// campaign's, or the regression corpus's). Runs in a private network
+/// namespace (loopback only) on its own thread: nothing leaves it, and it
+/// vanishes with the thread.
+pub fn server_inputs(seed: u64, inputs: Vec<(Vec<u8>, bool)>) -> Report {
     std::thread::spawn(move || {
+        let mut r = Report::new("server (Server::handle)");
         // SAFETY: unshare affects only this thread (and what it spawns).
         if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
-            let mut r = Report::new("server (Server::handle)");
             r.fail(format!(
                 "unshare(CLONE_NEWNET): {} (run as root)",
                 std::io::Error::last_os_error()
@@ -380,7 +409,6 @@ pub fn server(seed: u64, n: u64) -> Report {
             .args(["link", "set", "lo", "up"])
             .status();
         if !up.is_ok_and(|s| s.success()) {
-            let mut r = Report::new("server (Server::handle)");
             r.fail("ip link set lo up failed in the private namespace".into());
             return r;
         }
@@ -388,18 +416,16 @@ pub fn server(seed: u64, n: u64) -> Report {
             .enable_all()
             .build()
             .expect("runtime")
-            .block_on(serve(seed, n))
+            .block_on(serve(seed, inputs, r))
     })
     .join()
     .expect("server fuzzing thread")
 }
 
-async fn serve(seed: u64, n: u64) -> Report {
-    let table = table::table();
-    let generator = Generator::new(&table);
-    let mut r = Report::new("server (Server::handle)");
-    let upstream = lying_upstream(seed).await;
-    let server = Server::new(
+/// The server under test, forwarding to `upstream`. (The only place that
+/// builds one: the server's configuration is its engineer's to change.)
+fn make_server(upstream: SocketAddr) -> Arc<Server> {
+    Server::new(
         ServerConfig {
             listen: vec![],
             upstreams: vec![upstream],
@@ -407,24 +433,14 @@ async fn serve(seed: u64, n: u64) -> Report {
             max_inflight: 64,
             cache_entries: 256,
         },
-        Arc::new(RwLock::new(table.clone())),
-    );
+        Arc::new(RwLock::new(table::table())),
+    )
+}
+
+async fn serve(seed: u64, inputs: Vec<(Vec<u8>, bool)>, mut r: Report) -> Report {
+    let server = make_server(lying_upstream(seed).await);
     let start = Instant::now();
-    for i in 0..n {
-        let mut rng = packet_rng(seed ^ 0x7365_7276, i);
-        let mut q = dns_input(&generator, &mut rng);
-        // Outside the zone half the time: those are forwarded.
-        if rng.random_bool(0.5)
-            && let Ok(mut m) = Message::from_vec(&q)
-            && let Some(question) = m.queries.first_mut()
-        {
-            let name = format!("n{}.example.test.", rng.random_range(0..50));
-            question.set_name(hickory_proto::rr::Name::from_ascii(&name).expect("name"));
-            if let Ok(b) = m.to_vec() {
-                q = b;
-            }
-        }
-        let udp = rng.random_bool(0.7);
+    for (q, udp) in inputs {
         let t = Instant::now();
         let task = {
             let (server, q) = (server.clone(), q.clone());
@@ -433,23 +449,23 @@ async fn serve(seed: u64, n: u64) -> Report {
         let out = tokio::time::timeout(SLOWEST_ALLOWED, task).await;
         r.slowest = r.slowest.max(t.elapsed());
         r.inputs += 1;
-        match out {
-            Err(_) => r.fail(format!(
-                "no result within {SLOWEST_ALLOWED:?} for {}",
-                hex(&q)
-            )),
-            Ok(Err(e)) if e.is_panic() => r.fail(format!(
-                "panic {:?} on {}",
-                panic_text(&*e.into_panic()),
-                hex(&q)
-            )),
-            Ok(Err(e)) => r.fail(format!("task failed: {e}")),
-            Ok(Ok(None)) => r.refused += 1,
+        let failure = match out {
+            Err(_) => Some(format!("no result within {SLOWEST_ALLOWED:?}")),
+            Ok(Err(e)) if e.is_panic() => Some(format!("panic {:?}", panic_text(&*e.into_panic()))),
+            Ok(Err(e)) => Some(format!("task failed: {e}")),
+            Ok(Ok(None)) => {
+                r.refused += 1;
+                None
+            }
             Ok(Ok(Some(reply))) => {
                 r.accepted += 1;
-                if let Err(e) = check_reply(&q, &reply, udp.then_some(EDNS_UDP_SIZE)) {
-                    r.fail(format!("{e} (udp {udp}) on {}", hex(&q)));
-                }
+                check_reply(&q, &reply, udp.then_some(EDNS_UDP_SIZE)).err()
+            }
+        };
+        if let Some(f) = failure {
+            r.fail(format!("{f} (udp {udp}) on {}", hex(&q)));
+            if r.failed_inputs.len() < 20 {
+                r.failed_inputs.push((q, udp));
             }
         }
     }
