@@ -33,9 +33,10 @@ struct Args {
     /// Packets through the kernel path.
     #[arg(long, default_value_t = 1_000_000)]
     packets: u64,
-    /// The program's entry point: xdp (or tc, once the object has one).
-    #[arg(long, default_value = "xdp")]
-    entry: EntryPoint,
+    /// The program's entry point (xdp, or tc once the object has one);
+    /// every one the object has when absent, each with --packets.
+    #[arg(long)]
+    entry: Option<EntryPoint>,
     /// Where failing inputs are written as regression cases.
     #[arg(long, default_value_os_t = corpus::dir())]
     corpus: PathBuf,
@@ -70,6 +71,14 @@ fn main() -> ExitCode {
     }
 }
 
+/// `"key":n,...` of a map, for the JSON line.
+fn json_map<K: std::fmt::Display>(m: &std::collections::BTreeMap<K, u64>) -> String {
+    m.iter()
+        .map(|(k, n)| format!("\"{k}\":{n}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 fn fuzz() -> Result<bool> {
     let args = Args::parse();
     let seed = args.seed.unwrap_or_else(|| {
@@ -82,22 +91,48 @@ fn fuzz() -> Result<bool> {
         "seed {seed:#x}: reproduce with `cargo xtask fuzz --seed {seed:#x} --packets {}`",
         args.packets
     );
-    let cfg = Config {
-        seed,
-        packets: args.packets,
-        entry: args.entry,
-        corpus: Some(args.corpus.clone()),
-        max_failures: args.max_failures,
-        note: if args.note.is_empty() {
-            String::new()
-        } else {
-            format!("{}\n", args.note)
-        },
+    let note = if args.note.is_empty() {
+        String::new()
+    } else {
+        format!("{}\n", args.note)
     };
-    let mut kernel = Kernel::load(cfg.entry, table::table(), Settings::ALL[0])
-        .context("loading the program (run as root)")?;
-    let r = run::run(&cfg, &mut kernel)?;
-    print!("{}", r.text());
+    let entries = match args.entry {
+        Some(e) => vec![e],
+        None => EntryPoint::available().context("loading the program (run as root)")?,
+    };
+    let mut ok = true;
+    let mut saved = 0;
+    let mut json = Vec::new();
+    for entry in entries {
+        let cfg = Config {
+            seed,
+            packets: args.packets,
+            entry,
+            corpus: Some(args.corpus.clone()),
+            max_failures: args.max_failures,
+            note: note.clone(),
+        };
+        let mut kernel = Kernel::load(entry, table::table(), Settings::ALL[0])
+            .context("loading the program (run as root)")?;
+        let r = run::run(&cfg, &mut kernel)?;
+        print!("{}", r.text());
+        ok &= r.failed() == 0;
+        saved += r.found.iter().filter(|f| f.saved.is_some()).count();
+        json.push(format!(
+            "{{\"entry\":\"{entry}\",\"packets\":{},\"seconds\":{:.2},\"packets_per_s\":{:.0},\
+             \"faulted_packets\":{},\"faults\":{},\"wrong_answers\":{},\"failures\":{},\
+             \"verdicts\":{{{}}},\"counters\":{{{}}}}}",
+            r.packets,
+            r.elapsed.as_secs_f64(),
+            r.packets_per_second(),
+            r.faulted,
+            r.faults.values().sum::<u64>(),
+            r.wrong_answers(),
+            r.failed(),
+            json_map(&r.actions),
+            json_map(&r.counters),
+        ));
+    }
 
     let n = args.userspace;
     let mut user = Vec::new();
@@ -114,18 +149,12 @@ fn fuzz() -> Result<bool> {
             println!("  FAILED {f}");
         }
         user_failures += u.failures.len();
-    }
-    let mut saved = r.found.iter().filter(|f| f.saved.is_some()).count();
-    for u in &user {
         for (message, udp) in u.failed_inputs.iter().take(args.max_failures) {
             let input = corpus::Input::Server {
                 udp: *udp,
                 message: message.clone(),
             };
-            let note = format!(
-                "{}Server::handle failed on this message (seed {seed:#x})",
-                cfg.note
-            );
+            let note = format!("{note}Server::handle failed on this message (seed {seed:#x})");
             if corpus::save(&args.corpus, &input, &note).is_ok() {
                 saved += 1;
             }
@@ -138,32 +167,11 @@ fn fuzz() -> Result<bool> {
             args.corpus.display()
         );
     }
-    let counters: Vec<String> = r
-        .counters
-        .iter()
-        .map(|(k, v)| format!("\"{k}\":{v}"))
-        .collect();
-    let actions: Vec<String> = r
-        .actions
-        .iter()
-        .map(|(k, v)| format!("\"{k}\":{v}"))
-        .collect();
     println!(
-        "{{\"seed\":\"{seed:#x}\",\"entry\":\"{}\",\"packets\":{},\"seconds\":{:.2},\
-         \"packets_per_s\":{:.0},\"faulted_packets\":{},\"faults\":{},\"wrong_answers\":{},\
-         \"failures\":{},\"verdicts\":{{{}}},\"counters\":{{{}}},\"userspace_inputs\":{},\
+        "{{\"seed\":\"{seed:#x}\",\"kernel\":[{}],\"userspace_inputs\":{},\
          \"userspace_failures\":{user_failures}}}",
-        cfg.entry,
-        r.packets,
-        r.elapsed.as_secs_f64(),
-        r.packets_per_second(),
-        r.faulted,
-        r.faults.values().sum::<u64>(),
-        r.wrong_answers(),
-        r.failed(),
-        actions.join(","),
-        counters.join(","),
+        json.join(","),
         user.iter().map(|u| u.inputs).sum::<u64>(),
     );
-    Ok(r.failed() == 0 && user_failures == 0)
+    Ok(ok && user_failures == 0)
 }

@@ -18,9 +18,10 @@ pub struct FuzzArgs {
     /// Packets through the kernel path (at least 10^6 for a real run).
     #[arg(long, default_value_t = 1_000_000)]
     packets: u64,
-    /// Entry point of the program: xdp, or tc once the object has one.
-    #[arg(long, default_value = "xdp")]
-    entry: String,
+    /// Entry point of the program (xdp, or tc once the object has one);
+    /// every one the object has when absent.
+    #[arg(long)]
+    entry: Option<String>,
     /// Inputs for the userspace resolver (the server, manifests and
     /// resolv.conf get fewer); 0 skips the userspace parsers.
     #[arg(long, default_value_t = 200_000)]
@@ -33,8 +34,10 @@ pub fn fuzz(args: &FuzzArgs) -> Result<()> {
     super::run(c, "building the fuzzer (release)")?;
     let mut c = Command::new(super::target_dir().join("release/examples/fuzz"));
     c.args(["--packets", &args.packets.to_string()])
-        .args(["--entry", &args.entry])
         .args(["--userspace", &args.userspace.to_string()]);
+    if let Some(entry) = &args.entry {
+        c.args(["--entry", entry]);
+    }
     if let Some(seed) = &args.seed {
         c.args(["--seed", seed]);
     }

@@ -40,6 +40,22 @@ impl FromStr for EntryPoint {
     }
 }
 
+impl EntryPoint {
+    /// The entry points the built object has: XDP, and tc once there is a
+    /// sched_cls program.
+    pub fn available() -> Result<Vec<EntryPoint>> {
+        let ebpf = loader::load(&Capacities::default()).context("loading the program")?;
+        let mut v = vec![EntryPoint::Xdp];
+        if ebpf
+            .programs()
+            .any(|(_, p)| p.prog_type() == ProgramType::SchedClassifier)
+        {
+            v.push(EntryPoint::Tc);
+        }
+        Ok(v)
+    }
+}
+
 impl fmt::Display for EntryPoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
