@@ -111,7 +111,7 @@ fn unhex(s: &str) -> Result<Vec<u8>> {
 }
 
 /// Writes a case (named by its content, so a second find of the same
-/// input does not add a file) and returns its path.
+/// input adds no file) and returns its path.
 pub fn save(dir: &Path, input: &Input, note: &str) -> Result<PathBuf> {
     fs::create_dir_all(dir).with_context(|| format!("{}", dir.display()))?;
     let body = match input {
@@ -135,6 +135,10 @@ pub fn save(dir: &Path, input: &Input, note: &str) -> Result<PathBuf> {
         h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
     }
     let path = dir.join(format!("{h:016x}.case"));
+    if path.exists() {
+        // Found before (or twice in one run): its first note stays.
+        return Ok(path);
+    }
     let mut text = String::new();
     for l in note.lines() {
         text.push_str(&format!("# {l}\n"));
