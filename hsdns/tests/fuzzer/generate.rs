@@ -825,6 +825,10 @@ fn frame_fault(fault: &str, f: &mut FrameSpec, rng: &mut impl Rng) -> bool {
 }
 
 fn raw_fault(fault: &str, b: &mut Vec<u8>, rng: &mut impl Rng) -> bool {
+    // `raw.random` may have left nothing to flip, set or delete.
+    if b.len() < 2 && fault != "raw.tail" && fault != "raw.insert" && fault != "raw.random" {
+        return false;
+    }
     match fault {
         "raw.flip" => {
             for _ in 0..rng.random_range(1..=8) {
