@@ -26,7 +26,10 @@ pub struct NamedPort {
 }
 
 /// `ports` as [`NamedPort`]s, unnamed and out-of-range ports left out
-/// (spec: "Unnamed ports do not have an SRV record").
+/// (spec: "Unnamed ports do not have an SRV record"), and so are ports
+/// whose name or protocol is not a DNS-1123 label (only possible for
+/// objects that skipped validation): as a label of an SRV name, a NUL byte
+/// would make a name the table cannot key, a dot one it never asked for.
 fn named_ports<'a>(
     ports: impl Iterator<Item = (Option<&'a str>, Option<&'a str>, Option<i32>)>,
 ) -> Box<[NamedPort]> {
@@ -34,6 +37,9 @@ fn named_ports<'a>(
         .filter_map(|(name, proto, port)| {
             let name = name.filter(|n| !n.is_empty())?.to_ascii_lowercase();
             let proto = proto.unwrap_or("TCP").to_ascii_lowercase();
+            if !is_dns1123_label(&name) || !is_dns1123_label(&proto) {
+                return None;
+            }
             let port = u16::try_from(port?).ok().filter(|&p| p != 0)?;
             Some(NamedPort {
                 name: name.into(),
