@@ -149,6 +149,13 @@ fn fuzz() -> Result<bool> {
             println!("  FAILED {f}");
         }
         user_failures += u.failures.len();
+        for text in u.failed_texts.iter().take(args.max_failures) {
+            // Kept byte for byte: a note would change the input.
+            let input = corpus::Input::Manifest { text: text.clone() };
+            if corpus::save(&args.corpus, &input, "").is_ok() {
+                saved += 1;
+            }
+        }
         for (message, udp) in u.failed_inputs.iter().take(args.max_failures) {
             let input = corpus::Input::Server {
                 udp: *udp,

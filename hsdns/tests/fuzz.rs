@@ -77,7 +77,7 @@ fn kernel_agrees_with_the_resolver_on_100k_fuzzed_packets() {
 
 /// Every input that ever failed, replayed: frames through the program
 /// (outcome and counters checked as in a campaign), messages into the
-/// server.
+/// server, manifests into the parser and the record table.
 #[test]
 fn regression_corpus_replays_clean() {
     require_root();
@@ -88,6 +88,7 @@ fn regression_corpus_replays_clean() {
     let mut failures = Vec::new();
     let mut kernels: Vec<Kernel> = Vec::new();
     let mut server_inputs = Vec::new();
+    let mut manifests = 0;
     for case in &cases {
         let (entry, settings, frame) = match &case.input {
             corpus::Input::Kernel {
@@ -97,6 +98,13 @@ fn regression_corpus_replays_clean() {
             } => (*entry, *settings, frame),
             corpus::Input::Server { udp, message } => {
                 server_inputs.push((message.clone(), *udp));
+                continue;
+            }
+            corpus::Input::Manifest { text } => {
+                manifests += 1;
+                if let Err(e) = fuzzer::userspace::check_manifest(text) {
+                    failures.push(format!("{}: {e}", case.path.display()));
+                }
                 continue;
             }
         };
@@ -122,12 +130,13 @@ fn regression_corpus_replays_clean() {
             ));
         }
     }
-    let kernel_cases = cases.len() - server_inputs.len();
+    let kernel_cases = cases.len() - server_inputs.len() - manifests;
     let server = fuzzer::userspace::server_inputs(SEED, server_inputs);
     failures.extend(server.failures.iter().cloned());
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     println!(
-        "{} regression cases replayed: {kernel_cases} through the program, {} into the server",
+        "{} regression cases replayed: {kernel_cases} through the program, {} into the \
+         server, {manifests} manifests",
         cases.len(),
         server.inputs
     );

@@ -16,6 +16,10 @@
 //! udp: 1
 //! message: 1a2b8100...
 //! ```
+//!
+//! Manifests that failed are kept byte for byte as `<hash>.yaml` (what
+//! failed goes in the commit that adds them, or a comment written by hand
+//! where it cannot change the outcome).
 
 use std::{
     fs,
@@ -38,6 +42,8 @@ pub enum Input {
     },
     /// A message into `Server::handle`.
     Server { udp: bool, message: Vec<u8> },
+    /// A manifest text into `parse_manifests` (and the record table).
+    Manifest { text: String },
 }
 
 pub struct Case {
@@ -55,13 +61,23 @@ pub fn load(dir: &Path) -> Result<Vec<Case>> {
     let mut paths: Vec<PathBuf> = fs::read_dir(dir)
         .with_context(|| format!("{}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "case"))
+        .filter(|p| p.extension().is_some_and(|e| e == "case" || e == "yaml"))
         .collect();
     paths.sort();
     paths.iter().map(|p| parse(p)).collect()
 }
 
 fn parse(path: &Path) -> Result<Case> {
+    if path.extension().is_some_and(|e| e == "yaml") {
+        // Read as bytes: a failing manifest need not be UTF-8.
+        let bytes = fs::read(path).with_context(|| format!("{}", path.display()))?;
+        return Ok(Case {
+            path: path.to_path_buf(),
+            input: Input::Manifest {
+                text: String::from_utf8_lossy(&bytes).into_owned(),
+            },
+        });
+    }
     let text = fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
     let (mut entry, mut settings, mut bytes, mut udp) = (None, None, None, None);
     for (i, line) in text.lines().enumerate() {
@@ -128,20 +144,28 @@ pub fn save(dir: &Path, input: &Input, note: &str) -> Result<PathBuf> {
             u8::from(*udp),
             hex(message)
         ),
+        Input::Manifest { text } => text.clone(),
+    };
+    let ext = match input {
+        Input::Manifest { .. } => "yaml",
+        _ => "case",
     };
     // FNV-1a: stable across runs and Rust versions, unlike DefaultHasher.
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in body.bytes() {
         h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
     }
-    let path = dir.join(format!("{h:016x}.case"));
+    let path = dir.join(format!("{h:016x}.{ext}"));
     if path.exists() {
         // Found before (or twice in one run): its first note stays.
         return Ok(path);
     }
     let mut text = String::new();
-    for l in note.lines() {
-        text.push_str(&format!("# {l}\n"));
+    // A manifest is kept byte for byte (a note would change the input).
+    if !matches!(input, Input::Manifest { .. }) {
+        for l in note.lines() {
+            text.push_str(&format!("# {l}\n"));
+        }
     }
     text.push_str(&body);
     fs::write(&path, text).with_context(|| format!("{}", path.display()))?;
