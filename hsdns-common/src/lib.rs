@@ -28,6 +28,7 @@ pub const MAP_SOA: &str = "soa";
 pub const MAP_DNS_ADDRS: &str = "dns_addrs";
 pub const MAP_CONFIG: &str = "config";
 pub const MAP_COUNTERS: &str = "counters";
+pub const MAP_LAYOUT: &str = "layout";
 pub const PROGRAM_NAME: &str = "hsdns";
 pub const PIN_DIR: &str = "/sys/fs/bpf/hsdns";
 
@@ -186,7 +187,156 @@ pub struct Config {
     /// zone itself is the name in the maps flagged `FLAG_APEX`.
     pub zone_len: u32,
     pub _pad: u32,
+    /// CLOCK_BOOTTIME (the clock of `bpf_ktime_get_boot_ns`) in ns of the
+    /// daemon's last heartbeat. The daemon writes it periodically while its
+    /// table is complete in the maps; a dead or stuck daemon stops writing
+    /// it, and the two bounds below limit how stale an answer can get.
+    pub heartbeat_ns: u64,
+    /// Heartbeat older than this: the kernel answers no NXDOMAIN for missing
+    /// names (they go up as unknown names). 0: no bound.
+    pub stale_nxdomain_ns: u64,
+    /// Heartbeat older than this: every query passes up, counted as
+    /// `pass_stale`. 0: no bound.
+    pub stale_pass_ns: u64,
 }
+
+impl Config {
+    /// How long ago (ns) the heartbeat was written, at `now` (boot-time ns).
+    /// A heartbeat from the future (cannot happen) counts as fresh.
+    #[inline(always)]
+    pub const fn heartbeat_age(&self, now: u64) -> u64 {
+        now.saturating_sub(self.heartbeat_ns)
+    }
+
+    /// Whether a heartbeat this old is past `bound` (0: never).
+    #[inline(always)]
+    pub const fn past(bound: u64, age: u64) -> bool {
+        bound != 0 && age > bound
+    }
+}
+
+/// The `layout` map's one entry: what the pinned maps were created for. A
+/// starting daemon adopts pinned maps only when their layout equals its own
+/// (and each map's type, key and value size, max_entries and flags are what
+/// its program declares, as the kernel reports them); otherwise it builds
+/// new maps beside the old ones and switches over (blue/green).
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Layout {
+    /// [`LAYOUT_MAGIC`].
+    pub magic: u64,
+    /// [`TYPES_HASH`] of the program that created the maps.
+    pub types_hash: u64,
+    pub tiers: [u32; 3],
+    pub name_caps: [u32; 3],
+    pub answer_caps: [u32; 3],
+    /// TTL in every stored answer and the SOA minimum.
+    pub ttl: u32,
+    /// The SOA serial of the negative answers stored in `soa`. Not part of
+    /// the compatibility check: an adopting daemon takes it over, so its
+    /// userspace replies stay equal to the kernel's byte for byte.
+    pub serial: u32,
+    /// Wire length of `zone`.
+    pub zone_len: u32,
+    /// The cluster zone in lowercase wire format, zero padded.
+    pub zone: [u8; 256],
+}
+
+impl Default for Layout {
+    fn default() -> Self {
+        Self {
+            magic: 0,
+            types_hash: 0,
+            tiers: [0; 3],
+            name_caps: [0; 3],
+            answer_caps: [0; 3],
+            ttl: 0,
+            serial: 0,
+            zone_len: 0,
+            zone: [0; 256],
+        }
+    }
+}
+
+impl Layout {
+    /// Whether maps made for `self` serve a daemon that wants `o`: equal
+    /// but for the serial.
+    pub fn compatible(&self, o: &Layout) -> bool {
+        Layout { serial: 0, ..*self } == Layout { serial: 0, ..*o }
+    }
+}
+
+/// "hsdnsLAY".
+pub const LAYOUT_MAGIC: u64 = u64::from_be_bytes(*b"hsdnsLAY");
+
+/// Bump when the meaning of a shared type changes without its layout
+/// changing (sizes and offsets are hashed by themselves).
+pub const TYPES_VERSION: u64 = 1;
+
+/// A hash of every type and constant the kernel and the daemon share
+/// through the maps: sizes, alignments, field offsets, tiers and classes.
+/// Whoever changes a shared map type changes this hash (a new field moves
+/// a size or an offset; a new meaning bumps [`TYPES_VERSION`]), and a
+/// daemon with a different hash never adopts the pinned maps.
+pub const TYPES_HASH: u64 = {
+    use core::mem::{align_of, offset_of, size_of};
+    let words: &[u64] = &[
+        TYPES_VERSION,
+        size_of::<NameKey64>() as u64,
+        size_of::<NameKey128>() as u64,
+        size_of::<NameKey256>() as u64,
+        size_of::<NameRecord>() as u64,
+        offset_of!(NameRecord, a) as u64,
+        offset_of!(NameRecord, aaaa) as u64,
+        offset_of!(NameRecord, rcode) as u64,
+        offset_of!(NameRecord, zone) as u64,
+        offset_of!(NameRecord, flags) as u64,
+        size_of::<AnswerS>() as u64,
+        size_of::<AnswerM>() as u64,
+        size_of::<AnswerL>() as u64,
+        size_of::<Authority>() as u64,
+        align_of::<AnswerS>() as u64,
+        offset_of!(AnswerS, len) as u64,
+        offset_of!(AnswerS, count) as u64,
+        offset_of!(AnswerS, csum) as u64,
+        offset_of!(AnswerS, stride) as u64,
+        offset_of!(AnswerS, bytes) as u64,
+        size_of::<DnsAddr>() as u64,
+        size_of::<Config>() as u64,
+        offset_of!(Config, answering) as u64,
+        offset_of!(Config, nxdomain) as u64,
+        offset_of!(Config, zone_len) as u64,
+        offset_of!(Config, heartbeat_ns) as u64,
+        offset_of!(Config, stale_nxdomain_ns) as u64,
+        offset_of!(Config, stale_pass_ns) as u64,
+        size_of::<Counters>() as u64,
+        size_of::<Layout>() as u64,
+        NAME_TIERS[0] as u64,
+        NAME_TIERS[1] as u64,
+        NAME_TIERS[2] as u64,
+        ANSWER_CLASSES[0] as u64,
+        ANSWER_CLASSES[1] as u64,
+        ANSWER_CLASSES[2] as u64,
+        REF_CLASS_SHIFT as u64,
+        SOA_ENTRIES_PER_ZONE as u64,
+        MAX_ZONES as u64,
+        FLAG_APEX as u64,
+    ];
+    // FNV-1a over the words' bytes.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut i = 0;
+    while i < words.len() {
+        let b = words[i].to_le_bytes();
+        let mut j = 0;
+        while j < 8 {
+            h ^= b[j] as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+            j += 1;
+        }
+        i += 1;
+    }
+    h
+};
 
 /// Per-CPU verdict counters, one entry; each field counts packets.
 #[repr(C)]
@@ -225,6 +375,9 @@ pub struct Counters {
     /// bytes longer (50 records) did not; in native (driver) mode not even
     /// one record fit (the skb is used as is when its headroom suffices).
     pub pass_no_room: u64,
+    /// The daemon's heartbeat is older than `Config::stale_pass_ns`: the
+    /// maps may be stale, so everything goes up.
+    pub pass_stale: u64,
     /// A helper failed after the rewrite began (cannot happen with the
     /// bounds checked before it; counted so it would not go unseen).
     pub dropped_internal: u64,
@@ -233,7 +386,7 @@ pub struct Counters {
 impl Counters {
     /// Every counter with its field name, in declaration order (for
     /// metrics and summing per-CPU values without listing fields again).
-    pub fn fields(&self) -> [(&'static str, u64); 17] {
+    pub fn fields(&self) -> [(&'static str, u64); 18] {
         [
             ("answered_a", self.answered_a),
             ("answered_aaaa", self.answered_aaaa),
@@ -251,6 +404,7 @@ impl Counters {
             ("pass_userspace_only", self.pass_userspace_only),
             ("pass_internal", self.pass_internal),
             ("pass_no_room", self.pass_no_room),
+            ("pass_stale", self.pass_stale),
             ("dropped_internal", self.dropped_internal),
         ]
     }
@@ -273,6 +427,7 @@ impl Counters {
         self.pass_userspace_only += o.pass_userspace_only;
         self.pass_internal += o.pass_internal;
         self.pass_no_room += o.pass_no_room;
+        self.pass_stale += o.pass_stale;
         self.dropped_internal += o.dropped_internal;
     }
 }
@@ -312,4 +467,5 @@ mod user {
     unsafe impl aya::Pod for DnsAddr {}
     unsafe impl aya::Pod for Config {}
     unsafe impl aya::Pod for Counters {}
+    unsafe impl aya::Pod for Layout {}
 }

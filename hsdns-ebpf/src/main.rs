@@ -20,8 +20,8 @@ mod prog {
         bindings::{BPF_F_NO_PREALLOC, xdp_action},
         btf_maps::{Array, HashMap, PerCpuArray},
         helpers::generated::{
-            bpf_xdp_adjust_head, bpf_xdp_adjust_tail, bpf_xdp_get_buff_len, bpf_xdp_load_bytes,
-            bpf_xdp_store_bytes,
+            bpf_ktime_get_boot_ns, bpf_xdp_adjust_head, bpf_xdp_adjust_tail, bpf_xdp_get_buff_len,
+            bpf_xdp_load_bytes, bpf_xdp_store_bytes,
         },
         macros::{btf_map, xdp},
         programs::XdpContext,
@@ -52,6 +52,10 @@ mod prog {
     static CONFIG: Array<Config, 1> = Array::new();
     #[btf_map(name = "counters")]
     static COUNTERS: PerCpuArray<Counters, 1> = PerCpuArray::new();
+    /// What the maps were made for; written and read by the daemon only
+    /// (see `hsdns_common::Layout`).
+    #[btf_map(name = "layout")]
+    static LAYOUT: Array<Layout, 1> = Array::new();
     #[btf_map(name = "scratch")]
     static SCRATCH: PerCpuArray<Scratch, 1> = PerCpuArray::new();
 
@@ -106,6 +110,8 @@ mod prog {
         Internal,
         /// The frame has no room for the reply.
         NoRoom,
+        /// The daemon's heartbeat is past `Config::stale_pass_ns`.
+        Stale,
         /// The packet was already being rewritten when a helper failed:
         /// it can no longer go up as it came.
         Dropped,
@@ -176,6 +182,7 @@ mod prog {
             Verdict::UserspaceOnly => &mut c.pass_userspace_only,
             Verdict::Internal => &mut c.pass_internal,
             Verdict::NoRoom => &mut c.pass_no_room,
+            Verdict::Stale => &mut c.pass_stale,
             Verdict::Dropped => &mut c.dropped_internal,
         };
         *field += 1;
@@ -354,7 +361,18 @@ mod prog {
             return Err(Verdict::Malformed);
         }
         match CONFIG.get(0) {
-            Some(c) if c.answering != 0 => {}
+            Some(c) if c.answering != 0 => {
+                // The maps are only as fresh as the daemon's last heartbeat:
+                // past this bound nothing is answered from them (past the
+                // NXDOMAIN bound, see `provably_missing`, absence proves
+                // nothing). Nothing computed here lives on: a value carried
+                // through the rest would double the verifier's paths.
+                // SAFETY: a helper without arguments.
+                let age = c.heartbeat_age(unsafe { bpf_ktime_get_boot_ns() });
+                if Config::past(c.stale_pass_ns, age) {
+                    return Err(Verdict::Stale);
+                }
+            }
             _ => return Err(Verdict::NotReady),
         }
         if pkt_len > copy {
@@ -599,6 +617,11 @@ mod prog {
             return false;
         };
         if cfg.nxdomain == 0 {
+            return false;
+        }
+        // SAFETY: a helper without arguments.
+        let age = cfg.heartbeat_age(unsafe { bpf_ktime_get_boot_ns() });
+        if Config::past(cfg.stale_nxdomain_ns, age) {
             return false;
         }
         let zone_len = cfg.zone_len as usize;

@@ -124,8 +124,8 @@ fn answers_with(maps: &BpfMaps, key: &[u8], want: Ipv4Addr) -> bool {
 /// Kernel memory of each map pinned in `pin_dir`, as bpftool reports it.
 fn bpftool_map_bytes(pin_dir: &Path) -> Result<serde_json::Map<String, Value>> {
     let mut bytes = serde_json::Map::new();
-    for e in fs::read_dir(pin_dir)? {
-        let path = e?.path();
+    for name in hsdns::loader::PINNED_MAPS {
+        let path = pin_dir.join(name);
         let out = Command::new("bpftool")
             .args(["-j", "map", "show", "pinned"])
             .arg(&path)
@@ -211,8 +211,18 @@ fn main() -> Result<()> {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(5);
-    let bin = std::env::current_exe()
-        .ok()
+    // HSDNS_BIN: another build of the daemon (to compare with an older
+    // one on the same cluster).
+    let bin = std::env::var_os("HSDNS_BIN")
+        .map(PathBuf::from)
+        .or_else(|| std::env::current_exe().ok())
+        .filter(|p| std::env::var_os("HSDNS_BIN").is_some() || p.exists())
+        .and_then(|p| {
+            if std::env::var_os("HSDNS_BIN").is_some() {
+                return Some(p);
+            }
+            Some(p.parent()?.parent()?.join("hsdns"))
+        })
         .and_then(|p| Some(p.parent()?.parent()?.join("hsdns")))
         .filter(|p| p.exists())
         .unwrap_or_else(|| PathBuf::from("target/release/hsdns"));
@@ -268,6 +278,55 @@ fn main() -> Result<()> {
     Ok(())
 }
 
+/// A second daemon on the first one's pins (stopped with SIGTERM just
+/// before): how soon it is ready (the kernel answering from the adopted
+/// maps all along), how long adopting and the first complete sync take, and
+/// how much of the table it had to write.
+fn measure_restart(bin: &Path, node: &Netns, args: &[&str], pin_dir: &Path) -> Result<Value> {
+    let t0 = Instant::now();
+    let mut daemon = Daemon::spawn(bin, node, args, pin_dir.to_path_buf());
+    let deadline = t0 + Duration::from_secs(60);
+    let mut ready_ms = None;
+    while !daemon.log().contains("first lists synced") {
+        if ready_ms.is_none() && daemon.is_ready() {
+            ready_ms = Some(t0.elapsed().as_millis());
+        }
+        if let Some(status) = daemon.proc.child.try_wait()? {
+            bail!("the restarted hsdns exited ({status}):\n{}", daemon.log());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the restarted hsdns did not sync within 60 s:\n{}",
+                daemon.log()
+            );
+        }
+        thread::sleep(Duration::from_millis(1));
+    }
+    let synced_ms = t0.elapsed().as_millis();
+    let log = daemon.log();
+    let num_after = |pat: &str| -> Option<u64> {
+        log.split(pat)
+            .nth(1)?
+            .split(|c: char| !c.is_ascii_digit())
+            .next()?
+            .parse()
+            .ok()
+    };
+    let peak_rss_kib = proc_stats::status_kib_of(daemon.proc.pid(), "VmHWM:");
+    let status = daemon.proc.terminate();
+    if !status.success() {
+        bail!("the restarted hsdns exited with {status}:\n{log}");
+    }
+    Ok(json!({
+        "ready_ms": ready_ms,
+        "first_sync_ms": synced_ms,
+        "adopted_names": num_after("adopted "),
+        "adopt_ms": log.split("suspect references), in ").nth(1).and_then(|r| r.split(' ').next()?.parse::<u64>().ok()),
+        "first_sync_log": log.lines().find(|l| l.contains("first lists synced")).map(|l| l.split("] ").nth(1).unwrap_or(l).to_string()),
+        "peak_rss_kib": peak_rss_kib,
+    }))
+}
+
 #[allow(clippy::too_many_arguments)]
 fn measure(
     bin: &Path,
@@ -278,29 +337,25 @@ fn measure(
     layout: &[(usize, usize)],
     churn_secs: u64,
 ) -> Result<Value> {
+    let args = [
+        "--kubeconfig",
+        kc.to_str().expect("a UTF-8 temp path"),
+        "--no-auto-attach",
+        "--interface",
+        "hsb0",
+        "--xdp-mode",
+        "skb",
+        "--name-capacity",
+        NAME_CAPACITY,
+        "--answer-capacity",
+        ANSWER_CAPACITY,
+        // The userspace server runs as in a deployment (and counts in
+        // the RSS); nothing is forwarded during the benchmark.
+        "--upstream",
+        "169.254.20.53",
+    ];
     let t0 = Instant::now();
-    let mut daemon = Daemon::spawn(
-        bin,
-        node,
-        &[
-            "--kubeconfig",
-            kc.to_str().expect("a UTF-8 temp path"),
-            "--no-auto-attach",
-            "--interface",
-            "hsb0",
-            "--xdp-mode",
-            "skb",
-            "--name-capacity",
-            NAME_CAPACITY,
-            "--answer-capacity",
-            ANSWER_CAPACITY,
-            // The userspace server runs as in a deployment (and counts in
-            // the RSS); nothing is forwarded during the benchmark.
-            "--upstream",
-            "169.254.20.53",
-        ],
-        pin_dir.to_path_buf(),
-    );
+    let mut daemon = Daemon::spawn(bin, node, &args, pin_dir.to_path_buf());
     let deadline = t0 + Duration::from_secs(60);
     while !daemon.is_ready() {
         if let Some(status) = daemon.proc.child.try_wait()? {
@@ -349,6 +404,11 @@ fn measure(
     }
     drop(tx);
     let mut lat = poller.join().expect("the poller");
+    // Userspace answers while the daemon relists the whole cluster (a watch
+    // expired: 410 Gone). A table name asked of the userspace server every
+    // millisecond from the node, one at a time: 2 s before, 6 s after the
+    // relist begins.
+    let relist = relist_latencies(node, api, layout)?;
     let log = daemon.log();
     if log.contains("maps full") {
         bail!("a map was full, the figures would flatter: raise the capacities\n{log}");
@@ -369,6 +429,7 @@ fn measure(
             fs::read_to_string(&log_path).unwrap_or_default()
         );
     }
+    let restart = measure_restart(bin, node, &args, pin_dir)?;
     let p50 = percentile(&mut lat, 0.5);
     let p99 = percentile(&mut lat, 0.99);
     let max = lat.last().copied().unwrap_or(f64::NAN);
@@ -394,8 +455,93 @@ fn measure(
         "map_bytes": map_bytes,
         "map_bytes_by_map": map_bytes_by_map,
         "rss_plus_maps_mib": (rss_plus_maps_mib * 10.0).round() / 10.0,
+        "restart": restart,
+        "userspace_baseline_p50_ms": relist.0[0],
+        "userspace_baseline_p99_ms": relist.0[1],
+        "userspace_baseline_max_ms": relist.0[2],
+        "userspace_relist_p50_ms": relist.1[0],
+        "userspace_relist_p99_ms": relist.1[1],
+        "userspace_relist_max_ms": relist.1[2],
+        "userspace_relist_unanswered": relist.2,
         "target_first_sync_ms": 1000,
         "target_p99_ms": 10,
         "target_rss_plus_maps_mib": 100,
     }))
+}
+
+/// p50/p99/max of userspace answer latency (ms) before and during a relist,
+/// and how many queries got no answer within 1 s.
+fn relist_latencies(
+    node: &Netns,
+    api: &ApiServer,
+    layout: &[(usize, usize)],
+) -> Result<([f64; 3], [f64; 3], usize)> {
+    let path = node.path();
+    let names: Vec<String> = (0..layout.len().min(HEADLESS))
+        .map(|s| format!("p-0.s{s}.{}.svc.cluster.local.", namespace(s)))
+        .collect();
+    let (tx, rx) = std_mpsc::channel::<Instant>();
+    let asker = thread::spawn(move || -> Result<(Vec<(Instant, f64)>, usize)> {
+        enter(&path);
+        let sock = std::net::UdpSocket::bind("169.254.20.10:0")
+            .or_else(|_| std::net::UdpSocket::bind("0.0.0.0:0"))?;
+        sock.set_read_timeout(Some(Duration::from_secs(1)))?;
+        let server = std::net::SocketAddr::from((Ipv4Addr::new(169, 254, 20, 10), 53));
+        let mut out = Vec::new();
+        let mut lost = 0;
+        let mut buf = [0u8; 1500];
+        let end = rx.recv().ok();
+        let end = end.unwrap_or_else(Instant::now);
+        let mut i = 0usize;
+        while Instant::now() < end {
+            let mut q = hickory_proto::op::Message::query();
+            q.metadata.id = i as u16;
+            q.add_query(hickory_proto::op::Query::query(
+                Name::from_ascii(&names[i % names.len()])?,
+                hickory_proto::rr::RecordType::A,
+            ));
+            let wire = q.to_vec()?;
+            let at = Instant::now();
+            sock.send_to(&wire, server)?;
+            let got = loop {
+                match sock.recv(&mut buf) {
+                    Ok(n) if n > 2 && buf[..2] == wire[..2] => break true,
+                    Ok(_) => continue,
+                    Err(_) => break false,
+                }
+            };
+            if got {
+                out.push((at, at.elapsed().as_secs_f64() * 1000.0));
+            } else {
+                lost += 1;
+            }
+            i += 1;
+            thread::sleep(Duration::from_millis(1));
+        }
+        Ok((out, lost))
+    });
+    let t0 = Instant::now();
+    tx.send(t0 + Duration::from_secs(8))?;
+    thread::sleep(Duration::from_secs(2));
+    let relist_at = Instant::now();
+    api.compact();
+    api.drop_watches();
+    let (samples, lost) = asker.join().expect("the asker")?;
+    let stats = |mut v: Vec<f64>| -> [f64; 3] {
+        let r = |x: f64| (x * 1000.0).round() / 1000.0;
+        let p50 = percentile(&mut v, 0.5);
+        let p99 = percentile(&mut v, 0.99);
+        [r(p50), r(p99), r(v.last().copied().unwrap_or(f64::NAN))]
+    };
+    let before: Vec<f64> = samples
+        .iter()
+        .filter(|(at, _)| *at < relist_at)
+        .map(|s| s.1)
+        .collect();
+    let during: Vec<f64> = samples
+        .iter()
+        .filter(|(at, _)| *at >= relist_at)
+        .map(|s| s.1)
+        .collect();
+    Ok((stats(before), stats(during), lost))
 }

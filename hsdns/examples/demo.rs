@@ -54,12 +54,22 @@ fn run() {
         &[("example.test", Ipv4Addr::new(169, 254, 99, 53))],
     );
     println!("upstream listener (userspace) on 169.254.20.10:53 and [fd00:20::10]:53");
+    // Removed at the end (and on Ctrl-C) even if `hsdns uninstall` is not
+    // reached.
+    let pins = PinDir::at(PathBuf::from(hsdns_common::PIN_DIR));
     let daemon = Daemon::start_with_pins(
         &bin,
         &topo.node,
         &["--dns-addr", "169.254.20.10", "--dns-addr", "fd00:20::10"],
-        PathBuf::from(hsdns_common::PIN_DIR),
+        pins.path.clone(),
     );
+    for line in daemon
+        .log()
+        .lines()
+        .filter(|l| l.contains("mounted one there"))
+    {
+        println!("  {}", line.split("] ").nth(1).unwrap_or(line));
+    }
     println!(
         "hsdns running in the node namespace (pid {}), XDP on:",
         daemon.proc.pid()
@@ -130,6 +140,28 @@ fn run() {
     for line in dump.lines().take(12) {
         println!("  {line}");
     }
-    let status = daemon.proc.terminate();
-    println!("\nhsdns stopped ({status}); namespaces and pins removed");
+    let status = daemon.stop();
+    println!("\nhsdns stopped ({status}): stopping is not uninstalling");
+    show(
+        "nginx-0.nginx-headless.test.svc.cluster.local A (no daemon running)",
+        &dig(
+            pod,
+            v4,
+            "nginx-0.nginx-headless.test.svc.cluster.local",
+            "A",
+            &[],
+        ),
+    );
+    println!("  (answered by the kernel from the pinned maps)");
+    println!("\n$ hsdns uninstall --no-local-interface");
+    let out = topo
+        .node
+        .cmd(&bin)
+        .args(["uninstall", "--no-local-interface", "--pin-dir"])
+        .arg(&pins.path)
+        .output()
+        .expect("hsdns uninstall");
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+    eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    println!("\nnamespaces removed");
 }

@@ -1,6 +1,6 @@
 //! Command-line interface.
 
-use std::{net::IpAddr, path::PathBuf};
+use std::{net::IpAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 use hsdns_common::PIN_DIR;
@@ -21,8 +21,13 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Load the XDP program, fill its maps from the record source, attach it,
-    /// and serve until SIGINT/SIGTERM.
+    /// and serve until SIGINT/SIGTERM. Stopping leaves the program attached
+    /// and answering from the pinned maps; the next `run` takes them over.
     Run(Box<RunArgs>),
+    /// Remove what `run` leaves in place when it stops: the pinned links
+    /// (detaching the program), program, maps, the node-local addresses and
+    /// their interface. Refuses while a daemon runs.
+    Uninstall(UninstallArgs),
     /// Print the record table the source yields, one record per line.
     Records(SourceArgs),
     /// Print the kernel's verdict counters from the pinned map.
@@ -96,24 +101,58 @@ pub struct RunArgs {
     pub no_local_interface: bool,
     /// Serve DNS in userspace too, on every --dns-addr port 53 (UDP and
     /// TCP): what the kernel passes up is answered from the record table or
-    /// forwarded to these upstreams (ip or ip:port). Repeatable. Default:
-    /// the --intercept-addr addresses (the cluster DNS service IP), if any.
+    /// forwarded. Names outside the cluster zone go to these upstreams (ip
+    /// or ip:port; the node's resolvers). Repeatable.
     #[arg(long = "upstream", value_name = "ADDR", value_parser = parse_upstream)]
     pub upstreams: Vec<std::net::SocketAddr>,
-    /// Like --upstream, with the nameservers of this resolv.conf.
+    /// Like --upstream, with the nameservers of this resolv.conf (addresses
+    /// hsdns answers on itself are left out). With the live source and no
+    /// --upstream: /etc/resolv.conf.
     #[arg(long, value_name = "PATH")]
     pub resolv_conf: Option<PathBuf>,
+    /// The cluster DNS Service (NAMESPACE/NAME). With the live source, hsdns
+    /// answers its ClusterIPs in the kernel and forwards cluster names
+    /// (the zone, in-addr.arpa, ip6.arpa) the table cannot answer to its
+    /// ready endpoints, never to the node's resolvers.
+    #[arg(long, value_name = "NS/NAME", default_value = "kube-system/kube-dns")]
+    pub cluster_dns_service: crate::source::cluster_dns::ServiceRef,
+    /// Do not look for the cluster DNS Service: without --cluster-upstream,
+    /// cluster names then go to --upstream like any other.
+    #[arg(long)]
+    pub no_cluster_dns: bool,
+    /// Forward cluster names to these servers (ip or ip:port) instead of the
+    /// discovered Service's endpoints. Repeatable.
+    #[arg(long = "cluster-upstream", value_name = "ADDR", value_parser = parse_upstream)]
+    pub cluster_upstreams: Vec<std::net::SocketAddr>,
     /// Per-upstream timeout of a forwarded query, in milliseconds.
     #[arg(long, default_value_t = 2000)]
     pub upstream_timeout_ms: u64,
     /// Forwarded queries in flight at most; beyond, SERVFAIL at once.
     #[arg(long, default_value_t = 1000)]
     pub max_inflight: usize,
-    /// Cached upstream answers at most.
+    /// Bytes of cached upstream replies at most.
+    #[arg(long, default_value_t = 16 << 20)]
+    pub cache_bytes: u64,
+    /// Longest a positive upstream reply is cached, in seconds (whatever
+    /// its TTL; NodeLocal DNSCache's value).
+    #[arg(long, default_value_t = 30)]
+    pub cache_max_ttl: u64,
+    /// Longest an NXDOMAIN or NODATA reply is cached, in seconds.
+    #[arg(long, default_value_t = 5)]
+    pub cache_max_negative_ttl: u64,
+    /// Queries a second the userspace server answers one client address
+    /// (0: no limit); more are dropped. The kernel's answers do not count.
+    #[arg(long, default_value_t = 2000)]
+    pub client_qps: u32,
+    /// Open TCP connections at most (beyond, the longest idle is closed).
+    #[arg(long, default_value_t = 512)]
+    pub tcp_max_connections: usize,
+    /// A TCP connection with no query for this long is closed, in ms.
     #[arg(long, default_value_t = 10_000)]
-    pub cache_entries: usize,
-    /// Serve Prometheus metrics on this address (`GET /metrics`), e.g.
-    /// 169.254.20.10:9253 as NodeLocal DNSCache does.
+    pub tcp_idle_timeout_ms: u64,
+    /// Serve Prometheus metrics (`GET /metrics`), liveness (`/healthz`) and
+    /// readiness (`/readyz`) on this address, e.g. 169.254.20.10:9253 as
+    /// NodeLocal DNSCache does.
     #[arg(long, value_name = "ADDR")]
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// Do not answer NXDOMAIN in the kernel for names that provably do not
@@ -135,9 +174,64 @@ pub struct RunArgs {
     #[arg(long, value_name = "N,N,N", default_value = "65536,8192,1024", value_parser = parse_three)]
     pub answer_capacity: [u32; 3],
     /// Created once the maps hold the whole record table and the kernel
-    /// answers (a readiness signal for scripts and probes).
+    /// answers, or the kernel answers from maps adopted from the previous
+    /// daemon (a readiness signal for scripts and probes). A leftover from
+    /// an earlier process is removed at start.
     #[arg(long, value_name = "PATH")]
     pub ready_file: Option<PathBuf>,
+    /// When no daemon has confirmed the maps for this long (a heartbeat in
+    /// the config map, written every second while the table is complete),
+    /// the kernel stops answering NXDOMAIN: a name created since could be
+    /// missing. 0 disables. E.g. 30s, 500ms, 2m.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub stale_nxdomain_after: Duration,
+    /// When no daemon has confirmed the maps for this long, the kernel
+    /// passes every query up (counted as pass_stale). 0 disables.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    pub stale_pass_after: Duration,
+    /// Receive buffer of the link event socket in bytes (the kernel's
+    /// default otherwise). For tests: a tiny one makes a burst of new
+    /// interfaces overrun it, which the daemon answers by listing again.
+    #[arg(long, value_name = "BYTES", hide = true)]
+    pub link_events_rcvbuf: Option<usize>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct UninstallArgs {
+    /// The daemon's --pin-dir.
+    #[arg(long, default_value = PIN_DIR)]
+    pub pin_dir: PathBuf,
+    /// The daemon's --local-interface: deleted if it is a dummy interface.
+    #[arg(long, default_value = "hsdns0", value_name = "NAME")]
+    pub local_interface: String,
+    /// The daemon's --dns-addr: removed from lo, where they go on kernels
+    /// without dummy interfaces. Repeatable.
+    #[arg(long = "dns-addr", default_value = "169.254.20.10", value_name = "IP")]
+    pub dns_addrs: Vec<IpAddr>,
+    /// Leave interfaces and addresses alone (as the daemon's flag).
+    #[arg(long)]
+    pub no_local_interface: bool,
+}
+
+/// A duration: a number with a unit (ms, s, m, h), or 0.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    if t == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .ok_or_else(|| format!("{s:?}: give a unit (ms, s, m, h)"))?;
+    let (n, unit) = t.split_at(split);
+    let n: f64 = n.parse().map_err(|_| format!("{s:?}: not a number"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (ms, s, m, h)")),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"))
 }
 
 /// Three comma-separated counts, one per map tier.
@@ -170,6 +264,21 @@ mod tests {
             Command::Run(args) => Ok(*args),
             _ => unreachable!("parsed `run`"),
         }
+    }
+
+    #[test]
+    fn staleness_bounds_are_durations_with_units() {
+        let args = run_args(&[]).unwrap();
+        assert_eq!(args.stale_nxdomain_after, Duration::from_secs(30));
+        assert_eq!(args.stale_pass_after, Duration::from_secs(300));
+        let args =
+            run_args(&["--stale-nxdomain-after", "500ms", "--stale-pass-after", "0"]).unwrap();
+        assert_eq!(args.stale_nxdomain_after, Duration::from_millis(500));
+        assert_eq!(args.stale_pass_after, Duration::ZERO);
+        assert_eq!(parse_duration("1.5m"), Ok(Duration::from_secs(90)));
+        assert!(parse_duration("30").unwrap_err().contains("unit"));
+        assert!(parse_duration("3d").unwrap_err().contains("unknown unit"));
+        assert!(parse_duration("-1s").is_err());
     }
 
     #[test]

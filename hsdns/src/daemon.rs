@@ -1,7 +1,6 @@
 //! Wiring: source -> record table -> maps -> attached program, until a signal.
 
 use std::{
-    collections::HashMap,
     fs,
     path::Path,
     sync::{Arc, PoisonError, RwLock},
@@ -12,20 +11,20 @@ use anyhow::{Context as _, Result, bail};
 use aya::{
     Ebpf,
     maps::{Map, MapData, PerCpuArray},
-    programs::xdp::XdpLinkId,
 };
 use futures::StreamExt as _;
 use hickory_proto::rr::Name;
-use hsdns_common::{Counters, MAP_COUNTERS};
+use hsdns_common::{Counters, Layout, MAP_COUNTERS};
 
 use crate::{
     cli::{RunArgs, SourceArgs},
+    frontend::Frontend,
+    lifecycle::{self, Node, Plan, bpffs::PinLock},
     links::{self, Link, LinkEvent, Selector},
-    loader::{self, Capacities, ModeChoice},
+    loader::{self, Capacities},
     maps::{Syncer, bpf::BpfMaps, bpf::sum_counters},
     metrics::Metrics,
     records::{RecordTable, SharedTable, ZoneConfig},
-    server::{self, Server, ServerConfig},
     source,
 };
 
@@ -56,24 +55,42 @@ fn serial() -> u32 {
 
 /// Reads the manifest source and builds the record table.
 pub fn build_table(args: &SourceArgs) -> Result<RecordTable> {
+    build_table_at(args, serial())
+}
+
+fn build_table_at(args: &SourceArgs, serial: u32) -> Result<RecordTable> {
     let objects = if args.manifests.is_empty() {
         source::embedded_seed()
     } else {
         source::load_paths(&args.manifests)?
     };
-    Ok(RecordTable::build(&zone_config(args)?, &objects, serial()))
+    Ok(RecordTable::build(&zone_config(args)?, &objects, serial))
 }
 
 pub fn run(args: RunArgs) -> Result<()> {
     if args.interfaces.is_empty() && args.no_auto_attach && !args.userspace_only {
         bail!("nothing to attach to: give --interface, or drop --no-auto-attach");
     }
+    let live = args.source.kube || args.source.kubeconfig.is_some();
     if args.userspace_only
         && args.upstreams.is_empty()
         && args.resolv_conf.is_none()
-        && args.intercept_addrs.is_empty()
+        && args.cluster_upstreams.is_empty()
+        && (!live || args.no_cluster_dns)
     {
-        bail!("--userspace-only needs an upstream (--upstream, --resolv-conf or --intercept-addr)");
+        bail!(
+            "--userspace-only needs an upstream (--upstream, --resolv-conf, --cluster-upstream, \
+             or the live source's cluster DNS)"
+        );
+    }
+    // Readiness is this process's: a file an earlier (perhaps crashed)
+    // one left says nothing about it.
+    if let Some(f) = &args.ready_file {
+        match fs::remove_file(f) {
+            Ok(()) => log::info!("removed {} left by an earlier process", f.display()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("removing {}", f.display())),
+        }
     }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -88,73 +105,132 @@ fn note_sync(metrics: &Metrics, syncer: &Syncer<BpfMaps>, stats: &crate::maps::S
     st.nxdomain_active = syncer.nxdomain_active();
     st.names_full = stats.names_full as u64;
     st.answers_full = stats.answers_full as u64;
+    st.map_write_errors += stats.write_errors as u64;
     st.syncs += 1;
 }
 
-/// Turns kernel answers on and signals readiness.
-fn become_ready(syncer: &mut Syncer<BpfMaps>, args: &RunArgs, metrics: &Metrics) -> Result<()> {
-    syncer.backend_mut().set_answering(true)?;
-    metrics.state.lock().expect("metrics lock").ready = true;
-    if let Some(f) = &args.ready_file {
-        fs::write(f, b"ready\n").with_context(|| format!("writing {}", f.display()))?;
+/// Signals readiness (once).
+fn mark_ready(args: &RunArgs, metrics: &Metrics, why: &str) {
+    let mut st = metrics.state.lock().expect("metrics lock");
+    if st.ready {
+        return;
     }
-    log::info!("ready");
-    Ok(())
-}
-
-/// A task that ends with its owner.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
+    st.ready = true;
+    drop(st);
+    if let Some(f) = &args.ready_file
+        && let Err(e) = fs::write(f, b"ready\n")
+    {
+        log::error!("writing {}: {e}", f.display());
     }
+    log::info!("ready ({why})");
 }
 
-/// Interfaces the program is attached to, by index.
-struct Attached {
-    links: HashMap<u32, (String, XdpLinkId)>,
-    metrics: Arc<Metrics>,
-}
-
-impl Attached {
-    fn attach(&mut self, ebpf: &mut Ebpf, link: &Link, mode: ModeChoice) -> Result<()> {
-        if self.links.contains_key(&link.index) {
-            return Ok(());
+/// The table is complete in the maps: the kernel answers from them, the
+/// heartbeat starts, and a blue/green upgrade switches over. Nothing here
+/// stops the daemon: a refused config write is retried by the next
+/// heartbeat (which writes `answering` too), a failed switch leaves the
+/// old program answering where it still is.
+fn become_synced(syncer: &mut Syncer<BpfMaps>, node: &mut Node, args: &RunArgs, metrics: &Metrics) {
+    if let Err(e) = syncer
+        .backend_mut()
+        .set_heartbeat(lifecycle::sys::boot_ns(), true)
+    {
+        log::error!("turning answering on: {e:#}");
+        metrics.state.lock().expect("metrics lock").map_write_errors += 1;
+    }
+    if node.switch_pending() {
+        match node.switch() {
+            Ok(refused) => {
+                for iface in refused {
+                    *metrics
+                        .state
+                        .lock()
+                        .expect("metrics lock")
+                        .attach_failures
+                        .entry(iface)
+                        .or_default() += 1;
+                }
+            }
+            Err(e) => log::error!("finishing the upgrade: {e:#}"),
         }
-        let prog = loader::program(ebpf)?;
-        let (mode, id) = loader::attach(prog, &link.name, mode)?;
-        self.links.insert(link.index, (link.name.clone(), id));
-        let mode = format!("{mode:?}").to_lowercase();
-        self.metrics
+    }
+    metrics.state.lock().expect("metrics lock").table_synced = true;
+    mark_ready(args, metrics, "the maps hold the whole table");
+}
+
+fn live_source(args: &RunArgs) -> bool {
+    args.source.kube || args.source.kubeconfig.is_some()
+}
+
+/// Which interfaces get the program.
+struct Wanted {
+    explicit: Vec<String>,
+    auto: bool,
+    selector: Selector,
+}
+
+impl Wanted {
+    fn matches(&self, link: &Link) -> bool {
+        self.explicit.contains(&link.name) || (self.auto && self.selector.matches(link))
+    }
+}
+
+/// Puts the program on `link`. One interface that cannot have it is a
+/// warning and a metric, never fatal: its queries go up the normal path.
+fn attach_or_warn(node: &mut Node, link: &Link, metrics: &Metrics) {
+    if let Err(e) = node.attach(link) {
+        log::warn!(
+            "{}: not attached, its queries go up the stack: {e:#}",
+            link.name
+        );
+        *metrics
             .state
             .lock()
             .expect("metrics lock")
-            .attached
-            .insert(link.name.clone(), mode);
-        Ok(())
+            .attach_failures
+            .entry(link.name.clone())
+            .or_default() += 1;
     }
+}
 
-    fn forget(&mut self, ebpf: &mut Ebpf, index: u32) {
-        if let Some((name, id)) = self.links.remove(&index) {
-            self.metrics
-                .state
-                .lock()
-                .expect("metrics lock")
-                .attached
-                .remove(&name);
-            // The kernel detached it with the interface; dropping our
-            // handle is all that is left (an error here says just that).
-            if let Ok(prog) = loader::program(ebpf) {
-                let _ = prog.detach(id);
-            }
-            log::info!("{name} is gone");
-        }
+/// Brings the attachments to the interfaces `all` (a full list): the
+/// wanted ones get the program, pinned links of others go.
+fn reconcile(node: &mut Node, all: &[Link], wanted: &Wanted, metrics: &Metrics) {
+    let keep: std::collections::HashSet<u32> = all
+        .iter()
+        .filter(|l| wanted.matches(l))
+        .map(|l| l.index)
+        .collect();
+    node.detach_unless(|i| keep.contains(&i));
+    for link in all.iter().filter(|l| wanted.matches(l)) {
+        attach_or_warn(node, link, metrics);
     }
 }
 
 async fn serve(args: RunArgs, started: Instant) -> Result<()> {
-    let live = args.source.kube || args.source.kubeconfig.is_some();
+    if let Some(root) = lifecycle::bpffs::ensure_mounted(&args.pin_dir)? {
+        log::info!(
+            "pins go to {} on the BPF filesystem mounted at {}",
+            args.pin_dir.display(),
+            root.display()
+        );
+    }
+    let caps = Capacities {
+        names: args.name_capacity,
+        answers: args.answer_capacity,
+    };
+    let zone = zone_config(&args.source)?;
+    let want = lifecycle::layout(&caps, &zone, serial())?;
+    // Maps this daemon will adopt keep their SOA serial: the kernel's
+    // negative answers and the userspace server's stay equal byte for
+    // byte. Read before the lock (the table and the listener come before
+    // waiting for a running daemon to hand over); a daemon that still owns
+    // the maps does not change it.
+    let serial = match lifecycle::inspect(&args.pin_dir, &caps, &want) {
+        Ok(Plan::Adopt(l)) => l.serial,
+        _ => want.serial,
+    };
+    let live = live_source(&args);
     let (table, updates) = if live {
         let client = source::kube::client(args.source.kubeconfig.as_deref()).await?;
         // Capacity 1: changes made while a batch is being synced wait in
@@ -163,32 +239,15 @@ async fn serve(args: RunArgs, started: Instant) -> Result<()> {
         tokio::spawn(source::kube::watch(client, tx));
         // Incomplete until the first lists are in: nothing is answered
         // from it before.
-        let cfg = zone_config(&args.source)?;
-        (RecordTable::new(&cfg, serial()), Some(rx))
+        (RecordTable::new(&zone, serial), Some(rx))
     } else {
-        (build_table(&args.source)?, None)
+        (build_table_at(&args.source, serial)?, None)
     };
     log::info!("record table: {} names", table.len());
-    let caps = Capacities {
-        names: args.name_capacity,
-        answers: args.answer_capacity,
-    };
-    // The verifier takes about half a second on this program: it runs on
-    // a blocking thread while the first lists stream in (their updates
-    // wait in the source's index), not before them.
-    let load = tokio::task::spawn_blocking(move || {
-        let t = Instant::now();
-        let ebpf = loader::load(&caps)?;
-        log::info!(
-            "program loaded and verified in {} ms",
-            t.elapsed().as_millis()
-        );
-        Ok::<_, anyhow::Error>(ebpf)
-    });
     let netlink = links::connect()?;
-    let local = if args.no_local_interface {
-        None
-    } else {
+    if !args.no_local_interface {
+        // Left in place at exit: the kernel answers on these addresses
+        // while no daemon runs (`hsdns uninstall` removes them).
         let l = links::ensure_local(&netlink, &args.local_interface, &args.dns_addrs).await?;
         log::info!(
             "{} holds {:?}{}",
@@ -196,193 +255,367 @@ async fn serve(args: RunArgs, started: Instant) -> Result<()> {
             args.dns_addrs,
             if l.created { " (created)" } else { "" }
         );
-        Some(l)
-    };
-    let result = serve_with_maps(&args, &caps, table, updates, &netlink, started, load).await;
-    if let Some(l) = &local
-        && let Err(e) = links::release_local(&netlink, l).await
-    {
-        log::warn!("cleaning up {}: {e:#}", l.name);
     }
-    result
+    // The userspace server and HTTP start now, before the program is
+    // loaded and the lists are in: a daemon still running beside this one
+    // keeps its traffic until it stops (see server::listen).
+    let metrics = Metrics::new(args.pin_dir.clone());
+    let shared: SharedTable = Arc::new(RwLock::new(table));
+    let mut frontend = Frontend::start(
+        &args,
+        live,
+        shared.clone(),
+        metrics.clone(),
+        zone.zone.clone(),
+    )
+    .await?;
+    // One daemon writes the pinned maps at a time: a running one is asked
+    // to hand them over (the kernel answers throughout).
+    let lock = PinLock::acquire(&args.pin_dir).await?;
+    let plan = lifecycle::inspect(&args.pin_dir, &caps, &want)?;
+    match &plan {
+        Plan::Fresh => log::info!("nothing pinned in {}: fresh start", args.pin_dir.display()),
+        Plan::Adopt(l) => log::info!(
+            "adopting the maps pinned in {} (serial {}): the kernel keeps answering from them",
+            args.pin_dir.display(),
+            l.serial
+        ),
+        Plan::Replace(why) => log::info!(
+            "the maps pinned in {} do not fit this daemon ({why}): new maps beside them, \
+             switched to once complete",
+            args.pin_dir.display()
+        ),
+    }
+    if let Plan::Adopt(l) = &plan
+        && l.serial != serial
+    {
+        // The previous owner upgraded its maps while this one waited.
+        log::warn!(
+            "the adopted SOA serial {} is not the table's {serial}: negative answers from the \
+             kernel and from userspace differ in their serial until the next restart",
+            l.serial
+        );
+    }
+    let layout = Layout { serial, ..want };
+    let map_dir = lifecycle::map_dir(&args.pin_dir, &plan)?;
+    // The verifier takes about half a second on this program: it runs on
+    // a blocking thread while the first lists stream in (their updates
+    // wait in the source's index), not before them.
+    let dir = map_dir.clone();
+    let load = tokio::task::spawn_blocking(move || {
+        let t = Instant::now();
+        let ebpf = loader::load_pinned(&caps, &dir)?;
+        log::info!(
+            "program loaded and verified in {} ms",
+            t.elapsed().as_millis()
+        );
+        Ok::<_, anyhow::Error>(ebpf)
+    });
+    let start = Start {
+        caps,
+        plan,
+        layout,
+        map_dir,
+        lock,
+    };
+    serve_with_maps(
+        &args,
+        start,
+        shared,
+        updates,
+        &netlink,
+        started,
+        load,
+        &metrics,
+        &mut frontend,
+    )
+    .await
 }
 
+/// What `serve` decided before the program was loaded.
+struct Start {
+    caps: Capacities,
+    plan: Plan,
+    layout: Layout,
+    map_dir: std::path::PathBuf,
+    lock: PinLock,
+}
+
+fn ns(d: std::time::Duration) -> u64 {
+    d.as_nanos().min(u128::from(u64::MAX)) as u64
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn serve_with_maps(
     args: &RunArgs,
-    caps: &Capacities,
-    mut table: RecordTable,
+    start: Start,
+    shared: SharedTable,
     mut updates: Option<tokio::sync::mpsc::Receiver<source::kube::Update>>,
     netlink: &rtnetlink::Handle,
     started: Instant,
     load: tokio::task::JoinHandle<Result<Ebpf>>,
+    metrics: &Arc<Metrics>,
+    frontend: &mut Frontend,
 ) -> Result<()> {
+    let Start {
+        caps,
+        plan,
+        layout,
+        map_dir,
+        lock,
+    } = start;
+    let mut lock = Some(lock);
     let mut ebpf = load.await.context("loading the program")??;
-    let _pins = loader::pin_maps(&ebpf, &args.pin_dir)?;
+    let mut node = Node::start(
+        &args.pin_dir,
+        &plan,
+        &map_dir,
+        &mut ebpf,
+        metrics.clone(),
+        args.xdp_mode,
+    )?;
     let mut maps = BpfMaps::take(&mut ebpf)?;
-    maps.set_answering(false)?;
-    for addr in args.dns_addrs.iter().chain(&args.intercept_addrs) {
-        maps.add_dns_addr(*addr)?;
+    maps.set_stale_bounds(ns(args.stale_nxdomain_after), ns(args.stale_pass_after))?;
+    let addrs: Vec<std::net::IpAddr> = args
+        .dns_addrs
+        .iter()
+        .chain(&args.intercept_addrs)
+        .copied()
+        .collect();
+    // Cluster DNS ClusterIPs a previous daemon discovered stay until this
+    // one has discovered them again (see below); with nothing discovered,
+    // the set is exactly the configured one.
+    let discover = live_source(args) && !args.no_cluster_dns && args.cluster_upstreams.is_empty();
+    maps.set_dns_addrs(&addrs, !discover)?;
+    let adopt = matches!(plan, Plan::Adopt(_));
+    let was = maps.config();
+    if !adopt {
+        maps.set_answering(false)?;
+        maps.write_layout(&layout)?;
     }
-    let mut syncer = Syncer::new(maps, caps);
+    let mut syncer = Syncer::new(maps, &caps);
     syncer.set_nxdomain(!args.no_nxdomain);
-    let soa = syncer.write_soa(&table)?;
-    let stats = syncer.sync_new(&mut table)?;
+    if adopt {
+        let t = Instant::now();
+        let st = syncer.adopt(was.nxdomain != 0)?;
+        log::info!(
+            "adopted {} names, answer slots in use {:?} ({} suspect references), in {} ms; \
+             the kernel {}",
+            st.names,
+            st.slots,
+            st.suspect,
+            t.elapsed().as_millis(),
+            if was.answering != 0 {
+                "answers from them meanwhile"
+            } else {
+                "was not answering yet"
+            }
+        );
+    } else {
+        let soa = syncer.write_soa(&shared.read().unwrap_or_else(PoisonError::into_inner))?;
+        log::info!("{soa} SOA entries written");
+    }
+    let stats = syncer.sync_new(&mut shared.write().unwrap_or_else(PoisonError::into_inner))?;
     log::info!(
-        "maps synced: {} names, {} answers, {soa} SOA entries ({stats:?})",
+        "maps synced: {} names, {} answers written, {} names taken over as they were ({stats:?})",
         syncer.names_installed(),
-        stats.answers_written
+        stats.answers_written,
+        stats.names_adopted,
     );
 
     // Subscribe before listing, so no interface slips in between.
-    let mut events = if args.no_auto_attach || args.userspace_only {
+    let mut events = if args.userspace_only {
         None
     } else {
-        Some(Box::pin(links::monitor()?))
+        Some(Box::pin(links::monitor(args.link_events_rcvbuf)?))
     };
-    let selector = Selector {
-        include: args.include.clone(),
-        exclude: args.exclude.clone(),
+    let wanted = Wanted {
+        explicit: args.interfaces.clone(),
+        auto: !args.no_auto_attach && !args.userspace_only,
+        selector: Selector {
+            include: args.include.clone(),
+            exclude: args.exclude.clone(),
+        },
     };
-    let metrics = Metrics::new(args.pin_dir.clone());
-    let _metrics_task = match args.metrics_addr {
-        Some(addr) => {
-            let m = metrics.clone();
-            Some(AbortOnDrop(tokio::spawn(async move {
-                if let Err(e) = m.serve(addr).await {
-                    log::error!("{e:#}");
-                }
-            })))
-        }
-        None => None,
-    };
-    note_sync(&metrics, &syncer, &stats);
-    let mut attached = Attached {
-        links: HashMap::new(),
-        metrics: metrics.clone(),
-    };
+    note_sync(metrics, &syncer, &stats);
     let all = links::list(netlink).await?;
-    for name in &args.interfaces {
-        let link = all
-            .iter()
-            .find(|l| &l.name == name)
-            .with_context(|| format!("--interface {name}: no such interface"))?;
-        attached.attach(&mut ebpf, link, args.xdp_mode)?;
+    if !args.userspace_only {
+        reconcile(&mut node, &all, &wanted, metrics);
     }
-    if events.is_some() {
-        for link in all.iter().filter(|l| selector.matches(l)) {
-            attached.attach(&mut ebpf, link, args.xdp_mode)?;
+    for name in &args.interfaces {
+        if !all.iter().any(|l| &l.name == name) {
+            log::warn!("--interface {name}: no such interface yet; attaching when it appears");
+            *metrics
+                .state
+                .lock()
+                .expect("metrics lock")
+                .attach_failures
+                .entry(name.clone())
+                .or_default() += 1;
         }
     }
-    if attached.links.is_empty() {
+    if node.attached() == 0 && !args.userspace_only {
         log::warn!("no interface matches yet; waiting for pod interfaces to appear");
     }
-    let mut upstreams = args.upstreams.clone();
-    if let Some(rc) = &args.resolv_conf {
-        upstreams.extend(server::resolv_conf_upstreams(rc)?);
-    }
-    // Without an explicit upstream, the intercepted cluster DNS IP is the
-    // upstream: queries hsdns sends from the node are not seen by XDP
-    // (ingress only) and reach CoreDNS through kube-proxy.
-    if upstreams.is_empty() {
-        upstreams.extend(
-            args.intercept_addrs
-                .iter()
-                .map(|ip| std::net::SocketAddr::new(*ip, 53)),
-        );
-    }
-    // The server runs on this thread too: the lock is never contended,
-    // and a query sees the table before or after an update, never during.
-    let shared: SharedTable = Arc::new(RwLock::new(table));
-    let _server = if upstreams.is_empty() {
-        None
-    } else {
-        let cfg = ServerConfig {
-            listen: args
-                .dns_addrs
-                .iter()
-                .map(|ip| std::net::SocketAddr::new(*ip, 53))
-                .collect(),
-            upstreams: upstreams.clone(),
-            timeout: std::time::Duration::from_millis(args.upstream_timeout_ms),
-            max_inflight: args.max_inflight,
-            cache_entries: args.cache_entries,
-        };
-        let srv = Server::new(cfg, shared.clone());
-        metrics.set_server(srv.clone());
-        let bound = srv.bind().await?;
-        log::info!(
-            "userspace server on {:?}, upstreams {upstreams:?}",
-            bound.local_addrs()
-        );
-        Some(AbortOnDrop(tokio::spawn(srv.serve(bound))))
-    };
-    // Only now does the kernel answer: the maps hold the whole table (with
-    // the live source, once its first complete list is in).
+    let mut cluster_ips: Vec<std::net::IpAddr> = Vec::new();
+    // The kernel answers once the maps hold the whole table (with the live
+    // source, once its first complete list is in); adopted maps answer
+    // all along.
+    let mut synced = false;
+    // What the first lists cost in writes (with adopted maps: only what
+    // differs).
+    let mut first = stats;
     if updates.is_none() {
-        become_ready(&mut syncer, args, &metrics)?;
+        become_synced(&mut syncer, &mut node, args, metrics);
+        synced = true;
+    } else if adopt && was.answering != 0 {
+        mark_ready(args, metrics, "the kernel answers from the adopted maps");
     }
     log::info!(
-        "kernel answers for {:?} on {} interfaces (once the maps are complete)",
-        args.dns_addrs
-            .iter()
-            .chain(&args.intercept_addrs)
-            .collect::<Vec<_>>(),
-        attached.links.len()
+        "kernel answers for {addrs:?} on {} interfaces{}",
+        node.attached(),
+        if synced {
+            ""
+        } else {
+            " (once the maps are complete)"
+        }
     );
 
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    loop {
+    let bounds = [args.stale_nxdomain_after, args.stale_pass_after];
+    let mut heartbeat = tokio::time::interval(lifecycle::heartbeat_interval(&bounds));
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut takeover = tokio::time::interval(std::time::Duration::from_millis(100));
+    let handed_over = loop {
         tokio::select! {
-            _ = term.recv() => break,
-            _ = int.recv() => break,
+            _ = term.recv() => break false,
+            _ = int.recv() => break false,
             Some(update) = async { updates.as_mut()?.recv().await }, if updates.is_some() => {
                 let mut table = shared.write().unwrap_or_else(PoisonError::into_inner);
                 let mut changes = Vec::new();
                 update.apply(&mut table, &mut changes);
                 let n = changes.len();
-                let stats = syncer.apply(&mut table, changes)?;
+                // A refused write passes its name up; it never stops the
+                // daemon (the kernel keeps what it had).
+                let stats = match syncer.apply(&mut table, changes) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        log::error!("syncing {n} changed names: {e:#}");
+                        crate::maps::SyncStats { write_errors: 1, ..Default::default() }
+                    }
+                };
                 let (names, complete) = (table.len(), table.is_complete());
                 drop(table);
-                note_sync(&metrics, &syncer, &stats);
+                note_sync(metrics, &syncer, &stats);
                 log::debug!("synced {n} changed names of {names} ({stats:?})");
-                if complete && !syncer.backend().answering() {
+                if !synced {
+                    first.names_written += stats.names_written;
+                    first.names_removed += stats.names_removed;
+                    first.names_adopted += stats.names_adopted;
+                }
+                if complete && !synced {
                     // With the figures an operator sizes the maps by.
                     log::info!(
                         "first lists synced: {names} names, {} ms after start; \
-                         {} names in the maps, answer slots in use {:?}",
+                         {} names in the maps, answer slots in use {:?}; \
+                         {} names written, {} taken over as they were, {} removed",
                         started.elapsed().as_millis(),
                         syncer.names_installed(),
-                        syncer.slots_in_use()
+                        syncer.slots_in_use(),
+                        first.names_written,
+                        first.names_adopted,
+                        first.names_removed,
                     );
-                    become_ready(&mut syncer, args, &metrics)?;
+                    become_synced(&mut syncer, &mut node, args, metrics);
+                    synced = true;
                 }
+            }
+            Ok(()) = frontend.cluster_ips.changed() => {
+                // The cluster DNS Service's ClusterIPs, answered by the
+                // kernel in its place. A refused write leaves that address
+                // to the userspace path (kube-proxy, CoreDNS): counted.
+                let now = frontend.cluster_ips.borrow_and_update().clone();
+                for ip in now.iter().filter(|ip| !cluster_ips.contains(ip)) {
+                    match syncer.backend_mut().add_dns_addr(*ip) {
+                        Ok(()) => log::info!("kernel answers for the cluster DNS ClusterIP {ip}"),
+                        Err(e) => {
+                            log::warn!("{e:#}");
+                            metrics.state.lock().expect("metrics lock").map_write_errors += 1;
+                        }
+                    }
+                }
+                for ip in cluster_ips.iter().filter(|ip| !now.contains(ip)) {
+                    if !addrs.contains(ip)
+                        && let Err(e) = syncer.backend_mut().remove_dns_addr(*ip)
+                    {
+                        log::warn!("{e:#}");
+                        metrics.state.lock().expect("metrics lock").map_write_errors += 1;
+                    }
+                }
+                cluster_ips = now;
             }
             Some(ev) = async { events.as_mut()?.next().await }, if events.is_some() => {
                 match ev {
-                    LinkEvent::New(link) if selector.matches(&link) => {
-                        // A pod interface that cannot be attached is logged,
-                        // not fatal: its queries go up the normal path.
-                        if let Err(e) = attached.attach(&mut ebpf, &link, args.xdp_mode) {
-                            log::warn!("{}: {e:#}", link.name);
-                        }
+                    LinkEvent::New(link) if wanted.matches(&link) => {
+                        attach_or_warn(&mut node, &link, metrics);
                     }
                     LinkEvent::New(_) => {}
-                    LinkEvent::Removed { index } => attached.forget(&mut ebpf, index),
+                    LinkEvent::Removed { index } => node.forget(index),
+                    LinkEvent::Overrun => {
+                        log::warn!("link notifications were lost (netlink overrun): listing again");
+                        match links::list(netlink).await {
+                            Ok(all) => reconcile(&mut node, &all, &wanted, metrics),
+                            Err(e) => log::warn!("{e:#}"),
+                        }
+                    }
+                }
+            }
+            _ = heartbeat.tick(), if synced => {
+                if let Err(e) = syncer.backend_mut().set_heartbeat(lifecycle::sys::boot_ns(), true) {
+                    log::warn!("heartbeat: {e:#}");
+                    metrics.state.lock().expect("metrics lock").map_write_errors += 1;
+                }
+            }
+            _ = takeover.tick() => {
+                if lock.as_ref().is_some_and(|l| l.takeover_requested()) {
+                    break true;
                 }
             }
         }
+    };
+    if handed_over {
+        // A new daemon waits for the maps (an update that overlaps the two):
+        // stop writing them and let it adopt them. The userspace server
+        // goes on until this process is told to stop, then lame-ducks.
+        log::info!("another hsdns asked for the maps: handing them over");
+        drop(lock.take());
+        {
+            let mut st = metrics.state.lock().expect("metrics lock");
+            st.ready = false;
+            st.table_synced = false;
+        }
+        if let Some(f) = &args.ready_file {
+            let _ = fs::remove_file(f);
+        }
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
     }
-    log::info!("shutting down");
-    // Pass everything up before the program goes, then detach by dropping.
-    syncer.backend_mut().set_answering(false)?;
+    // The kernel still answers while the userspace server hands over. And
+    // after: stopping is not uninstalling. The program stays attached
+    // through its pinned links and answers from the pinned maps until the
+    // next daemon takes them over (or the heartbeat bounds say they are
+    // too old).
+    frontend.lame_duck().await;
     let c = syncer.backend().counters()?;
-    log::info!("counters at exit: {c:?}");
-    drop(ebpf);
+    log::info!("shutting down; the kernel keeps answering. Counters at exit: {c:?}");
     if let Some(f) = &args.ready_file {
         let _ = fs::remove_file(f);
     }
+    drop(ebpf);
     Ok(())
 }
 

@@ -2,10 +2,14 @@
 //! names come from an XDP program. Modules follow the data flow:
 //! `source` (manifests, later the API) -> `records` (the record table) ->
 //! `dns` (wire encoding, userspace resolver) -> `maps` (sync into BPF maps) ->
-//! `loader` (load, attach, pin) -> `daemon` (wiring, signals); `cli` parses.
+//! `loader` (load, attach, pin) -> `lifecycle` (what outlives a daemon: pins,
+//! links, adoption, upgrades) -> `daemon` (wiring, signals); `cli` parses.
 pub mod cli;
 pub mod daemon;
 pub mod dns;
+pub mod frontend;
+pub mod http;
+pub mod lifecycle;
 pub mod links;
 pub mod loader;
 pub mod maps;

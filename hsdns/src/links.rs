@@ -11,7 +11,7 @@ use rtnetlink::{
     packet_core::NetlinkPayload,
     packet_route::{
         RouteNetlinkMessage,
-        link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage},
+        link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage, LinkXdp, XdpAttached},
     },
     sys::{AsyncSocket as _, SocketAddr},
 };
@@ -70,15 +70,32 @@ pub struct Link {
     pub name: String,
     /// `veth`, `dummy`, ... (IFLA_INFO_KIND); None for physical devices.
     pub kind: Option<String>,
+    /// The XDP program's mode on it, if one is attached ("skb", "driver",
+    /// "hw", "multi").
+    pub xdp_mode: Option<&'static str>,
 }
 
 impl Link {
     fn from_message(msg: &LinkMessage) -> Option<Self> {
         let mut name = None;
         let mut kind = None;
+        let mut xdp_mode = None;
         for attr in &msg.attributes {
             match attr {
                 LinkAttribute::IfName(n) => name = Some(n.clone()),
+                LinkAttribute::Xdp(xdp) => {
+                    for x in xdp {
+                        if let LinkXdp::Attached(a) = x {
+                            xdp_mode = match a {
+                                XdpAttached::SocketBuffer => Some("skb"),
+                                XdpAttached::Driver => Some("driver"),
+                                XdpAttached::Hardware => Some("hw"),
+                                XdpAttached::Multiple => Some("multi"),
+                                _ => None,
+                            };
+                        }
+                    }
+                }
                 LinkAttribute::LinkInfo(infos) => {
                     for info in infos {
                         if let LinkInfo::Kind(k) = info {
@@ -93,6 +110,7 @@ impl Link {
             index: msg.header.index,
             name: name?,
             kind,
+            xdp_mode,
         })
     }
 }
@@ -115,6 +133,9 @@ pub enum LinkEvent {
     Removed {
         index: u32,
     },
+    /// The kernel dropped notifications (ENOBUFS on the socket): the set of
+    /// interfaces must be listed again.
+    Overrun,
 }
 
 /// A netlink connection for requests; the connection task runs on the
@@ -137,27 +158,37 @@ pub async fn list(handle: &Handle) -> Result<Vec<Link>> {
 
 /// Link events from now on. Subscribe before listing the existing links,
 /// so a link created in between is not missed (it may be seen twice).
-pub fn monitor() -> Result<impl Stream<Item = LinkEvent>> {
+///
+/// `rcvbuf` sets the socket's receive buffer (bytes; the kernel's default
+/// otherwise): a burst of changes larger than it overruns the socket, which
+/// the stream reports as [`LinkEvent::Overrun`].
+pub fn monitor(rcvbuf: Option<usize>) -> Result<impl Stream<Item = LinkEvent>> {
     const RTMGRP_LINK: u32 = 1;
     let (mut conn, _, messages) = rtnetlink::new_connection().context("opening rtnetlink")?;
-    conn.socket_mut()
-        .socket_mut()
-        .bind(&SocketAddr::new(0, RTMGRP_LINK))
+    let sock = conn.socket_mut().socket_mut();
+    sock.bind(&SocketAddr::new(0, RTMGRP_LINK))
         .context("subscribing to link events")?;
+    if let Some(n) = rcvbuf {
+        sock.set_rx_buf_sz(n)
+            .context("sizing the link event socket")?;
+    }
     tokio::spawn(conn);
-    Ok(messages.filter_map(|(msg, _)| async move {
-        match msg.payload {
-            NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(m)) => {
-                Link::from_message(&m).map(LinkEvent::New)
-            }
-            NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(m)) => {
-                Some(LinkEvent::Removed {
-                    index: m.header.index,
-                })
-            }
-            _ => None,
+    Ok(messages.filter_map(|(msg, _)| async move { event(msg.payload) }))
+}
+
+/// What a message on the link group means for the daemon.
+fn event(payload: NetlinkPayload<RouteNetlinkMessage>) -> Option<LinkEvent> {
+    match payload {
+        NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(m)) => {
+            Link::from_message(&m).map(LinkEvent::New)
         }
-    }))
+        NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(m)) => Some(LinkEvent::Removed {
+            index: m.header.index,
+        }),
+        // netlink-proto turns ENOBUFS on a multicast socket into this.
+        NetlinkPayload::Overrun(_) => Some(LinkEvent::Overrun),
+        _ => None,
+    }
 }
 
 /// Where the node-local addresses live, and what to undo at exit.
@@ -165,9 +196,11 @@ pub fn monitor() -> Result<impl Stream<Item = LinkEvent>> {
 pub struct LocalAddrs {
     pub name: String,
     pub index: u32,
-    /// The dummy interface was created here: delete it at exit.
+    /// The dummy interface was created by this call.
     pub created: bool,
-    /// Addresses added here to a shared interface (loopback): remove them.
+    /// Addresses this call added (the others were there already). Nothing
+    /// is removed when the daemon stops: the kernel goes on answering on
+    /// them; `hsdns uninstall` removes them.
     pub added: Vec<IpAddr>,
 }
 
@@ -248,34 +281,52 @@ pub async fn ensure_local(handle: &Handle, name: &str, addrs: &[IpAddr]) -> Resu
     Ok(local)
 }
 
-/// Undoes [`ensure_local`]: deletes the interface it created, or removes
-/// the addresses it added to a shared one.
-pub async fn release_local(handle: &Handle, local: &LocalAddrs) -> Result<()> {
-    if local.created {
-        return delete(handle, local.index).await;
+/// Undoes what [`ensure_local`] may have done on an earlier run, whose
+/// daemon is gone (`hsdns uninstall`): deletes the dummy interface `name`,
+/// and takes `addrs` off the loopback (where they go on kernels without
+/// dummy interfaces). Returns what it removed.
+pub async fn remove_local(handle: &Handle, name: &str, addrs: &[IpAddr]) -> Result<Vec<String>> {
+    let mut done = Vec::new();
+    let all = list(handle).await?;
+    if let Some(l) = all.iter().find(|l| l.name == name) {
+        if l.kind.as_deref() == Some("dummy") {
+            delete(handle, l.index).await?;
+            done.push(format!("interface {name}"));
+        } else {
+            log::warn!("{name} is not a dummy interface: left alone");
+        }
     }
-    let mut addrs = handle
-        .address()
-        .get()
-        .set_link_index_filter(local.index)
-        .execute();
-    while let Some(msg) = addrs.try_next().await.context("listing addresses")? {
-        let ours = msg.attributes.iter().any(|a| match a {
-            rtnetlink::packet_route::address::AddressAttribute::Address(ip) => {
-                local.added.contains(ip)
+    if let Some(lo) = all.iter().find(|l| l.name == "lo") {
+        let mut msgs = handle
+            .address()
+            .get()
+            .set_link_index_filter(lo.index)
+            .execute();
+        let mut ours = Vec::new();
+        while let Some(msg) = msgs.try_next().await.context("listing addresses")? {
+            let ip = msg.attributes.iter().find_map(|a| match a {
+                rtnetlink::packet_route::address::AddressAttribute::Address(ip)
+                    if addrs.contains(ip) =>
+                {
+                    Some(*ip)
+                }
+                _ => None,
+            });
+            if let Some(ip) = ip {
+                ours.push((ip, msg));
             }
-            _ => false,
-        });
-        if ours {
+        }
+        for (ip, msg) in ours {
             handle
                 .address()
                 .del(msg)
                 .execute()
                 .await
-                .context("removing an address")?;
+                .with_context(|| format!("removing {ip} from lo"))?;
+            done.push(format!("address {ip} on lo"));
         }
     }
-    Ok(())
+    Ok(done)
 }
 
 /// Deletes an interface by index.
@@ -297,7 +348,18 @@ mod tests {
             index: 1,
             name: name.into(),
             kind: kind.map(Into::into),
+            xdp_mode: None,
         }
+    }
+
+    #[test]
+    fn a_netlink_overrun_asks_for_a_relist() {
+        // What netlink-proto yields when the socket reported ENOBUFS.
+        assert_eq!(
+            event(NetlinkPayload::Overrun(Vec::new())),
+            Some(LinkEvent::Overrun)
+        );
+        assert_eq!(event(NetlinkPayload::Noop), None);
     }
 
     #[test]

@@ -1,11 +1,12 @@
-//! Loading the XDP program, sizing and pinning its maps, attaching it.
+//! Loading the XDP program, sizing its maps (pinned or not), pinning the
+//! program, attaching it.
 
 use std::{
     ffi::CString,
     fs,
     io::ErrorKind,
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
-    path::{Path, PathBuf},
+    path::Path,
 };
 
 use anyhow::{Context as _, Result, anyhow, bail};
@@ -14,7 +15,8 @@ use aya::{
     programs::{Xdp, XdpMode, xdp::XdpLinkId},
 };
 use hsdns_common::{
-    MAP_ANSWERS, MAP_CONFIG, MAP_COUNTERS, MAP_DNS_ADDRS, MAP_NAMES, MAP_SOA, PROGRAM_NAME,
+    MAP_ANSWERS, MAP_CONFIG, MAP_COUNTERS, MAP_DNS_ADDRS, MAP_LAYOUT, MAP_NAMES, MAP_SOA,
+    PROGRAM_NAME,
 };
 
 /// The XDP object built by `hsdns/build.rs` from the hsdns-ebpf crate.
@@ -39,8 +41,20 @@ impl Default for Capacities {
 }
 
 /// Loads and verifies the program with the given capacities. Nothing is
-/// attached or pinned yet.
+/// attached or pinned (tests and benchmarks).
 pub fn load(caps: &Capacities) -> Result<Ebpf> {
+    load_with(caps, None)
+}
+
+/// Loads and verifies the program against the maps pinned in `map_dir`:
+/// those already there are reused as they are (the caller has checked that
+/// they are compatible, see `lifecycle::inspect`), missing ones are created
+/// and pinned there. Nothing is attached.
+pub fn load_pinned(caps: &Capacities, map_dir: &Path) -> Result<Ebpf> {
+    load_with(caps, Some(map_dir))
+}
+
+fn load_with(caps: &Capacities, map_dir: Option<&Path>) -> Result<Ebpf> {
     if OBJECT.is_empty() {
         bail!("this hsdns was built with AYA_BUILD_SKIP=1 and carries no XDP program");
     }
@@ -50,6 +64,12 @@ pub fn load(caps: &Capacities) -> Result<Ebpf> {
     }
     for (name, n) in MAP_ANSWERS.iter().zip(caps.answers) {
         loader.map_max_entries(name, n);
+    }
+    if let Some(dir) = map_dir {
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        for name in PINNED_MAPS {
+            loader.map_pin_path(name, dir.join(name));
+        }
     }
     let mut ebpf = loader
         .load(OBJECT)
@@ -67,8 +87,10 @@ pub fn program(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
         .context("program type")
 }
 
-/// Every map an operator may want to dump, by its pinned name.
-pub const PINNED_MAPS: [&str; 10] = [
+/// Every map that lives beyond one daemon, by its pinned name: what the
+/// kernel answers from, what operators dump, and the layout record. (The
+/// per-CPU scratch map is the program's own and not pinned.)
+pub const PINNED_MAPS: [&str; 11] = [
     MAP_NAMES[0],
     MAP_NAMES[1],
     MAP_NAMES[2],
@@ -79,58 +101,94 @@ pub const PINNED_MAPS: [&str; 10] = [
     MAP_DNS_ADDRS,
     MAP_CONFIG,
     MAP_COUNTERS,
+    MAP_LAYOUT,
 ];
 
-/// Pins the maps under `dir` for bpftool. Leftovers of an earlier run are
-/// replaced: their layout may not match this program's.
-pub fn pin_maps(ebpf: &Ebpf, dir: &Path) -> Result<Pins> {
-    fs::create_dir_all(dir).with_context(|| {
-        format!(
-            "creating {} (is bpffs mounted at /sys/fs/bpf in this mount namespace? \
-             `ip netns exec` remounts /sys; enter a namespace with nsenter --net instead)",
-            dir.display()
+/// A map as the kernel describes it (BPF_OBJ_GET_INFO_BY_FD).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MapSpec {
+    pub map_type: u32,
+    pub key_size: u32,
+    pub value_size: u32,
+    pub max_entries: u32,
+    pub flags: u32,
+}
+
+impl std::fmt::Display for MapSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "type {} key {} value {} max_entries {} flags {:#x}",
+            self.map_type, self.key_size, self.value_size, self.max_entries, self.flags
         )
-    })?;
-    let mut pins = Pins {
-        dir: dir.to_path_buf(),
-        paths: Vec::new(),
-    };
-    for name in PINNED_MAPS {
-        let path = dir.join(name);
-        match fs::remove_file(&path) {
-            Ok(()) => log::info!("replaced stale pin {}", path.display()),
-            Err(e) if e.kind() == ErrorKind::NotFound => {}
-            Err(e) => return Err(e).with_context(|| format!("removing {}", path.display())),
-        }
-        let map = ebpf
-            .map(name)
-            .ok_or_else(|| anyhow!("no map {name} in the object"))?;
-        map.pin(&path)
-            .with_context(|| format!("pinning {name} at {}", path.display()))?;
-        pins.paths.push(path);
     }
-    Ok(pins)
 }
 
-/// Pinned paths, removed on drop so a stopped daemon leaves no stale maps
-/// that look live.
-pub struct Pins {
-    dir: PathBuf,
-    paths: Vec<PathBuf>,
+/// What this build's program declares for each pinned map, with the
+/// capacities applied as [`load_pinned`] applies them: what pinned maps
+/// must be for this program to use them.
+pub fn expected_maps(caps: &Capacities) -> Result<Vec<(&'static str, MapSpec)>> {
+    if OBJECT.is_empty() {
+        bail!("this hsdns was built with AYA_BUILD_SKIP=1 and carries no XDP program");
+    }
+    let obj = aya_obj::Object::parse(OBJECT).context("parsing the hsdns XDP object")?;
+    PINNED_MAPS
+        .iter()
+        .map(|&name| {
+            let m = obj
+                .maps
+                .get(name)
+                .ok_or_else(|| anyhow!("no map {name} in the object"))?;
+            let max = MAP_NAMES
+                .iter()
+                .zip(caps.names)
+                .chain(MAP_ANSWERS.iter().zip(caps.answers))
+                .find(|(n, _)| **n == name)
+                .map_or(m.max_entries(), |(_, c)| c);
+            Ok((
+                name,
+                MapSpec {
+                    map_type: m.map_type(),
+                    key_size: m.key_size(),
+                    value_size: m.value_size(),
+                    max_entries: max,
+                    flags: m.map_flags(),
+                },
+            ))
+        })
+        .collect()
 }
 
-impl Drop for Pins {
-    fn drop(&mut self) {
-        for p in &self.paths {
-            if let Err(e) = fs::remove_file(p)
-                && e.kind() != ErrorKind::NotFound
-            {
-                log::warn!("removing pin {}: {e}", p.display());
-            }
-        }
-        // Only if empty: an operator's own pins there stay.
-        let _ = fs::remove_dir(&self.dir);
+/// A pinned map as the kernel reports it.
+pub fn pinned_map_spec(path: &Path) -> Result<MapSpec> {
+    let info = aya::maps::MapInfo::from_pin(path)
+        .with_context(|| format!("reading {}", path.display()))?;
+    Ok(MapSpec {
+        map_type: info.map_type().map(|t| t as u32).unwrap_or(u32::MAX),
+        key_size: info.key_size(),
+        value_size: info.value_size(),
+        max_entries: info.max_entries(),
+        flags: info.map_flags(),
+    })
+}
+
+/// Pins the loaded program at `path`, replacing what is there in one
+/// rename (a reader of the pin, `hsdns query` say, finds the old program
+/// or the new one, never none).
+pub fn pin_program(prog: &mut Xdp, path: &Path) -> Result<()> {
+    // bpffs reserves names with a dot.
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push("_new");
+    let tmp = std::path::PathBuf::from(tmp);
+    match fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("removing {}", tmp.display())),
     }
+    prog.pin(&tmp)
+        .with_context(|| format!("pinning the program at {}", tmp.display()))?;
+    fs::rename(&tmp, path)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

@@ -17,6 +17,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.cmd {
         Command::Run(args) => hsdns::daemon::run(*args),
+        Command::Uninstall(args) => hsdns::lifecycle::uninstall::run(&args),
         Command::Records(args) => hsdns::daemon::print_records(&args),
         Command::Stats { pin_dir } => hsdns::daemon::print_stats(&pin_dir),
     };

@@ -49,10 +49,12 @@ fn delta(
 fn the_kernel_answers_hits_and_misses_reach_the_upstream() {
     let topo = Topology::new(3);
     let stub = upstream(&topo);
-    let daemon = Daemon::start(
+    let pins = PinDir::new("e2e");
+    let daemon = Daemon::start_with_pins(
         bin(),
         &topo.node,
         &["--dns-addr", "169.254.20.10", "--dns-addr", "fd00:20::10"],
+        pins.path.clone(),
     );
     let before = daemon.counters();
     let v4: IpAddr = NODE_LOCAL4.into();
@@ -103,17 +105,38 @@ fn the_kernel_answers_hits_and_misses_reach_the_upstream() {
     );
     assert!(seen.contains(&("example.test.".to_string(), RecordType::A)));
 
-    // SIGTERM: detached and cleaned up; queries now go up the stack.
-    let pins = daemon.pin_dir.clone();
+    // SIGTERM is not uninstall: the program stays attached and answers
+    // from the pinned maps.
     let log = daemon.log();
-    let status = daemon.proc.terminate();
+    let status = daemon.stop();
     assert!(status.success(), "clean exit: {status}\n{log}");
-    assert!(!pins.join("counters").exists(), "pins removed at exit");
+    let counters = pins.path.join("counters");
+    assert!(counters.exists(), "pins stay");
+    let before = bpftool_counters(&counters);
     let d = dig(&topo.pods[0].ns, v4, POD0, "A", &[]);
-    assert_eq!(
-        d.status, "NXDOMAIN",
-        "the stub answers once XDP is gone: {}",
-        d.raw
+    assert_eq!(d.addresses(), vec![IpAddr::from(pod4(0))], "{}", d.raw);
+    let after = bpftool_counters(&counters);
+    assert_eq!(delta(&before, &after, "answered_a"), 1, "{after:?}");
+
+    // `hsdns uninstall`: detached and unpinned; queries now go up the stack
+    // (the node-local address stays: the stub listens on it here).
+    let out = topo
+        .node
+        .cmd(bin())
+        .args(["uninstall", "--no-local-interface", "--pin-dir"])
+        .arg(&pins.path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!pins.path.exists(), "pins removed");
+    wait_for(
+        "the program to leave the interfaces",
+        Duration::from_secs(5),
+        || dig(&topo.pods[0].ns, v4, POD0, "A", &["+time=1"]).status == "NXDOMAIN",
     );
     assert!(stub.seen().iter().any(|(n, _)| n == &format!("{POD0}.")));
 }

@@ -40,11 +40,17 @@ fn manifests() -> std::path::PathBuf {
 }
 
 fn metrics(node: &Netns) -> String {
-    node.run(|| {
+    http_get(node, hsdns::metrics::PATH_METRICS)
+}
+
+fn http_get(node: &Netns, path: &'static str) -> String {
+    node.run(move || {
         use std::io::{Read as _, Write as _};
         let mut c = std::net::TcpStream::connect("169.254.20.10:9253").unwrap();
-        c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-            .unwrap();
+        c.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .unwrap();
         let mut s = String::new();
         c.read_to_string(&mut s).unwrap();
         s
@@ -150,6 +156,12 @@ fn userspace_serves_what_the_kernel_passes_up() {
         assert!(text.contains(want), "{want} in:\n{text}");
     }
 
+    // The probes' endpoints, served by this process.
+    for path in [hsdns::metrics::PATH_HEALTHZ, hsdns::metrics::PATH_READYZ] {
+        let r = http_get(&topo.node, path);
+        assert!(r.starts_with("HTTP/1.1 200"), "{path}: {r}");
+    }
+
     // The upstream goes away: SERVFAIL within the timeout, not silence.
     drop(stub);
     let t0 = std::time::Instant::now();
@@ -205,4 +217,96 @@ fn a_glibc_client_with_a_search_list_resolves_the_short_name() {
         "{after:?}"
     );
     assert!(delta(&before, &after, "answered_a") >= 1, "{after:?}");
+}
+
+/// Issue 10 item 4: a second daemon binds the same listener (SO_REUSEPORT)
+/// while the first serves; the first gets SIGTERM, hands new queries to
+/// the second, answers what it took, exits. A pod asking every 5 ms (1 s
+/// timeout, no retry) loses nothing. Userspace only, so every query is the
+/// listener's (the kernel path has its own restart tests).
+#[test]
+fn a_new_daemon_takes_over_the_listener_without_losing_a_query() {
+    use std::{
+        sync::{
+            Arc,
+            atomic::{AtomicBool, Ordering},
+        },
+        time::{Duration, Instant},
+    };
+    let topo = Topology::new(1);
+    let up = topo.add_upstream();
+    let _stub = Stub::start(&up, &[SocketAddr::new(UPSTREAM.into(), 53)], &[]);
+    let manifests = manifests();
+    let args = [
+        "--manifests",
+        manifests.to_str().unwrap(),
+        "--dns-addr",
+        "169.254.20.10",
+        "--upstream",
+        "169.254.30.53",
+        "--userspace-only",
+        "--no-local-interface",
+    ];
+    let old = Daemon::start(bin(), &topo.node, &args);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (stop2, path) = (stop.clone(), topo.pods[0].ns.path());
+    let client = std::thread::spawn(move || {
+        enter(&path);
+        let sock = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+        let server = SocketAddr::from((NODE_LOCAL4, 53));
+        let (mut sent, mut lost) = (0u32, Vec::new());
+        let mut buf = [0u8; 1500];
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !stop2.load(Ordering::Relaxed) && Instant::now() < deadline {
+            let id = sent as u16;
+            let mut q = hickory_proto::op::Message::query();
+            q.metadata.id = id;
+            q.add_query(hickory_proto::op::Query::query(
+                hickory_proto::rr::Name::from_ascii(format!("{POD0}.")).unwrap(),
+                hickory_proto::rr::RecordType::A,
+            ));
+            sock.send_to(&q.to_vec().unwrap(), server).unwrap();
+            sent += 1;
+            let ok = loop {
+                match sock.recv(&mut buf) {
+                    Ok(n) => match hickory_proto::op::Message::from_vec(&buf[..n]) {
+                        Ok(m) if m.metadata.id == id => break m.answers.len() == 1,
+                        _ => continue,
+                    },
+                    Err(_) => break false,
+                }
+            };
+            if !ok {
+                lost.push(id);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        (sent, lost)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    // The new daemon starts beside the old (as a DaemonSet with maxSurge 1
+    // starts the new pod before stopping the old one).
+    let new = Daemon::start(bin(), &topo.node, &args);
+    std::thread::sleep(Duration::from_millis(300));
+    let old_log = old.log.clone();
+    let status = old.proc.terminate();
+    assert!(status.success(), "old daemon: {status}");
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    let (sent, lost) = client.join().unwrap();
+    let _ = std::fs::remove_file(&manifests);
+    let old_log = std::fs::read_to_string(old_log).unwrap_or_default();
+    assert!(sent > 150, "only {sent} queries");
+    assert!(
+        lost.is_empty(),
+        "{} of {sent} unanswered: {:?}\nold:\n{old_log}\nnew:\n{}",
+        lost.len(),
+        &lost[..lost.len().min(10)],
+        new.log()
+    );
+    assert!(
+        old_log.contains("new queries go to the successor"),
+        "the old daemon saw no successor:\n{old_log}"
+    );
 }

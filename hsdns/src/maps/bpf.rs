@@ -13,9 +13,9 @@ use aya::{
     maps::{Array, HashMap, Map, MapData, PerCpuArray},
 };
 use hsdns_common::{
-    AnswerL, AnswerM, AnswerS, Authority, Config, Counters, DnsAddr, MAP_ANSWERS, MAP_CONFIG,
-    MAP_COUNTERS, MAP_DNS_ADDRS, MAP_NAMES, MAP_SOA, NameKey64, NameKey128, NameKey256, NameRecord,
-    csum_add_bytes, csum_fold,
+    AnswerL, AnswerM, AnswerS, Authority, Config, Counters, DnsAddr, Layout, MAP_ANSWERS,
+    MAP_CONFIG, MAP_COUNTERS, MAP_DNS_ADDRS, MAP_LAYOUT, MAP_NAMES, MAP_SOA, NameKey64, NameKey128,
+    NameKey256, NameRecord, csum_add_bytes, csum_fold,
 };
 
 use super::{AnswerWrite, Backend, NameWrite, tier};
@@ -31,6 +31,7 @@ pub struct BpfMaps {
     config: Array<MapData, Config>,
     dns_addrs: HashMap<MapData, DnsAddr, u32>,
     counters: PerCpuArray<MapData, Counters>,
+    layout: Array<MapData, Layout>,
     /// What `config` holds: every change rewrites the whole entry.
     shadow: Config,
     /// The descriptors of the name and answer maps above, owned by them,
@@ -134,16 +135,7 @@ fn update_batch<K, V>(
     Err((done, err))
 }
 
-/// What an answer slot holds, for tests and diagnostics.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StoredAnswer {
-    pub len: u16,
-    pub count: u16,
-    pub csum: u16,
-    pub stride: u16,
-    /// The whole slot: the answer (twice with a stride), then zeros.
-    pub bytes: Vec<u8>,
-}
+pub use super::StoredAnswer;
 
 impl BpfMaps {
     /// Takes the maps out of the loaded object (pin them first).
@@ -154,15 +146,12 @@ impl BpfMaps {
     /// The maps a running daemon pinned in `pin_dir`, as bpftool sees
     /// them (the benchmarks read the kernel's view through this).
     pub fn open_pinned(pin_dir: &Path) -> Result<Self> {
-        let mut maps = Self::from_maps(|name| {
+        Self::from_maps(|name| {
             let path = pin_dir.join(name);
             let data =
                 MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))?;
             Ok(Map::from_map_data(data)?)
-        })?;
-        // What the daemon last wrote, so a write through these maps keeps it.
-        maps.shadow = maps.config.get(&0, 0).context("reading config")?;
-        Ok(maps)
+        })
     }
 
     fn from_maps(mut map: impl FnMut(&str) -> Result<Map>) -> Result<Self> {
@@ -172,7 +161,7 @@ impl BpfMaps {
         let (answers_s, a_s) = with_fd(map(MAP_ANSWERS[0])?, MAP_ANSWERS[0])?;
         let (answers_m, a_m) = with_fd(map(MAP_ANSWERS[1])?, MAP_ANSWERS[1])?;
         let (answers_l, a_l) = with_fd(map(MAP_ANSWERS[2])?, MAP_ANSWERS[2])?;
-        Ok(Self {
+        let mut maps = Self {
             names64: names64.try_into()?,
             names128: names128.try_into()?,
             names256: names256.try_into()?,
@@ -185,8 +174,69 @@ impl BpfMaps {
             config: map(MAP_CONFIG)?.try_into()?,
             dns_addrs: map(MAP_DNS_ADDRS)?.try_into()?,
             counters: map(MAP_COUNTERS)?.try_into()?,
+            layout: map(MAP_LAYOUT)?.try_into()?,
             shadow: Config::default(),
-        })
+        };
+        // What the maps hold (zeros when just created; what the previous
+        // daemon wrote when adopted), so every write keeps the rest.
+        maps.shadow = maps.config.get(&0, 0).context("reading config")?;
+        Ok(maps)
+    }
+
+    /// The config entry as last written.
+    pub fn config(&self) -> Config {
+        self.shadow
+    }
+
+    /// Writes the heartbeat (CLOCK_BOOTTIME ns) and, with it, whether the
+    /// kernel answers: one write, so the kernel never sees answering on
+    /// with an old heartbeat.
+    pub fn set_heartbeat(&mut self, boot_ns: u64, answering: bool) -> Result<()> {
+        self.shadow.heartbeat_ns = boot_ns;
+        self.shadow.answering = answering.into();
+        self.write_config()
+    }
+
+    /// The staleness bounds in ns (0: none), see `Config`.
+    pub fn set_stale_bounds(&mut self, nxdomain_ns: u64, pass_ns: u64) -> Result<()> {
+        self.shadow.stale_nxdomain_ns = nxdomain_ns;
+        self.shadow.stale_pass_ns = pass_ns;
+        self.write_config()
+    }
+
+    /// The layout record (zeros in maps just created).
+    pub fn layout(&self) -> Result<Layout> {
+        self.layout.get(&0, 0).context("reading layout")
+    }
+
+    pub fn write_layout(&mut self, l: &Layout) -> Result<()> {
+        self.layout.set(0, *l, 0).context("writing layout")
+    }
+
+    /// Adds `addrs` to `dns_addrs`; with `exact`, then removes the ones an
+    /// earlier daemon answered for that are no longer wanted.
+    pub fn set_dns_addrs(&mut self, addrs: &[IpAddr], exact: bool) -> Result<()> {
+        let keys: Vec<DnsAddr> = addrs.iter().map(|a| dns_addr(*a)).collect();
+        for (addr, key) in addrs.iter().zip(&keys) {
+            self.dns_addrs
+                .insert(*key, 1, 0)
+                .with_context(|| format!("adding DNS address {addr}"))?;
+        }
+        if !exact {
+            return Ok(());
+        }
+        let stale: Vec<DnsAddr> = self
+            .dns_addrs
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|k| !keys.contains(k))
+            .collect();
+        for k in stale {
+            self.dns_addrs
+                .remove(&k)
+                .context("removing a DNS address")?;
+        }
+        Ok(())
     }
 
     /// Until this is on, the kernel passes every query up.
@@ -205,13 +255,20 @@ impl BpfMaps {
     }
 
     pub fn add_dns_addr(&mut self, addr: IpAddr) -> Result<()> {
+        self.dns_addrs
+            .insert(dns_addr(addr), 1, 0)
+            .with_context(|| format!("adding DNS address {addr}"))
+    }
+
+    pub fn remove_dns_addr(&mut self, addr: IpAddr) -> Result<()> {
         let key = match addr {
             IpAddr::V4(a) => DnsAddr::v4(a.octets()),
             IpAddr::V6(a) => DnsAddr::v6(a.octets()),
         };
-        self.dns_addrs
-            .insert(key, 1, 0)
-            .with_context(|| format!("adding DNS address {addr}"))
+        match self.dns_addrs.remove(&key) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("removing DNS address {addr}")),
+        }
     }
 
     /// A name's value in the maps (`key` the lowercase wire-format name).
@@ -312,6 +369,29 @@ impl BpfMaps {
     pub fn counters(&self) -> Result<Counters> {
         let per_cpu = self.counters.get(&0, 0).context("reading counters")?;
         Ok(sum_counters(per_cpu.iter()))
+    }
+}
+
+fn dns_addr(addr: IpAddr) -> DnsAddr {
+    match addr {
+        IpAddr::V4(a) => DnsAddr::v4(a.octets()),
+        IpAddr::V6(a) => DnsAddr::v6(a.octets()),
+    }
+}
+
+/// The wire-format name at the start of a zero-padded key: up to and
+/// including its root label. None for bytes that are not a name.
+fn wire_name(key: &[u8]) -> Option<&[u8]> {
+    let mut i = 0;
+    loop {
+        let len = usize::from(*key.get(i)?);
+        if len == 0 {
+            return Some(&key[..=i]);
+        }
+        if len > 63 {
+            return None;
+        }
+        i += 1 + len;
     }
 }
 
@@ -470,5 +550,33 @@ impl Backend for BpfMaps {
         self.shadow.nxdomain = on.into();
         self.shadow.zone_len = zone_len;
         self.write_config()
+    }
+
+    fn for_each_name(&self, f: &mut dyn FnMut(&[u8], NameRecord)) -> Result<()> {
+        macro_rules! walk {
+            ($map:expr) => {
+                for item in $map.iter() {
+                    let (k, rec) = item.context("reading a name map")?;
+                    // A key that is no name cannot have come from a daemon;
+                    // skipping it leaves it to no one (the kernel never
+                    // builds such a key, so it is never looked up either).
+                    if let Some(name) = wire_name(&k.name) {
+                        f(name, rec);
+                    }
+                }
+            };
+        }
+        walk!(self.names64);
+        walk!(self.names128);
+        walk!(self.names256);
+        Ok(())
+    }
+
+    fn get_name(&self, key: &[u8]) -> Result<Option<NameRecord>> {
+        self.name(key)
+    }
+
+    fn get_answer(&self, class: usize, slot: u32) -> Result<StoredAnswer> {
+        self.answer(class, slot)
     }
 }

@@ -8,9 +8,17 @@
 //! - a slot freed by that swap is reused only after [`QUARANTINE`], long after
 //!   any program run that could still be reading it has finished;
 //! - whatever does not fit (map full, answer too large for any UDP reply) is
-//!   left to userspace (`REF_PASS` or no entry), never answered wrongly.
+//!   left to userspace (`REF_PASS` or no entry), never answered wrongly;
+//! - a write the kernel refuses is counted and its name passed up, never a
+//!   reason to stop (see [`SyncStats::write_errors`]).
+//!
+//! A restarted daemon adopts the maps its predecessor filled ([`adopt`]).
 
+mod adopt;
 pub mod bpf;
+
+pub use adopt::AdoptStats;
+use adopt::Adopted;
 
 use std::{
     collections::{HashSet, VecDeque},
@@ -76,6 +84,24 @@ pub trait Backend {
     /// off (see `hsdns_common::Config::nxdomain`); `zone_len` is the wire
     /// length of the zone name.
     fn set_nxdomain(&mut self, on: bool, zone_len: u32) -> Result<()>;
+    /// Calls `f` with every name in the maps (lowercase wire format) and
+    /// its value: what a daemon that adopts pinned maps finds in them.
+    fn for_each_name(&self, f: &mut dyn FnMut(&[u8], NameRecord)) -> Result<()>;
+    /// A name's value in the maps.
+    fn get_name(&self, key: &[u8]) -> Result<Option<NameRecord>>;
+    /// What an answer slot holds.
+    fn get_answer(&self, class: usize, slot: u32) -> Result<StoredAnswer>;
+}
+
+/// What an answer slot holds, as written by [`Backend::put_answer`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredAnswer {
+    pub len: u16,
+    pub count: u16,
+    pub csum: u16,
+    pub stride: u16,
+    /// The whole slot: the answer (twice with a stride), then zeros.
+    pub bytes: Vec<u8>,
 }
 
 /// What one sync changed.
@@ -90,6 +116,12 @@ pub struct SyncStats {
     pub answers_full: usize,
     /// Answers larger than any UDP reply the kernel sends: passed up.
     pub answers_too_large: usize,
+    /// Writes the kernel refused (answers, names, removals, switches):
+    /// counted and logged; the names involved pass up to userspace.
+    pub write_errors: usize,
+    /// Names found in adopted maps exactly as the table has them: taken
+    /// over without a write.
+    pub names_adopted: usize,
 }
 
 /// One answer for [`Backend::put_answers`].
@@ -115,6 +147,8 @@ struct NameUndo {
     key: Key,
     /// Whether the name was in the maps before (with other slots).
     replaced: bool,
+    /// Those slots.
+    old: MapRefs,
 }
 
 /// Name writes held back at most: one bpf(2) call's worth per tier, and
@@ -191,6 +225,13 @@ pub struct Syncer<B> {
     answers_pending: Vec<AnswerWrite>,
     names_pending: Vec<NameWrite>,
     undo_pending: Vec<NameUndo>,
+    /// Set by [`Self::adopt`] until the table is first complete: names the
+    /// table does not have yet are looked up in the maps, and nothing the
+    /// table lacks is removed before it is complete.
+    adopting: bool,
+    /// Slots that must never be reused: a name in adopted maps shares
+    /// them, or a removal failed and a name may still point at them.
+    never_reuse: HashSet<(usize, u32)>,
 }
 
 /// The lowercase wire-format name: the kernel's key.
@@ -198,6 +239,14 @@ pub fn name_key(name: &Name) -> Result<Vec<u8>> {
     let mut n = name.to_lowercase();
     n.set_fqdn(true);
     Ok(n.to_bytes()?)
+}
+
+/// The answer class and slot an answer reference points at, if any.
+pub fn slot_of(r: AnswerRef) -> Option<(usize, u32)> {
+    (r != REF_NODATA && r != REF_PASS && r != MapRefs::NONE.a).then_some((
+        (r >> hsdns_common::REF_CLASS_SHIFT) as usize,
+        r & hsdns_common::REF_SLOT_MASK,
+    ))
 }
 
 /// The name map tier (0..3) of a wire-format name length.
@@ -221,6 +270,8 @@ impl<B: Backend> Syncer<B> {
             answers_pending: Vec::new(),
             names_pending: Vec::new(),
             undo_pending: Vec::new(),
+            adopting: false,
+            never_reuse: HashSet::new(),
         }
     }
 
@@ -320,8 +371,14 @@ impl<B: Backend> Syncer<B> {
             }
         }
         self.flush(table, now, &mut stats)?;
-        let complete = self.missing == 0 && table.is_complete();
-        self.apply_nxdomain(self.nxdomain_wanted && complete, table.zone())?;
+        if self.adopting && table.is_complete() {
+            self.sweep(table, now, &mut stats)?;
+        }
+        // While adopting, the maps hold the last complete table (with what
+        // this one changed so far): negative answers stay as they were.
+        let complete =
+            self.missing == 0 && (table.is_complete() || (self.adopting && self.nxdomain_on));
+        self.apply_nxdomain(self.nxdomain_wanted && complete, table.zone(), &mut stats);
         if stats.names_full + stats.answers_full > 0 {
             // Once per sync, not per name: at scale a full map would flood.
             log::warn!(
@@ -337,27 +394,47 @@ impl<B: Backend> Syncer<B> {
         Ok(stats)
     }
 
-    fn apply_nxdomain(&mut self, on: bool, zone: &ZoneConfig) -> Result<()> {
+    /// Tells the kernel; a refused write is counted and tried again at
+    /// the next sync (what the kernel was told stays as it was).
+    fn apply_nxdomain(&mut self, on: bool, zone: &ZoneConfig, stats: &mut SyncStats) {
         if on != self.nxdomain_on {
             let zone_len = answer::wire_len(&zone.zone) as u32;
-            self.backend.set_nxdomain(on, zone_len)?;
+            if let Err(e) = self.backend.set_nxdomain(on, zone_len) {
+                log::warn!("switching kernel NXDOMAIN answers: {e:#}");
+                stats.write_errors += 1;
+                return;
+            }
             self.nxdomain_on = on;
             log::info!("kernel NXDOMAIN answers {}", if on { "on" } else { "off" });
         }
-        Ok(())
     }
 
     fn remove(&mut self, key: &Key, r: MapRefs, now: Instant, stats: &mut SyncStats) -> Result<()> {
         if r == MapRefs::NONE {
             return Ok(());
         }
-        let key = key.wire();
-        self.backend.remove_name(&key)?;
+        self.remove_wire(&key.wire(), r, now, stats);
+        Ok(())
+    }
+
+    /// Takes a name out of the maps and frees its slots. If the kernel
+    /// refuses, the name may still point at them: they are never reused
+    /// (and the name keeps its last answers, which beats a wrong one).
+    fn remove_wire(&mut self, key: &[u8], r: MapRefs, now: Instant, stats: &mut SyncStats) {
+        if let Err(e) = self.backend.remove_name(key) {
+            log::warn!("removing a name from the maps: {e:#}");
+            stats.write_errors += 1;
+            for x in [r.a, r.aaaa] {
+                if let Some(slot) = slot_of(x) {
+                    self.never_reuse.insert(slot);
+                }
+            }
+            return;
+        }
         self.name_counts[tier(key.len())] -= 1;
         self.release(r.a, now);
         self.release(r.aaaa, now);
         stats.names_removed += 1;
-        Ok(())
     }
 
     /// Writes a new or changed name: answers into fresh slots, then the
@@ -373,22 +450,48 @@ impl<B: Backend> Syncer<B> {
         now: Instant,
         stats: &mut SyncStats,
     ) -> Result<MapRefs> {
-        let old = old.filter(|r| *r != MapRefs::NONE);
+        let mut old = old.filter(|r| *r != MapRefs::NONE);
         let key = table_key.wire();
         let t = tier(key.len());
+        let flags = if Some(table_key) == apex {
+            FLAG_APEX
+        } else {
+            0
+        };
+        // ExternalName CNAMEs and the like: the name exists, but its A/AAAA
+        // answers are not the kernel's to give.
+        let answerable = entry.kernel_answerable();
+        let (a_enc, aaaa_enc) = if answerable {
+            (
+                answer::records_answer_section(zone, entry, RecordType::A),
+                answer::records_answer_section(zone, entry, RecordType::AAAA),
+            )
+        } else {
+            (None, None)
+        };
+        if old.is_none() && self.adopting {
+            // Not written by this daemon yet: what its predecessor left.
+            match self.adopted(&key, flags, answerable, &a_enc, &aaaa_enc) {
+                Adopted::Same(refs) => {
+                    stats.names_adopted += 1;
+                    return Ok(refs);
+                }
+                Adopted::Differs(refs) => old = Some(refs),
+                Adopted::Absent => {}
+            }
+        }
         if old.is_none() && self.name_counts[t] >= self.name_caps[t] {
             stats.names_full += 1;
             // Absence no longer proves anything: stop negative answers now,
             // not at the end of the sync.
-            self.apply_nxdomain(false, zone)?;
+            self.apply_nxdomain(false, zone, stats);
             return Ok(MapRefs::NONE);
         }
-        // ExternalName CNAMEs and the like: the name exists, but its A/AAAA
-        // answers are not the kernel's to give.
-        let (a, aaaa) = if entry.kernel_answerable() {
-            let a = answer::records_answer_section(zone, entry, RecordType::A);
-            let aaaa = answer::records_answer_section(zone, entry, RecordType::AAAA);
-            (self.place(a, 16, stats)?, self.place(aaaa, 28, stats)?)
+        let (a, aaaa) = if answerable {
+            (
+                self.place(a_enc, 16, stats)?,
+                self.place(aaaa_enc, 28, stats)?,
+            )
         } else {
             (REF_PASS, REF_PASS)
         };
@@ -397,11 +500,7 @@ impl<B: Backend> Syncer<B> {
             aaaa,
             rcode: 0,
             zone: 0,
-            flags: if Some(table_key) == apex {
-                FLAG_APEX
-            } else {
-                0
-            },
+            flags,
             _pad: 0,
         };
         // Held back, to go into the maps with others in one call. Counted
@@ -412,6 +511,7 @@ impl<B: Backend> Syncer<B> {
         self.undo_pending.push(NameUndo {
             key: table_key.clone(),
             replaced: old.is_some(),
+            old: old.unwrap_or(MapRefs::NONE),
         });
         stats.names_written += 1;
         match old {
@@ -438,9 +538,11 @@ impl<B: Backend> Syncer<B> {
             return Ok(());
         }
         let answers = std::mem::take(&mut self.answers_pending);
-        self.backend.put_answers(&answers)?;
-        let names = std::mem::take(&mut self.names_pending);
+        let mut names = std::mem::take(&mut self.names_pending);
         let undo = std::mem::take(&mut self.undo_pending);
+        if let Err(e) = self.backend.put_answers(&answers) {
+            self.answers_refused(e, &answers, &mut names, &undo, table, now, stats);
+        }
         for i in self.backend.put_names(&names) {
             let NameWrite { key, rec } = &names[i];
             let Err(e) = self.backend.put_name(key, *rec) else {
@@ -449,16 +551,23 @@ impl<B: Backend> Syncer<B> {
             let NameUndo {
                 key: table_key,
                 replaced,
+                old,
             } = &undo[i];
             log::warn!(
                 "writing {} failed ({e:#}); withdrawing it to userspace",
                 table_key.name()
             );
-            self.apply_nxdomain(false, table.zone())?;
+            self.apply_nxdomain(false, table.zone(), stats);
             self.release(rec.a, now);
             self.release(rec.aaaa, now);
             if *replaced {
-                self.backend.remove_name(key)?;
+                // It still points at its old slots, which are in
+                // quarantine now: take it out (or keep them forever).
+                if let Err(e) = self.backend.remove_name(key) {
+                    log::warn!("removing {}: {e:#}", table_key.name());
+                    stats.write_errors += 1;
+                    self.keep_forever(*old);
+                }
             }
             self.name_counts[tier(key.len())] -= 1;
             // Saturating: after a sync that failed half way, its held-back
@@ -499,7 +608,7 @@ impl<B: Backend> Syncer<B> {
         };
         // A full small class spills upward.
         let Some((class, slot)) =
-            (class..ANSWER_CLASSES.len()).find_map(|c| self.pools[c].alloc().map(|s| (c, s)))
+            (class..ANSWER_CLASSES.len()).find_map(|c| self.alloc(c).map(|s| (c, s)))
         else {
             stats.answers_full += 1;
             return Ok(REF_PASS);
@@ -521,11 +630,13 @@ impl<B: Backend> Syncer<B> {
     }
 
     fn release(&mut self, r: AnswerRef, now: Instant) {
-        if r == REF_NODATA || r == REF_PASS {
+        let Some((class, slot)) = slot_of(r) else {
+            return;
+        };
+        if class >= self.pools.len() || self.never_reuse.contains(&(class, slot)) {
             return;
         }
-        let class = (r >> hsdns_common::REF_CLASS_SHIFT) as usize;
-        self.pools[class].release(r & hsdns_common::REF_SLOT_MASK, now);
+        self.pools[class].release(slot, now);
     }
 
     /// Answer slots in use per class (quarantined ones excluded).

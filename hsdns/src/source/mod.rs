@@ -2,6 +2,7 @@
 //! files (or the embedded seed scenario), later from the API server. Either
 //! way the result is an [`Objects`] that `records::RecordTable::build` turns
 //! into the record table.
+pub mod cluster_dns;
 pub mod kube;
 mod manifest;
 

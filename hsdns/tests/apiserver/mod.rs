@@ -268,10 +268,11 @@ async fn serve(
         .split('&')
         .filter_map(|kv| kv.split_once('='))
         .collect();
-    let kind = match path {
-        "/api/v1/services" => Kind::Service,
-        "/apis/discovery.k8s.io/v1/endpointslices" => Kind::EndpointSlice,
-        _ => {
+    // Cluster-wide or namespaced collections; field and label selectors
+    // of the `a=b,c=d` form (what kube-rs sends for `fields`/`labels`).
+    let (kind, namespace) = match route(path) {
+        Some(r) => r,
+        None => {
             let body = json!({"kind":"Status","apiVersion":"v1","status":"Failure","code":404,"reason":"NotFound","message":path}).to_string();
             let resp = format!(
                 "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -280,6 +281,11 @@ async fn serve(
             conn.write_all(resp.as_bytes()).await?;
             return Ok(());
         }
+    };
+    let filter = Filter {
+        namespace,
+        fields: selector(params.get("fieldSelector").copied()),
+        labels: selector(params.get("labelSelector").copied()),
     };
     if params.get("watch") != Some(&"true") && params.get("watch") != Some(&"1") {
         // Pages of `limit` objects in key order, as the API server serves
@@ -304,9 +310,13 @@ async fn serve(
                 None => std::ops::Bound::Included((kind, String::new(), String::new())),
             };
             let mut last: Option<(&str, &str)> = None;
-            for ((k, ns, name), (_, text)) in s.objects.range((start, std::ops::Bound::Unbounded)) {
+            for ((k, ns, name), (obj, text)) in s.objects.range((start, std::ops::Bound::Unbounded))
+            {
                 if *k != kind {
                     break;
+                }
+                if !filter.matches(obj) {
+                    continue;
                 }
                 if let (Some(l), Some((ns, name))) = (limit, last)
                     && items.len() == l
@@ -365,7 +375,7 @@ async fn serve(
         let backlog: Vec<Event> = s
             .history
             .iter()
-            .filter(|e| e.kind == kind && e.rv > from)
+            .filter(|e| e.kind == kind && e.rv > from && filter.matches(&e.object))
             .cloned()
             .collect();
         (backlog, gone, from)
@@ -387,7 +397,7 @@ async fn serve(
     }
     loop {
         match rx.recv().await {
-            Ok(Some(e)) if e.kind == kind && e.rv > sent => {
+            Ok(Some(e)) if e.kind == kind && e.rv > sent && filter.matches(&e.object) => {
                 sent = e.rv;
                 chunk(&mut conn, &json!({"type": e.typ, "object": e.object})).await?;
             }
@@ -396,6 +406,87 @@ async fn serve(
             // connection would.
             Ok(None) | Err(_) => return Ok(()),
         }
+    }
+}
+
+/// `/api/v1/services`, `/api/v1/namespaces/NS/services` and the same for
+/// EndpointSlices.
+fn route(path: &str) -> Option<(Kind, Option<String>)> {
+    let (prefix, rest) = if let Some(r) = path.strip_prefix("/api/v1/") {
+        ("core", r)
+    } else {
+        (
+            "discovery",
+            path.strip_prefix("/apis/discovery.k8s.io/v1/")?,
+        )
+    };
+    let (ns, coll) = match rest.strip_prefix("namespaces/") {
+        Some(r) => {
+            let (ns, coll) = r.split_once('/')?;
+            (Some(ns.to_string()), coll)
+        }
+        None => (None, rest),
+    };
+    let kind = match (prefix, coll) {
+        ("core", "services") => Kind::Service,
+        ("discovery", "endpointslices") => Kind::EndpointSlice,
+        _ => return None,
+    };
+    Some((kind, ns))
+}
+
+/// Percent-decodes a query parameter (selectors arrive encoded).
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+        {
+            out.push(v);
+            i += 3;
+        } else {
+            out.push(if b[i] == b'+' { b' ' } else { b[i] });
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn selector(raw: Option<&str>) -> Vec<(String, String)> {
+    let Some(raw) = raw else { return vec![] };
+    unescape(raw)
+        .split(',')
+        .filter_map(|t| t.split_once('='))
+        .map(|(k, v)| (k.trim_end_matches('=').to_string(), v.to_string()))
+        .collect()
+}
+
+/// Which objects a request sees.
+struct Filter {
+    namespace: Option<String>,
+    /// Only `metadata.name` and `metadata.namespace` are supported.
+    fields: Vec<(String, String)>,
+    labels: Vec<(String, String)>,
+}
+
+impl Filter {
+    fn matches(&self, obj: &Value) -> bool {
+        let m = &obj["metadata"];
+        if let Some(ns) = &self.namespace
+            && m["namespace"].as_str() != Some(ns)
+        {
+            return false;
+        }
+        self.fields.iter().all(|(k, v)| {
+            let field = k.strip_prefix("metadata.").unwrap_or(k);
+            m[field].as_str() == Some(v)
+        }) && self
+            .labels
+            .iter()
+            .all(|(k, v)| m["labels"][k].as_str() == Some(v))
     }
 }
 

@@ -59,6 +59,7 @@ static REGISTRY: Mutex<Vec<Undo>> = Mutex::new(Vec::new());
 enum Undo {
     Netns(String),
     Pid(u32),
+    Pins(PathBuf),
 }
 
 fn register(u: Undo) {
@@ -79,6 +80,7 @@ pub fn undo_all() {
             Undo::Netns(name) => {
                 let _ = Command::new("ip").args(["netns", "del", name]).status();
             }
+            Undo::Pins(dir) => unpin_tree(dir),
         }
     }
 }
@@ -206,8 +208,62 @@ pub fn enter(path: &str) {
     assert_eq!(r, 0, "setns {path}: {}", std::io::Error::last_os_error());
 }
 
-/// Namespaces left by runs that were killed: their pid is gone.
+/// Removes every pin under `dir`, and the directory: a link goes with its
+/// pin (the interface loses the program), a map or program with its last
+/// reference. What `hsdns uninstall` does, for when the binary is not at
+/// hand or a test failed half way.
+pub fn unpin_tree(dir: &Path) {
+    let _ = fs::remove_dir_all(dir);
+}
+
+/// A private pin directory under /sys/fs/bpf for one or more daemons in a
+/// row; everything pinned there is removed on drop. The daemon leaves its
+/// pins on purpose when it stops (the kernel keeps answering), so without
+/// this every test would leave its maps behind.
+pub struct PinDir {
+    pub path: PathBuf,
+}
+
+impl PinDir {
+    pub fn new(role: &str) -> Self {
+        remove_stale();
+        let path = PathBuf::from(format!(
+            "/sys/fs/bpf/hsdns-test-{}-{role}{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        Self::at(path)
+    }
+
+    /// A given pin directory, removed on drop (and on Ctrl-C).
+    pub fn at(path: PathBuf) -> Self {
+        register(Undo::Pins(path.clone()));
+        Self { path }
+    }
+}
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        unpin_tree(&self.path);
+        unregister(&Undo::Pins(self.path.clone()));
+    }
+}
+
+/// Namespaces and pin directories left by runs that were killed: their pid
+/// is gone.
 fn remove_stale() {
+    if let Ok(entries) = fs::read_dir("/sys/fs/bpf") {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(rest) = name.strip_prefix("hsdns-test-") else {
+                continue;
+            };
+            let pid = rest.split('-').next().unwrap_or("");
+            if !pid.is_empty() && !Path::new(&format!("/proc/{pid}")).exists() {
+                unpin_tree(&e.path());
+            }
+        }
+    }
     let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
         return;
     };
@@ -485,25 +541,25 @@ impl Topology {
     }
 }
 
-/// The daemon, started in the node namespace; stopped on drop.
+/// The daemon, started in the node namespace; stopped on drop (and its
+/// pins removed, when it made its own pin directory).
 pub struct Daemon {
     pub proc: Guarded,
     pub pin_dir: PathBuf,
     pub log: PathBuf,
     ready: PathBuf,
+    /// Dropped after `proc`: the process is gone before its pins.
+    own_pins: Option<PinDir>,
 }
 
 impl Daemon {
     /// Starts `hsdns run` with `args` (plus a private pin directory and a
     /// ready file) and waits until it says it is ready.
     pub fn start(bin: &Path, node: &Netns, args: &[&str]) -> Self {
-        let tag = format!(
-            "{}-{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        );
-        let pin_dir = PathBuf::from(format!("/sys/fs/bpf/hsdns-test-{tag}"));
-        Self::start_with_pins(bin, node, args, pin_dir)
+        let pins = PinDir::new("d");
+        let mut d = Self::start_with_pins(bin, node, args, pins.path.clone());
+        d.own_pins = Some(pins);
+        d
     }
 
     pub fn start_with_pins(bin: &Path, node: &Netns, args: &[&str], pin_dir: PathBuf) -> Self {
@@ -537,7 +593,21 @@ impl Daemon {
             pin_dir,
             log,
             ready,
+            own_pins: None,
         }
+    }
+
+    /// SIGTERM, and the exit status; the pins stay (the kernel goes on
+    /// answering from them).
+    pub fn stop(self) -> std::process::ExitStatus {
+        self.proc.terminate()
+    }
+
+    /// SIGKILL, as a crash or the OOM killer would.
+    pub fn kill(mut self) {
+        // SAFETY: our own child.
+        unsafe { libc::kill(self.proc.pid() as libc::pid_t, libc::SIGKILL) };
+        let _ = self.proc.child.wait();
     }
 
     pub fn is_ready(&self) -> bool {

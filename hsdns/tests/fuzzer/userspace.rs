@@ -18,7 +18,7 @@ use hickory_proto::op::Message;
 use hsdns::{
     dns::resolver::{self, Verdict},
     records::{RecordTable, ZoneConfig},
-    server::{Server, ServerConfig},
+    server::{Server, ServerConfig, Upstreams},
     source,
 };
 use hsdns_common::{EDNS_UDP_SIZE, PLAIN_UDP_SIZE};
@@ -427,16 +427,10 @@ pub fn server_inputs(seed: u64, inputs: Vec<(Vec<u8>, bool)>) -> Report {
 /// The server under test, forwarding to `upstream`. (The only place that
 /// builds one: the server's configuration is its engineer's to change.)
 fn make_server(upstream: SocketAddr) -> Arc<Server> {
-    Server::new(
-        ServerConfig {
-            listen: vec![],
-            upstreams: vec![upstream],
-            timeout: Duration::from_millis(50),
-            max_inflight: 64,
-            cache_entries: 256,
-        },
-        Arc::new(RwLock::new(table::table())),
-    )
+    let mut cfg = ServerConfig::new(vec![], Duration::from_millis(50));
+    cfg.max_inflight = 64;
+    let upstreams = Upstreams::fixed(ZoneConfig::default().zone, None, vec![upstream]);
+    Server::new(cfg, upstreams, Arc::new(RwLock::new(table::table())))
 }
 
 async fn serve(seed: u64, inputs: Vec<(Vec<u8>, bool)>, mut r: Report) -> Report {

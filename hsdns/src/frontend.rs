@@ -1,0 +1,210 @@
+//! What faces clients, started before the long start-up work (program load
+//! and verification, the first lists): the userspace DNS server with its
+//! sockets bound (SO_REUSEPORT, so a daemon that is still running keeps
+//! serving beside us), the HTTP endpoint, and the cluster DNS discovery.
+//! All of it runs on the server's own threads ([`ServerRuntime`]); only the
+//! liveness beat runs on the daemon's event loop, which it measures.
+
+use std::{net::IpAddr, net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::{Context as _, Result};
+use tokio::sync::watch;
+
+use crate::{
+    cli::RunArgs,
+    metrics::Metrics,
+    records::SharedTable,
+    server::{
+        ClusterServers, Server, ServerConfig, ServerRuntime, TcpLimits, TtlCaps, Upstreams,
+        resolv_conf,
+    },
+    source,
+};
+
+pub struct Frontend {
+    rt: ServerRuntime,
+    pub server: Option<Arc<Server>>,
+    serving: Option<tokio::task::JoinHandle<()>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    metrics: Arc<Metrics>,
+    /// The cluster DNS Service's ClusterIPs, for the kernel to answer.
+    pub cluster_ips: watch::Receiver<Vec<IpAddr>>,
+    _ips_tx: Option<watch::Sender<Vec<IpAddr>>>,
+}
+
+/// The node's resolvers: --upstream, --resolv-conf (by default
+/// /etc/resolv.conf with the live source and no --upstream), without
+/// hsdns's own addresses.
+fn node_upstreams(args: &RunArgs, live: bool) -> Result<Vec<SocketAddr>> {
+    let own: Vec<IpAddr> = args
+        .dns_addrs
+        .iter()
+        .chain(&args.intercept_addrs)
+        .copied()
+        .collect();
+    let mut ups: Vec<SocketAddr> = args
+        .upstreams
+        .iter()
+        .filter(|u| !own.contains(&u.ip()))
+        .copied()
+        .collect();
+    match &args.resolv_conf {
+        Some(rc) => ups.extend(resolv_conf(rc, &own)?),
+        None if live && ups.is_empty() => {
+            match resolv_conf(std::path::Path::new("/etc/resolv.conf"), &own) {
+                Ok(found) => ups.extend(found),
+                Err(e) => {
+                    log::warn!("no node resolvers, names outside the cluster get SERVFAIL: {e:#}")
+                }
+            }
+        }
+        None => {}
+    }
+    Ok(ups)
+}
+
+impl Frontend {
+    /// Binds and starts serving. `live`: the record source is the API
+    /// (then the cluster DNS is discovered unless told otherwise).
+    pub async fn start(
+        args: &RunArgs,
+        live: bool,
+        table: SharedTable,
+        metrics: Arc<Metrics>,
+        zone: hickory_proto::rr::Name,
+    ) -> Result<Self> {
+        let rt = ServerRuntime::new()?;
+        let h = rt.handle();
+        let mut tasks = Vec::new();
+
+        // The liveness beat, on the daemon's own event loop.
+        let health = metrics.health.clone();
+        health.beat();
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                health.beat();
+            }
+        }));
+
+        if let Some(addr) = args.metrics_addr {
+            let l = h
+                .spawn(async move { tokio::net::TcpListener::bind(addr).await })
+                .await?
+                .with_context(|| format!("binding the metrics listener on {addr}"))?;
+            log::info!(
+                "metrics, /healthz and /readyz on http://{}",
+                l.local_addr()?
+            );
+            tasks.push(h.spawn(crate::http::serve(l, metrics.clone())));
+        }
+
+        let node = node_upstreams(args, live)?;
+        let (ips_tx, cluster_ips) = watch::channel(Vec::new());
+        let discover = live && !args.no_cluster_dns && args.cluster_upstreams.is_empty();
+        let cluster: Option<watch::Receiver<ClusterServers>> = if !args.cluster_upstreams.is_empty()
+        {
+            Some(watch::channel(Some(args.cluster_upstreams.clone())).1)
+        } else if discover {
+            let (tx, rx) = watch::channel(None);
+            let (kc, svc, ips) = (
+                args.source.kubeconfig.clone(),
+                args.cluster_dns_service.clone(),
+                ips_tx.clone(),
+            );
+            // A client of its own, made on the server's runtime: kube's
+            // client runs a worker task where it is made, and the event
+            // loop's may be busy with a relist.
+            tasks.push(h.spawn(async move {
+                match source::kube::client(kc.as_deref()).await {
+                    Ok(c) => source::cluster_dns::follow(c, svc, tx, ips).await,
+                    Err(e) => log::error!("cluster DNS discovery: {e:#}"),
+                }
+            }));
+            Some(rx)
+        } else {
+            None
+        };
+        let serve_dns = !node.is_empty() || cluster.is_some();
+        let mut me = Self {
+            rt,
+            server: None,
+            serving: None,
+            tasks,
+            metrics: metrics.clone(),
+            cluster_ips,
+            _ips_tx: Some(ips_tx),
+        };
+        if !serve_dns {
+            return Ok(me);
+        }
+        let cfg = ServerConfig {
+            listen: args
+                .dns_addrs
+                .iter()
+                .map(|ip| SocketAddr::new(*ip, 53))
+                .collect(),
+            timeout: Duration::from_millis(args.upstream_timeout_ms),
+            max_inflight: args.max_inflight,
+            cache_bytes: args.cache_bytes,
+            ttl_caps: TtlCaps {
+                positive: Duration::from_secs(args.cache_max_ttl),
+                negative: Duration::from_secs(args.cache_max_negative_ttl),
+            },
+            client_qps: args.client_qps,
+            tcp: TcpLimits {
+                max_connections: args.tcp_max_connections.max(1),
+                idle_timeout: Duration::from_millis(args.tcp_idle_timeout_ms),
+                ..TcpLimits::default()
+            },
+        };
+        let upstreams = Upstreams::new(zone, cluster, node.clone());
+        let srv = Server::new(cfg, upstreams, table);
+        metrics.health.set_listening(false);
+        metrics.set_server(srv.clone());
+        let s2 = srv.clone();
+        let bound = h.spawn(async move { s2.bind().await }).await??;
+        log::info!(
+            "userspace server on {:?} (node resolvers {node:?}, cluster DNS {})",
+            bound.local_addrs(),
+            if discover {
+                format!("from {}", args.cluster_dns_service)
+            } else if args.cluster_upstreams.is_empty() {
+                "none: cluster names go to the node resolvers".into()
+            } else {
+                format!("{:?}", args.cluster_upstreams)
+            }
+        );
+        me.serving = Some(h.spawn(srv.clone().serve(bound)));
+        metrics.health.set_listening(true);
+        me.server = Some(srv);
+        Ok(me)
+    }
+
+    /// Stop: not ready any more; new queries to a successor (if one is
+    /// bound), what this daemon took answered; returns when done (bounded).
+    pub async fn lame_duck(&mut self) {
+        self.metrics.health.set_stopping();
+        let (Some(srv), Some(serving)) = (&self.server, self.serving.take()) else {
+            return;
+        };
+        srv.lame_duck();
+        let bound = Duration::from_secs(20);
+        if tokio::time::timeout(bound, serving).await.is_err() {
+            log::warn!("userspace server still busy after {bound:?}; leaving");
+        }
+    }
+}
+
+impl Drop for Frontend {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        if let Some(s) = &self.serving {
+            s.abort();
+        }
+        let _ = &self.rt;
+    }
+}
