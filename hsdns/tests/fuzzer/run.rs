@@ -198,21 +198,18 @@ pub fn deltas(before: &Counters, after: &Counters) -> BTreeMap<&'static str, u64
 }
 
 /// Whether the counters moved as the outcomes say: each packet counted
-/// once, the answered counters exactly as the replies expected.
+/// once, every `answered_*` counter exactly as the replies expected.
 pub fn counters_agree(moved: &BTreeMap<&'static str, u64>, expected: &[&'static str]) -> bool {
     if moved.values().sum::<u64>() != expected.len() as u64 {
         return false;
     }
-    [
-        "answered_a",
-        "answered_aaaa",
-        "answered_nodata",
-        "answered_nxdomain",
-    ]
-    .iter()
-    .all(|k| {
-        moved.get(k).copied().unwrap_or(0) == expected.iter().filter(|e| *e == k).count() as u64
-    })
+    moved
+        .keys()
+        .chain(expected.iter())
+        .filter(|k| k.starts_with("answered_"))
+        .all(|k| {
+            moved.get(k).copied().unwrap_or(0) == expected.iter().filter(|e| *e == k).count() as u64
+        })
 }
 
 /// Counts a failure; keeps (and saves) the first `max_failures`.
