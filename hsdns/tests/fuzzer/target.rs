@@ -7,7 +7,7 @@
 
 use std::{fmt, net::IpAddr, str::FromStr};
 
-use anyhow::{Context as _, Result, anyhow, bail};
+use anyhow::{Context as _, Result, bail};
 use aya::{
     Ebpf,
     programs::{ProgramType, SchedClassifier, TestRun as _, TestRunOptions, Xdp},
@@ -29,6 +29,13 @@ pub enum EntryPoint {
     Tc,
 }
 
+/// The tc entry point's name: `hsdns_common::PROGRAM_TC` in the object
+/// that has one (beside it, bare reflectors for the benchmarks, also of
+/// type sched_cls, so the type alone does not tell).
+pub fn tc_program_name() -> String {
+    format!("{}_tc", hsdns_common::PROGRAM_NAME)
+}
+
 impl FromStr for EntryPoint {
     type Err = anyhow::Error;
     fn from_str(s: &str) -> Result<Self> {
@@ -47,8 +54,8 @@ impl EntryPoint {
         let ebpf = loader::load(&Capacities::default()).context("loading the program")?;
         let mut v = vec![EntryPoint::Xdp];
         if ebpf
-            .programs()
-            .any(|(_, p)| p.prog_type() == ProgramType::SchedClassifier)
+            .program(&tc_program_name())
+            .is_some_and(|p| p.prog_type() == ProgramType::SchedClassifier)
         {
             v.push(EntryPoint::Tc);
         }
@@ -200,11 +207,10 @@ impl Kernel {
         let tc_name = match entry {
             EntryPoint::Xdp => None,
             EntryPoint::Tc => {
-                let name = ebpf
-                    .programs()
-                    .find(|(_, p)| p.prog_type() == ProgramType::SchedClassifier)
-                    .map(|(n, _)| n.to_string())
-                    .ok_or_else(|| anyhow!("the object has no tc (sched_cls) program"))?;
+                let name = tc_program_name();
+                if ebpf.program(&name).is_none() {
+                    bail!("the object has no tc program {name}");
+                }
                 let prog: &mut SchedClassifier =
                     ebpf.program_mut(&name).context("tc program")?.try_into()?;
                 if prog.fd().is_err() {
