@@ -119,10 +119,12 @@ fn fuzz() -> Result<bool> {
         ok &= r.failed() == 0;
         saved += r.found.iter().filter(|f| f.saved.is_some()).count();
         json.push(format!(
-            "{{\"entry\":\"{entry}\",\"packets\":{},\"seconds\":{:.2},\"packets_per_s\":{:.0},\
+            "{{\"entry\":\"{entry}\",\"packets\":{},\"not_runnable\":{},\"seconds\":{:.2},\
+             \"packets_per_s\":{:.0},\
              \"faulted_packets\":{},\"faults\":{},\"wrong_answers\":{},\"failures\":{},\
              \"verdicts\":{{{}}},\"counters\":{{{}}}}}",
             r.packets,
+            r.not_runnable,
             r.elapsed.as_secs_f64(),
             r.packets_per_second(),
             r.faulted,
