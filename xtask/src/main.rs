@@ -10,6 +10,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 
+mod fuzz;
 mod plot;
 
 #[derive(Parser)]
@@ -53,6 +54,10 @@ enum Cmd {
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
     },
+    /// Setup, then the differential fuzzer of the kernel path (10^6
+    /// packets through BPF_PROG_TEST_RUN against the userspace resolver)
+    /// and arbitrary bytes into the userspace parsers. Needs root.
+    Fuzz(fuzz::FuzzArgs),
     /// Redraw the plots (results/*.png) from the existing results/*.jsonl,
     /// without running any benchmark.
     Plot {
@@ -87,6 +92,9 @@ fn main() -> ExitCode {
             .and_then(|()| install_missing(&PLOT_PACKAGES))
             .and_then(|()| build())
             .and_then(|()| bench(runs, repeats.max(1), &only)),
+        Cmd::Fuzz(args) => setup()
+            .and_then(|()| require_root("the fuzz runs"))
+            .and_then(|()| fuzz::fuzz(&args)),
         Cmd::Plot { dir } => install_missing(&PLOT_PACKAGES)
             .and_then(|()| plot(&dir.unwrap_or_else(|| workspace().join("results")))),
     };

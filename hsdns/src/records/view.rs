@@ -29,7 +29,10 @@ pub struct NamedPort {
 /// `ports` as [`NamedPort`]s, out-of-range ports left out. Unnamed ports
 /// are kept with an empty name: they have no `_<port>._<proto>` name (spec:
 /// "Unnamed ports do not have an SRV record"), but CoreDNS lists them in
-/// the SRV records of the bare service name.
+/// the SRV records of the bare service name. Ports whose name (if any) or
+/// protocol is not a DNS-1123 label are left out (only possible for
+/// objects that skipped validation): as a label of an SRV name, a NUL byte
+/// would make a name the table cannot key, a dot one it never asked for.
 fn named_ports<'a>(
     ports: impl Iterator<Item = (Option<&'a str>, Option<&'a str>, Option<i32>)>,
 ) -> Box<[NamedPort]> {
@@ -37,6 +40,9 @@ fn named_ports<'a>(
         .filter_map(|(name, proto, port)| {
             let name = name.unwrap_or_default().to_ascii_lowercase();
             let proto = proto.unwrap_or("TCP").to_ascii_lowercase();
+            if !(name.is_empty() || is_dns1123_label(&name)) || !is_dns1123_label(&proto) {
+                return None;
+            }
             let port = u16::try_from(port?).ok().filter(|&p| p != 0)?;
             Some(NamedPort {
                 name: name.into(),
@@ -224,6 +230,32 @@ impl SliceView {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unnamed_ports_stay_and_ports_that_are_no_label_go() {
+        let ports = named_ports(
+            [
+                (None, None, Some(80)),
+                (Some(""), Some("UDP"), Some(53)),
+                (Some("HTTP"), Some("TCP"), Some(8080)),
+                (Some("a\0b"), Some("TCP"), Some(1)),
+                (Some("a.b"), Some("TCP"), Some(2)),
+                (None, Some("T\0CP"), Some(3)),
+                (Some("web"), Some("tcp."), Some(4)),
+                (Some("big"), None, Some(70_000)),
+                (Some("zero"), None, Some(0)),
+            ]
+            .into_iter(),
+        );
+        let got: Vec<(&str, &str, u16)> = ports
+            .iter()
+            .map(|p| (&*p.name, &*p.proto, p.port))
+            .collect();
+        assert_eq!(
+            got,
+            [("", "tcp", 80), ("", "udp", 53), ("http", "tcp", 8080)]
+        );
+    }
 
     #[test]
     fn an_address_entry_stays_small() {
