@@ -37,6 +37,13 @@ pub enum Command {
     /// (detaching the program), program, maps, the node-local addresses and
     /// their interface. Refuses while a daemon runs.
     Uninstall(UninstallArgs),
+    /// Mount a BPF filesystem at the pin directory's parent unless one is
+    /// there (what `run` does itself when it may): for deploy/'s privileged
+    /// init container, so the unprivileged daemon finds the host's bpffs.
+    MountBpffs {
+        #[arg(long, default_value = PIN_DIR, env = "HSDNS_PIN_DIR")]
+        pin_dir: PathBuf,
+    },
     /// Print the record table the source yields, one record per line.
     Records(SourceArgs),
     /// Print the kernel's verdict counters from the pinned map, summed
@@ -281,6 +288,22 @@ pub struct RunArgs {
         env = "HSDNS_LINK_EVENTS_RCVBUF"
     )]
     pub link_events_rcvbuf: Option<usize>,
+}
+
+impl RunArgs {
+    /// Whether the records come from the API (not manifests).
+    pub fn live_source(&self) -> bool {
+        self.source.kube || self.source.kubeconfig.is_some()
+    }
+
+    /// The cluster DNS Service the daemon finds and follows (answering its
+    /// ClusterIPs in the kernel, forwarding cluster names to its
+    /// endpoints): with the live source, unless switched off or replaced by
+    /// --cluster-upstream.
+    pub fn discovered_cluster_dns(&self) -> Option<&crate::source::cluster_dns::ServiceRef> {
+        (self.live_source() && !self.no_cluster_dns && self.cluster_upstreams.is_empty())
+            .then_some(&self.cluster_dns_service)
+    }
 }
 
 /// The daemon's flags that say what it left on the node, under the same

@@ -175,13 +175,13 @@ fn become_synced(syncer: &mut Syncer<BpfMaps>, node: &mut Node, args: &RunArgs, 
 }
 
 fn live_source(args: &RunArgs) -> bool {
-    args.source.kube || args.source.kubeconfig.is_some()
+    args.live_source()
 }
 
 /// Whether the daemon finds the cluster DNS Service and answers its
 /// ClusterIPs in the kernel.
 fn discovers_cluster_dns(args: &RunArgs) -> bool {
-    live_source(args) && !args.no_cluster_dns && args.cluster_upstreams.is_empty()
+    args.discovered_cluster_dns().is_some()
 }
 
 /// Which interfaces get the program.

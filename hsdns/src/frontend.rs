@@ -102,7 +102,7 @@ impl Frontend {
 
         let node = node_upstreams(args, live)?;
         let (ips_tx, cluster_ips) = watch::channel(Vec::new());
-        let discover = live && !args.no_cluster_dns && args.cluster_upstreams.is_empty();
+        let discover = live && args.discovered_cluster_dns().is_some();
         let cluster: Option<watch::Receiver<ClusterServers>> = if !args.cluster_upstreams.is_empty()
         {
             Some(watch::channel(Some(args.cluster_upstreams.clone())).1)

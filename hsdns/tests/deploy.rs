@@ -9,8 +9,9 @@ use std::{collections::BTreeSet, net::SocketAddr, path::Path, process::Command};
 
 use clap::{CommandFactory as _, Parser as _};
 use hsdns::{
-    cli::Cli,
+    cli::{Cli, Command as Sub, RunArgs, UninstallArgs},
     metrics::{PATH_HEALTHZ, PATH_METRICS, PATH_READYZ},
+    records::PodMode,
     source::kube::{WatchOptions, watched_resources},
 };
 use k8s_openapi::api::{
@@ -83,10 +84,13 @@ fn hsdns_containers(ds: &DaemonSet) -> Vec<&Container> {
 }
 
 /// The settings a container gets from its ConfigMaps, as `--flag value`
-/// arguments: each key must be some flag's `env` name.
-fn settings_as_args(b: &Built, c: &Container) -> Vec<String> {
+/// arguments of subcommand `sub`: for `run`, each key must be some flag's
+/// `env` name; other subcommands take the keys they have flags for (the
+/// clean-up and the bpffs mount read the daemon's settings, and clap reads
+/// only the variables of a subcommand's own flags).
+fn settings_as_args(b: &Built, c: &Container, sub: &str) -> Vec<String> {
     let cmd = Cli::command();
-    let run = cmd.find_subcommand("run").unwrap();
+    let run = cmd.find_subcommand(sub).unwrap();
     let mut args = Vec::new();
     for from in c.env_from.iter().flatten() {
         let name = &from.config_map_ref.as_ref().unwrap().name;
@@ -96,10 +100,16 @@ fn settings_as_args(b: &Built, c: &Container) -> Vec<String> {
             .find(|m| m.metadata.name.as_ref() == Some(name))
             .unwrap_or_else(|| panic!("envFrom names ConfigMap {name}, which is not deployed"));
         for (key, value) in cm.data.iter().flatten() {
-            let arg = run
+            let Some(arg) = run
                 .get_arguments()
                 .find(|a| a.get_env().and_then(|e| e.to_str()) == Some(key))
-                .unwrap_or_else(|| panic!("ConfigMap key {key}: no `hsdns run` flag reads it"));
+            else {
+                assert_ne!(
+                    sub, "run",
+                    "ConfigMap key {key}: no `hsdns run` flag reads it"
+                );
+                continue;
+            };
             let long = arg.get_long().unwrap();
             if arg.get_action().takes_values() {
                 args.push(format!("--{long}={value}"));
@@ -125,15 +135,48 @@ fn config_value(b: &Built, key: &str) -> Option<String> {
         .find_map(|m| m.data.as_ref()?.get(key).cloned())
 }
 
+/// The command line a container runs, its ConfigMap settings included.
+fn argv(b: &Built, c: &Container) -> Vec<String> {
+    let mut argv = vec!["hsdns".to_string()];
+    argv.extend(c.command.iter().flatten().skip(1).cloned());
+    argv.extend(c.args.iter().flatten().cloned());
+    if let Some(sub) = argv.get(1).cloned() {
+        argv.extend(settings_as_args(b, c, &sub));
+    }
+    argv
+}
+
+/// What the container runs, as the real parser reads it.
+fn parsed(b: &Built, c: &Container) -> Sub {
+    let argv = argv(b, c);
+    match Cli::try_parse_from(&argv) {
+        Ok(cli) => cli.cmd,
+        Err(e) => panic!("container {} args {argv:?}: {e}", c.name),
+    }
+}
+
+/// The daemon's `run` arguments in a built kustomization.
+fn run_args(b: &Built) -> RunArgs {
+    let ds = &b.daemon_sets[0];
+    let c = &ds
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0];
+    match parsed(b, c) {
+        Sub::Run(args) => *args,
+        other => panic!("the daemon's container runs {other:?}"),
+    }
+}
+
 fn check_args_parse(b: &Built, dir: &str) {
     for ds in &b.daemon_sets {
         for c in hsdns_containers(ds) {
-            let mut argv = vec!["hsdns".to_string()];
-            argv.extend(c.command.iter().flatten().skip(1).cloned());
-            argv.extend(c.args.iter().flatten().cloned());
-            if argv.get(1).map(String::as_str) == Some("run") {
-                argv.extend(settings_as_args(b, c));
-            }
+            let argv = argv(b, c);
             if let Err(e) = Cli::try_parse_from(&argv) {
                 panic!("{dir}: container {} args {argv:?}: {e}", c.name);
             }
@@ -141,8 +184,12 @@ fn check_args_parse(b: &Built, dir: &str) {
     }
 }
 
-/// The granted (group, resource, verb) triples.
-fn granted(b: &Built) -> BTreeSet<(String, String, String)> {
+type Triples = BTreeSet<(String, String, String)>;
+
+/// The granted (group, resource, verb) triples: all cluster-wide (a
+/// ClusterRole bound by a ClusterRoleBinding), so they cover every
+/// namespace too.
+fn granted(b: &Built) -> Triples {
     let mut set = BTreeSet::new();
     for role in &b.roles {
         for rule in role.rules.iter().flatten() {
@@ -158,23 +205,59 @@ fn granted(b: &Built) -> BTreeSet<(String, String, String)> {
     set
 }
 
-fn wanted(opts: WatchOptions) -> BTreeSet<(String, String, String)> {
-    watched_resources(opts)
-        .into_iter()
-        .flat_map(|(g, r, verbs)| verbs.map(|v| (g.to_string(), r.to_string(), v.to_string())))
-        .collect()
+/// What the daemon configured by `b` watches: (cluster-wide, in one
+/// namespace), each as (group, resource, verb).
+fn wanted(b: &Built) -> (Triples, Triples) {
+    let args = run_args(b);
+    let opts = WatchOptions {
+        pods: args.source.pods == PodMode::Verified,
+        ..Default::default()
+    };
+    let (mut all, mut one) = (BTreeSet::new(), BTreeSet::new());
+    for w in watched_resources(opts, args.discovered_cluster_dns()) {
+        for v in w.verbs {
+            let t = (w.group.to_string(), w.resource.to_string(), v.to_string());
+            match w.namespace {
+                None => all.insert(t),
+                Some(_) => one.insert(t),
+            };
+        }
+    }
+    (all, one)
 }
 
 fn check_rbac(b: &Built, dir: &str) {
-    let verified = config_value(b, "HSDNS_PODS").as_deref() == Some("verified");
-    let opts = WatchOptions {
-        pods: verified,
-        ..Default::default()
-    };
-    assert_eq!(
-        granted(b),
-        wanted(opts),
-        "{dir}: RBAC is what the watchers use"
+    let (all, one) = wanted(b);
+    assert!(
+        !one.is_empty(),
+        "{dir}: the daemon follows the cluster DNS Service (namespaced watches)"
+    );
+    // Exactly the cluster-wide watches, granted cluster-wide: nothing more.
+    let granted = granted(b);
+    assert_eq!(granted, all, "{dir}: RBAC is what the watchers use");
+    // The namespaced ones (the cluster DNS Service and its slices) are
+    // covered by those grants; a namespaced Role would otherwise be needed.
+    let missing: Vec<_> = one.difference(&granted).collect();
+    assert!(
+        missing.is_empty(),
+        "{dir}: the cluster DNS watches need {missing:?}"
+    );
+    let ds = &b.daemon_sets[0];
+    let sa = ds
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .service_account_name
+        .clone()
+        .unwrap();
+    assert!(
+        b.service_accounts
+            .iter()
+            .any(|a| a.metadata.name.as_ref() == Some(&sa))
     );
     // Bound to the account the DaemonSet runs as.
     let ds = &b.daemon_sets[0];
@@ -287,6 +370,38 @@ fn check_daemonset(b: &Built, dir: &str) {
         .find(|v| v.name == m.name)
         .unwrap();
     assert_eq!(vol.host_path.as_ref().unwrap().path, "/sys/fs/bpf");
+    // The daemon pins under that mount, on the host's bpffs.
+    let pin_dir = run_args(b).pin_dir;
+    assert!(
+        pin_dir.starts_with(&m.mount_path) && pin_dir != Path::new(&m.mount_path),
+        "{dir}: --pin-dir {} is below the bpffs mount",
+        pin_dir.display()
+    );
+    // The host's bpffs is made sure of by an init container, the only
+    // privileged one: Bidirectional propagation (so the host sees the
+    // mount) on the same volume, running `hsdns mount-bpffs` for the
+    // daemon's own pin directory.
+    let inits: Vec<&Container> = pod.init_containers.iter().flatten().collect();
+    let [init] = &inits[..] else {
+        panic!("{dir}: one init container, the bpffs mount")
+    };
+    let Sub::MountBpffs { pin_dir: init_pins } = parsed(b, init) else {
+        panic!("{dir}: the init container runs mount-bpffs")
+    };
+    assert_eq!(init_pins, pin_dir, "{dir}: the daemon's pin directory");
+    assert_eq!(
+        init.security_context.as_ref().and_then(|s| s.privileged),
+        Some(true),
+        "{dir}: Bidirectional propagation needs a privileged container"
+    );
+    let im = init
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|im| im.name == m.name)
+        .expect("the init container mounts the bpffs volume");
+    assert_eq!(im.mount_path, m.mount_path);
+    assert_eq!(im.mount_propagation.as_deref(), Some("Bidirectional"));
     // Memory from the measurement at 150,000 pods (README): under 128 MiB.
     let mem = |q: &std::collections::BTreeMap<
         String,
@@ -409,12 +524,66 @@ fn the_uninstall_daemonset_runs_a_real_command() {
     check_args_parse(&b, "uninstall");
     let ds = &b.daemon_sets[0];
     let c = hsdns_containers(ds);
-    assert_eq!(c[0].args.as_ref().unwrap()[0], "uninstall");
+    let Sub::Uninstall(u) = parsed(&b, c[0]) else {
+        panic!("the clean-up runs hsdns uninstall")
+    };
     let pod = ds.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
     assert_eq!(
         pod.host_network,
         Some(true),
         "the dummy interface is in the host namespace"
+    );
+    // It removes exactly what the installed daemon left: the same pin
+    // directory, interface and addresses, from the same settings.
+    let run = run_args(&build("."));
+    let UninstallArgs {
+        pin_dir,
+        local_interface,
+        dns_addrs,
+        no_local_interface,
+    } = u;
+    assert_eq!(pin_dir, run.pin_dir);
+    assert_eq!(local_interface, run.local_interface);
+    assert_eq!(dns_addrs, run.dns_addrs);
+    assert_eq!(no_local_interface, run.no_local_interface);
+    // ... on the host's bpffs, where the daemon pinned it.
+    let m = c[0]
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| pin_dir.starts_with(&m.mount_path))
+        .expect("the pin directory is mounted in");
+    let vol = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == m.name)
+        .unwrap();
+    assert_eq!(
+        vol.host_path.as_ref().unwrap().path,
+        m.mount_path,
+        "the host's own path"
+    );
+    // Its ConfigMap is its own: deleting the clean-up never takes the
+    // daemon's settings away.
+    let installed = build(".");
+    assert_ne!(
+        b.config_maps[0].metadata.name,
+        installed.config_maps[0].metadata.name
+    );
+    assert_eq!(
+        b.config_maps[0].data, installed.config_maps[0].data,
+        "the daemon's settings, whatever they are"
+    );
+    assert!(
+        c[0].env_from
+            .iter()
+            .flatten()
+            .any(|e| e
+                .config_map_ref
+                .as_ref()
+                .is_some_and(|r| Some(&r.name) == b.config_maps[0].metadata.name.as_ref())),
+        "read by the clean-up"
     );
 }
 

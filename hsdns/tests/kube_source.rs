@@ -332,37 +332,88 @@ async fn a_cluster_larger_than_a_list_page_is_listed_whole() {
     );
 }
 
-/// The API paths and verbs the watchers really use, from the requests the
-/// API server saw: what deploy/'s RBAC must grant (tests/deploy.rs holds
+/// (API group, resource, namespace or cluster-wide, verb).
+type Access = std::collections::BTreeSet<(String, String, Option<String>, String)>;
+
+/// The API collections and verbs the watchers really use, from the requests
+/// the API server saw: what deploy/'s RBAC must grant (tests/deploy.rs holds
 /// the manifests to `watched_resources`, this holds `watched_resources` to
 /// the watchers).
-fn used(api: &ApiServer) -> std::collections::BTreeSet<(String, String, String)> {
+fn used(api: &ApiServer) -> Access {
     api.requests()
         .into_iter()
         .map(|(path, watch)| {
             let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-            let (group, resource) = match parts[..] {
-                ["api", "v1", r] => ("", r),
-                ["apis", g, _, r] => (g, r),
+            let (group, ns, resource) = match parts[..] {
+                ["api", "v1", "namespaces", ns, r] => ("", Some(ns), r),
+                ["api", "v1", r] => ("", None, r),
+                ["apis", g, _, "namespaces", ns, r] => (g, Some(ns), r),
+                ["apis", g, _, r] => (g, None, r),
                 _ => panic!("unexpected request {path}"),
             };
             let verb = if watch { "watch" } else { "list" };
-            (group.to_string(), resource.to_string(), verb.to_string())
+            (
+                group.to_string(),
+                resource.to_string(),
+                ns.map(str::to_string),
+                verb.to_string(),
+            )
         })
         .collect()
 }
 
 fn declared(
     opts: source::kube::WatchOptions,
-) -> std::collections::BTreeSet<(String, String, String)> {
-    source::kube::watched_resources(opts)
+    cluster_dns: Option<&source::cluster_dns::ServiceRef>,
+) -> Access {
+    source::kube::watched_resources(opts, cluster_dns)
         .into_iter()
-        .flat_map(|(g, r, verbs)| verbs.map(|v| (g.to_string(), r.to_string(), v.to_string())))
+        .flat_map(|w| {
+            w.verbs.map(|v| {
+                (
+                    w.group.to_string(),
+                    w.resource.to_string(),
+                    w.namespace.clone(),
+                    v.to_string(),
+                )
+            })
+        })
         .collect()
 }
 
+/// Starts the cluster DNS follower against `api`, as the daemon's
+/// frontend does with the live source.
+async fn follow_cluster_dns(
+    api: &ApiServer,
+    svc: source::cluster_dns::ServiceRef,
+) -> (
+    watch::Receiver<hsdns::server::ClusterServers>,
+    watch::Receiver<Vec<std::net::IpAddr>>,
+) {
+    let dir = std::env::temp_dir().join(format!(
+        "hsdns-kc-dns-{}-{}",
+        std::process::id(),
+        api.addr.port()
+    ));
+    api.kubeconfig(&dir);
+    let client = source::kube::client(Some(&dir)).await.expect("client");
+    let (servers_tx, servers) = watch::channel(None);
+    let (ips_tx, ips) = watch::channel(Vec::new());
+    tokio::spawn(source::cluster_dns::follow(client, svc, servers_tx, ips_tx));
+    (servers, ips)
+}
+
+/// Waits (at most 15 s) until every watch is open, then compares.
+async fn assert_used_is_declared(api: &ApiServer, want: Access) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while used(api) != want && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(used(api), want);
+}
+
 #[tokio::test]
-async fn namespaces_and_pods_are_watched_and_are_all_rbac_needs() {
+async fn namespaces_pods_and_the_cluster_dns_are_watched_and_are_all_rbac_needs() {
     let api = ApiServer::start().await;
     api.apply(Kind::Service, headless("test", "nginx-headless", false));
     api.apply(Kind::EndpointSlice, seed_slice(1));
@@ -384,6 +435,8 @@ async fn namespaces_and_pods_are_watched_and_are_all_rbac_needs() {
         ..Default::default()
     };
     let mut rx = start_with(&api, opts).await;
+    let kube_dns: source::cluster_dns::ServiceRef = "kube-system/kube-dns".parse().unwrap();
+    let followers = follow_cluster_dns(&api, kube_dns.clone()).await;
     until(&mut rx, "namespaces and the pod", |t| {
         t.namespace_exists("quiet") && t.pod_addresses() == 1
     })
@@ -395,19 +448,14 @@ async fn namespaces_and_pods_are_watched_and_are_all_rbac_needs() {
         !t.namespace_exists("quiet") && t.namespace_exists("test") && t.pod_addresses() == 0
     })
     .await;
-    // Wait for every watch to be open, then compare.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while used(&api) != declared(opts) && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(used(&api), declared(opts));
-    // Without verified pods, no pod is ever asked for.
+    // Wait for every watch to be open, then compare: the record source
+    // and the cluster DNS follower, as the daemon runs them.
+    assert_used_is_declared(&api, declared(opts, Some(&kube_dns))).await;
+    drop(followers);
+    // Without verified pods, no pod is ever asked for; without discovery
+    // (--no-cluster-dns, --cluster-upstream), nothing namespaced.
     let api = ApiServer::start().await;
     let mut rx = start(&api).await;
     until(&mut rx, "an empty cluster", |_| true).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while used(&api) != declared(Default::default()) && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(used(&api), declared(Default::default()));
+    assert_used_is_declared(&api, declared(Default::default(), None)).await;
 }

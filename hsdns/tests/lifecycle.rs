@@ -948,3 +948,47 @@ fn a_netlink_overrun_relists_and_misses_no_interface() {
         d.log()
     );
 }
+
+/// deploy/'s init container: `hsdns mount-bpffs` mounts a bpffs where
+/// there is none, so the unprivileged daemon after it finds one, and leaves
+/// a mounted one alone.
+#[test]
+fn mount_bpffs_mounts_one_where_there_is_none_and_nothing_twice() {
+    require_root();
+    let pin_dir = format!("/sys/fs/bpf/hsdns-test-{}-mount", std::process::id());
+    let script = format!(
+        "umount -l /sys/fs/bpf 2>/dev/null; \
+         before=$(stat -f -c %T /sys/fs/bpf); \
+         \"$0\" mount-bpffs --pin-dir {pin_dir} || exit 1; \
+         after=$(stat -f -c %T /sys/fs/bpf); \
+         \"$0\" mount-bpffs --pin-dir {pin_dir} || exit 1; \
+         echo \"before=$before after=$after\"; \
+         grep -c ' /sys/fs/bpf bpf ' /proc/self/mounts"
+    );
+    let out = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "--", "sh", "-c", &script])
+        .arg(bin())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[0], "mounted a BPF filesystem at /sys/fs/bpf",
+        "{text}"
+    );
+    assert!(
+        lines[1].ends_with("is on a BPF filesystem already"),
+        "{text}"
+    );
+    assert!(
+        lines[2].starts_with("before=") && !lines[2].starts_with("before=bpf_fs"),
+        "{text}"
+    );
+    assert!(lines[2].ends_with("after=bpf_fs"), "{text}");
+    assert_eq!(lines[3], "1", "mounted once: {text}");
+}

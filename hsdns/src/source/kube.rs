@@ -462,21 +462,46 @@ impl Index {
     }
 }
 
-/// The resources and verbs the live source needs, as its watchers ask for
-/// them: `(API group, resource, verbs)`. deploy/'s RBAC must grant exactly
-/// these (a test checks it); Pods only with `--pods verified`.
+/// One API collection the daemon lists and watches.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Watched {
+    /// The API group ("" for the core group).
+    pub group: &'static str,
+    pub resource: &'static str,
+    /// None: cluster-wide; else that namespace only.
+    pub namespace: Option<String>,
+    pub verbs: [&'static str; 2],
+}
+
+/// kube-runtime's watcher lists, then watches.
+pub(crate) const WATCH_VERBS: [&str; 2] = ["list", "watch"];
+
+/// The collections the daemon's watchers ask for: the record source's,
+/// cluster-wide (Pods only with `--pods verified`), and with `cluster_dns`
+/// (the Service it finds the cluster DNS by, see `cluster_dns::follow`)
+/// that Service and its EndpointSlices in its namespace. deploy/'s RBAC
+/// must grant exactly these (tests/deploy.rs), and these are exactly what
+/// the watchers ask the API server for (tests/kube_source.rs).
 pub fn watched_resources(
     opts: WatchOptions,
-) -> Vec<(&'static str, &'static str, [&'static str; 2])> {
-    // kube-runtime's watcher lists, then watches.
-    let verbs = ["list", "watch"];
+    cluster_dns: Option<&super::cluster_dns::ServiceRef>,
+) -> Vec<Watched> {
+    let all = |group, resource| Watched {
+        group,
+        resource,
+        namespace: None,
+        verbs: WATCH_VERBS,
+    };
     let mut v = vec![
-        ("", "services", verbs),
-        ("discovery.k8s.io", "endpointslices", verbs),
-        ("", "namespaces", verbs),
+        all("", "services"),
+        all("discovery.k8s.io", "endpointslices"),
+        all("", "namespaces"),
     ];
     if opts.pods {
-        v.push(("", "pods", verbs));
+        v.push(all("", "pods"));
+    }
+    if let Some(svc) = cluster_dns {
+        v.extend(super::cluster_dns::watched(svc));
     }
     v
 }
