@@ -660,6 +660,8 @@ async fn serve_with_maps(
         // goes on until this process is told to stop, then lame-ducks.
         log::info!("another hsdns asked for the maps: handing them over");
         drop(lock.take());
+        // Its probes are about it now (it listens beside us, steered to).
+        frontend.close_http().await;
         {
             let mut st = metrics.state.lock().expect("metrics lock");
             st.ready = false;
@@ -678,6 +680,7 @@ async fn serve_with_maps(
     // through its pinned links and answers from the pinned maps until the
     // next daemon takes them over (or the heartbeat bounds say they are
     // too old).
+    frontend.close_http().await;
     frontend.lame_duck().await;
     let c = syncer.backend().counters()?;
     log::info!("shutting down; the kernel keeps answering. Counters at exit: {c:?}");
