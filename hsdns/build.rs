@@ -7,7 +7,45 @@ use aya_build::{Package, Toolchain};
 #[allow(dead_code)]
 mod btf_char;
 
+/// `HSDNS_GIT_COMMIT` for `hsdns --version`: the commit the source was
+/// built from (with `-dirty` for uncommitted changes), or the variable's
+/// value when set (builds from a tarball), or `unknown`.
+fn git_commit() {
+    println!("cargo:rerun-if-env-changed=HSDNS_GIT_COMMIT");
+    let commit = env::var("HSDNS_GIT_COMMIT").ok().or_else(|| {
+        let git = |args: &[&str]| {
+            let out = std::process::Command::new("git").args(args).output().ok()?;
+            out.status
+                .success()
+                .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        };
+        // Rebuild when HEAD moves: HEAD itself, and the file of the branch
+        // it names (a worktree's git dir is not the repository's).
+        if let Some(head) = git(&["rev-parse", "--git-path", "HEAD"]) {
+            println!("cargo:rerun-if-changed={head}");
+        }
+        if let Some(r) = git(&["symbolic-ref", "-q", "HEAD"])
+            && let Some(path) = git(&["rev-parse", "--git-path", &r])
+        {
+            // A packed ref has no file of its own (and a missing path
+            // would rerun this script on every build).
+            let packed = git(&["rev-parse", "--git-path", "packed-refs"]);
+            for p in [Some(path), packed].into_iter().flatten() {
+                if std::path::Path::new(&p).exists() {
+                    println!("cargo:rerun-if-changed={p}");
+                }
+            }
+        }
+        git(&["rev-parse", "--short=12", "HEAD"])
+    });
+    println!(
+        "cargo:rustc-env=HSDNS_GIT_COMMIT={}",
+        commit.unwrap_or_else(|| "unknown".into())
+    );
+}
+
 fn main() -> anyhow::Result<()> {
+    git_commit();
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").ok_or_else(|| anyhow!("OUT_DIR not set"))?);
     let obj = out_dir.join("hsdns");
     // AYA_BUILD_SKIP=1 builds the daemon without its eBPF object (aya-build

@@ -249,9 +249,15 @@ answer_class!(AnswerL, 1216);
 
 /// Authority section of a negative answer: the zone's SOA with its owner
 /// compressed against the question. The pointer depends on where the zone
-/// starts in the question, so the daemon stores one per question length.
+/// starts in the question, so the daemon stores one per question length,
+/// in each of two banks (see [`Config::soa_bank`]).
 pub const SOA_BYTES: usize = 184;
-pub const SOA_ENTRIES: u32 = 256;
+/// Entries of one SOA bank: one per question name length.
+pub const SOA_ENTRIES_PER_BANK: u32 = 256;
+/// Banks of the `soa` map.
+pub const SOA_BANKS: u32 = 2;
+/// Entries of the `soa` map.
+pub const SOA_ENTRIES: u32 = SOA_BANKS * SOA_ENTRIES_PER_BANK;
 answer_class!(Authority, 184);
 
 /// Key of `dns_addrs`: an address the program answers for, with its family
@@ -302,7 +308,13 @@ pub struct Config {
     pub nxdomain: u32,
     /// Wire length of the cluster zone's name, root label included.
     pub zone_len: u32,
-    pub _pad: u32,
+    /// Which of two SOA banks negative answers use: entry
+    /// `soa_bank * SOA_ENTRIES_PER_BANK + qname length` of `soa` (0 or 1).
+    /// The SOA serial changes with the table: the daemon writes the new
+    /// SOA into the bank not in use, then flips this word, so no reply ever
+    /// copies a half-written SOA; a bank is rewritten only after the
+    /// syncer's quarantine since it was last in use.
+    pub soa_bank: u32,
     /// CLOCK_BOOTTIME (the clock of `bpf_ktime_get_boot_ns`) in ns of the
     /// daemon's last heartbeat. The daemon writes it periodically while its
     /// table is complete in the maps; a dead or stuck daemon stops writing
@@ -330,7 +342,7 @@ impl Default for Config {
             answering: 0,
             nxdomain: 0,
             zone_len: 0,
-            _pad: 0,
+            soa_bank: 0,
             heartbeat_ns: 0,
             stale_nxdomain_ns: 0,
             stale_pass_ns: 0,
@@ -412,10 +424,13 @@ impl Layout {
 pub const LAYOUT_MAGIC: u64 = u64::from_be_bytes(*b"hsdnsLAY");
 
 /// Bump when the meaning of a shared type changes without its layout
-/// changing (sizes and offsets are hashed by themselves). 2: names keyed
-/// by a keyed hash with the dotted name in the value, the verdict table,
-/// answers no longer stored twice for rotation.
-pub const TYPES_VERSION: u64 = 2;
+/// changing (sizes and offsets are hashed by themselves). 2: `Config`'s
+/// `_pad` became `soa_bank` (same offset, new meaning: a program of
+/// version 1 would ignore a flipped bank and copy a stale SOA). 3: names
+/// keyed by a keyed hash with the dotted name in the value, the verdict
+/// table, answers no longer stored twice for rotation, SOA banks without
+/// zones.
+pub const TYPES_VERSION: u64 = 3;
 
 /// A hash of every type and constant the kernel and the daemon share
 /// through the maps: sizes, alignments, field offsets, tiers and classes.
@@ -451,6 +466,7 @@ pub const TYPES_HASH: u64 = {
         offset_of!(Config, answering) as u64,
         offset_of!(Config, nxdomain) as u64,
         offset_of!(Config, zone_len) as u64,
+        offset_of!(Config, soa_bank) as u64,
         offset_of!(Config, heartbeat_ns) as u64,
         offset_of!(Config, stale_nxdomain_ns) as u64,
         offset_of!(Config, stale_pass_ns) as u64,
@@ -468,12 +484,25 @@ pub const TYPES_HASH: u64 = {
         ANSWER_CLASSES[1] as u64,
         ANSWER_CLASSES[2] as u64,
         REF_CLASS_SHIFT as u64,
-        SOA_ENTRIES as u64,
+        SOA_ENTRIES_PER_BANK as u64,
+        SOA_BANKS as u64,
         ZONE_MAX as u64,
         name::MAX_LABELS as u64,
         name::HASH_KEYS as u64,
+        offset_of!(NameRecord64, name) as u64,
+        offset_of!(Layout, types_hash) as u64,
+        offset_of!(Layout, serial) as u64,
+        offset_of!(Layout, zone) as u64,
+        AnswerClass::Small as u64,
+        AnswerClass::Medium as u64,
+        AnswerClass::Large as u64,
+        AnswerClass::Nodata as u64,
+        AnswerClass::Userspace as u64,
+        AnswerClass::Truncated as u64,
     ];
-    // FNV-1a over the words' bytes.
+    // FNV-1a over the words' bytes, then over the verdicts' names in
+    // counter order (a verdict added, removed or moved changes what a
+    // counter field means without changing the struct's size).
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let mut i = 0;
     while i < words.len() {
@@ -485,6 +514,19 @@ pub const TYPES_HASH: u64 = {
             j += 1;
         }
         i += 1;
+    }
+    let mut v = 0;
+    while v < VERDICT_COUNT {
+        let name = Verdict::ALL[v].name().as_bytes();
+        let mut j = 0;
+        while j < name.len() {
+            h ^= name[j] as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+            j += 1;
+        }
+        h ^= 0xff;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+        v += 1;
     }
     h
 };

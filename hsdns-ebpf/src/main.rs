@@ -43,7 +43,8 @@ mod prog {
         programs::{TcContext, XdpContext},
     };
     use hsdns_common::{
-        ANSWER_CLASSES, AnswerClass, Config, EDNS_UDP_SIZE, PLAIN_UDP_SIZE, Verdict,
+        ANSWER_CLASSES, AnswerClass, Config, EDNS_UDP_SIZE, PLAIN_UDP_SIZE, SOA_ENTRIES_PER_BANK,
+        Verdict,
     };
 
     use crate::{
@@ -213,7 +214,7 @@ mod prog {
                     return Err(Verdict::UnknownName);
                 }
                 plan.verdict = Verdict::AnsweredNxdomain;
-                plan.section = soa(len)?;
+                plan.section = soa(cfg, len)?;
                 plan.authority = true;
                 plan.rcode = RCODE_NXDOMAIN;
             }
@@ -254,7 +255,7 @@ mod prog {
                     c if c == AnswerClass::Nodata as u8 => {
                         plan.verdict = Verdict::AnsweredNodata;
                         plan.authority = true;
-                        soa(len)?
+                        soa(cfg, len)?
                     }
                     c if c == AnswerClass::Userspace as u8 => {
                         return Err(Verdict::UserspaceOnly);
@@ -307,10 +308,13 @@ mod prog {
     }
 
     /// The negative-answer authority section for a question name of `len`
-    /// bytes.
+    /// bytes, from the SOA bank in use (the daemon writes a new serial into
+    /// the other bank and then flips `soa_bank`, so no reply copies a
+    /// half-written SOA).
     #[inline(always)]
-    fn soa(len: usize) -> Result<Section, Verdict> {
-        Ok(section!(SOA.get_ptr(len as u32).ok_or(Verdict::Internal)?))
+    fn soa(cfg: &Config, len: usize) -> Result<Section, Verdict> {
+        let idx = (cfg.soa_bank & 1) * SOA_ENTRIES_PER_BANK + len as u32;
+        Ok(section!(SOA.get_ptr(idx).ok_or(Verdict::Internal)?))
     }
 
     /// Swaps MACs, IPv4 addresses and UDP ports at fixed offsets and sets

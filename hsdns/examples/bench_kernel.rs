@@ -77,8 +77,14 @@ fn main() -> Result<()> {
     let t = Instant::now();
     loader::program_tc(&mut ebpf)?.load()?;
     let verify_tc_ms = t.elapsed().as_secs_f64() * 1e3;
-    let xdp: &Xdp = ebpf.program(hsdns_common::PROGRAM_NAME).context("xdp")?.try_into()?;
-    let tc: &SchedClassifier = ebpf.program(hsdns_common::PROGRAM_TC).context("tc")?.try_into()?;
+    let xdp: &Xdp = ebpf
+        .program(hsdns_common::PROGRAM_NAME)
+        .context("xdp")?
+        .try_into()?;
+    let tc: &SchedClassifier = ebpf
+        .program(hsdns_common::PROGRAM_TC)
+        .context("tc")?
+        .try_into()?;
     let insns = |i: Option<u32>| i.map_or("null".to_string(), |n| n.to_string());
     println!(
         "{{\"hook\":\"both\",\"case\":\"load and verify\",\"load_ms\":{load_ms:.1},\

@@ -7,10 +7,19 @@ use hsdns_common::PIN_DIR;
 
 use crate::hook::AttachMode;
 
+/// `hsdns --version`: the crate version and the git commit it was built
+/// from (`build.rs`), so an image's binary names its source.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (git ",
+    env!("HSDNS_GIT_COMMIT"),
+    ")"
+);
+
 #[derive(Parser, Debug)]
 #[command(
     name = "hsdns",
-    version,
+    version = VERSION,
     about = "Node-local DNS for Kubernetes, answered in XDP"
 )]
 pub struct Cli {
@@ -28,36 +37,79 @@ pub enum Command {
     /// (detaching the program), program, maps, the node-local addresses and
     /// their interface. Refuses while a daemon runs.
     Uninstall(UninstallArgs),
+    /// Mount a BPF filesystem at the pin directory's parent unless one is
+    /// there (what `run` does itself when it may): for deploy/'s privileged
+    /// init container, so the unprivileged daemon finds the host's bpffs.
+    MountBpffs {
+        #[arg(long, default_value = PIN_DIR, env = "HSDNS_PIN_DIR")]
+        pin_dir: PathBuf,
+    },
     /// Print the record table the source yields, one record per line.
     Records(SourceArgs),
-    /// Print the kernel's verdict counters from the pinned map.
+    /// Print the kernel's verdict counters from the pinned map, summed
+    /// over CPUs, as an aligned table (or JSON).
     Stats {
         #[arg(long, default_value = PIN_DIR)]
         pin_dir: PathBuf,
+        /// One JSON object, counter name to value.
+        #[arg(long)]
+        json: bool,
     },
+    /// Ask the running daemon: the query through the loaded program
+    /// (BPF_PROG_TEST_RUN against the pinned program) and through its
+    /// userspace server; prints both answers dig-style and which path
+    /// answered.
+    Query(crate::query::QueryArgs),
 }
 
+/// Where the records come from: one of `--manifests`, `--kubeconfig` or
+/// `--kube` is required, so a daemon on a node never serves a made-up
+/// record set (the demo passes its seed file explicitly).
 #[derive(Args, Debug, Clone)]
+#[group(id = "source_args")]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["manifests", "kubeconfig", "kube"])))]
 pub struct SourceArgs {
-    /// Manifest files or directories in `kubectl get services,endpointslices
-    /// -A -o yaml` form. Without any, the embedded seed scenario
-    /// (deploy/examples/seed.yaml) is used.
-    #[arg(long = "manifests", value_name = "PATH")]
+    /// Manifest files or directories in `kubectl get namespaces,services,
+    /// endpointslices -A -o yaml` form (the demo: deploy/examples/seed.yaml).
+    /// With Namespace objects among them, the namespaces are known: names
+    /// in other namespaces get NXDOMAIN, as CoreDNS answers them.
+    #[arg(
+        long = "manifests",
+        value_name = "PATH",
+        env = "HSDNS_MANIFESTS",
+        value_delimiter = ','
+    )]
     pub manifests: Vec<PathBuf>,
     /// Watch the Kubernetes API with this kubeconfig instead of reading
     /// manifests.
-    #[arg(long, value_name = "PATH", conflicts_with = "manifests")]
+    #[arg(
+        long,
+        value_name = "PATH",
+        conflicts_with = "manifests",
+        env = "HSDNS_KUBECONFIG"
+    )]
     pub kubeconfig: Option<PathBuf>,
     /// Watch the Kubernetes API with the in-cluster service account (or
     /// $KUBECONFIG) instead of reading manifests.
-    #[arg(long, conflicts_with_all = ["manifests", "kubeconfig"])]
+    #[arg(long, conflicts_with_all = ["manifests", "kubeconfig"], env = "HSDNS_KUBE")]
     pub kube: bool,
     /// The cluster zone.
-    #[arg(long, default_value = "cluster.local")]
+    #[arg(long, default_value = "cluster.local", env = "HSDNS_ZONE")]
     pub zone: String,
     /// TTL of every answer, and the SOA minimum (negative TTL).
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, env = "HSDNS_TTL")]
     pub ttl: u32,
+    /// Pod names `a-b-c-d.<ns>.pod.<zone>`, as CoreDNS's `pods` option:
+    /// `disabled` passes them on to the cluster DNS (the default),
+    /// `insecure` answers any address in an existing namespace, `verified`
+    /// only the addresses of pods in that namespace (watches Pods: give the
+    /// service account list/watch on pods, see deploy/overlays/pods-verified).
+    #[arg(long, value_enum, default_value = "disabled", env = "HSDNS_PODS")]
+    pub pods: crate::records::PodMode,
+    /// Name an endpoint without a hostname after its pod (the targetRef),
+    /// not its dashed address, as CoreDNS's `endpoint_pod_names`.
+    #[arg(long, env = "HSDNS_ENDPOINT_POD_NAMES")]
+    pub endpoint_pod_names: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -66,154 +118,232 @@ pub struct RunArgs {
     pub source: SourceArgs,
     /// Interfaces to attach to besides the automatic selection (uplinks,
     /// or everything when --no-auto-attach). Repeatable.
-    #[arg(long = "interface", short = 'i', value_name = "IFACE")]
+    #[arg(
+        long = "interface",
+        short = 'i',
+        value_name = "IFACE",
+        env = "HSDNS_INTERFACE",
+        value_delimiter = ','
+    )]
     pub interfaces: Vec<String>,
     /// Do not attach to pod interfaces automatically (at start and as they
     /// appear); only to --interface.
-    #[arg(long)]
+    #[arg(long, env = "HSDNS_NO_AUTO_ATTACH")]
     pub no_auto_attach: bool,
     /// Attach nowhere: the userspace server alone answers (for comparison,
     /// or where XDP cannot run). Needs an upstream.
-    #[arg(long, conflicts_with_all = ["interfaces", "include", "exclude"])]
+    #[arg(long, conflicts_with_all = ["interfaces", "include", "exclude"], env = "HSDNS_USERSPACE_ONLY")]
     pub userspace_only: bool,
     /// Automatic selection: attach to interfaces whose name matches (`*`
     /// wildcards, e.g. cali*, lxc*, veth*). Without any: every veth.
-    #[arg(long = "include", value_name = "PATTERN")]
+    #[arg(
+        long = "include",
+        value_name = "PATTERN",
+        env = "HSDNS_INCLUDE",
+        value_delimiter = ','
+    )]
     pub include: Vec<String>,
     /// Automatic selection: never attach to these (`*` wildcards).
-    #[arg(long = "exclude", value_name = "PATTERN")]
+    #[arg(
+        long = "exclude",
+        value_name = "PATTERN",
+        env = "HSDNS_EXCLUDE",
+        value_delimiter = ','
+    )]
     pub exclude: Vec<String>,
     /// Node-local addresses: held by --local-interface and answered by the
     /// kernel (port 53). Repeatable.
-    #[arg(long = "dns-addr", default_value = "169.254.20.10", value_name = "IP")]
+    #[arg(
+        long = "dns-addr",
+        default_value = "169.254.20.10",
+        value_name = "IP",
+        env = "HSDNS_DNS_ADDR",
+        value_delimiter = ','
+    )]
     pub dns_addrs: Vec<IpAddr>,
     /// Further addresses the kernel answers for without holding them, e.g.
     /// the cluster DNS service IP, so pods still pointed at kube-dns are
     /// answered from the kernel (replies come from that address). Repeatable.
-    #[arg(long = "intercept-addr", value_name = "IP")]
+    #[arg(
+        long = "intercept-addr",
+        value_name = "IP",
+        env = "HSDNS_INTERCEPT_ADDR",
+        value_delimiter = ','
+    )]
     pub intercept_addrs: Vec<IpAddr>,
     /// Dummy interface holding the node-local addresses, created if absent
     /// (and removed at exit if created).
-    #[arg(long, default_value = "hsdns0", value_name = "NAME")]
+    #[arg(
+        long,
+        default_value = "hsdns0",
+        value_name = "NAME",
+        env = "HSDNS_LOCAL_INTERFACE"
+    )]
     pub local_interface: String,
     /// Leave interfaces and addresses alone (something else manages them).
-    #[arg(long)]
+    #[arg(long, env = "HSDNS_NO_LOCAL_INTERFACE")]
     pub no_local_interface: bool,
     /// Serve DNS in userspace too, on every --dns-addr port 53 (UDP and
     /// TCP): what the kernel passes up is answered from the record table or
     /// forwarded. Names outside the cluster zone go to these upstreams (ip
     /// or ip:port; the node's resolvers). Repeatable.
-    #[arg(long = "upstream", value_name = "ADDR", value_parser = parse_upstream)]
+    #[arg(long = "upstream", value_name = "ADDR", value_parser = parse_upstream, env = "HSDNS_UPSTREAM", value_delimiter = ',')]
     pub upstreams: Vec<std::net::SocketAddr>,
     /// Like --upstream, with the nameservers of this resolv.conf (addresses
     /// hsdns answers on itself are left out). With the live source and no
     /// --upstream: /etc/resolv.conf.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", env = "HSDNS_RESOLV_CONF")]
     pub resolv_conf: Option<PathBuf>,
     /// The cluster DNS Service (NAMESPACE/NAME). With the live source, hsdns
     /// answers its ClusterIPs in the kernel and forwards cluster names
     /// (the zone, in-addr.arpa, ip6.arpa) the table cannot answer to its
     /// ready endpoints, never to the node's resolvers.
-    #[arg(long, value_name = "NS/NAME", default_value = "kube-system/kube-dns")]
+    #[arg(
+        long,
+        value_name = "NS/NAME",
+        default_value = "kube-system/kube-dns",
+        env = "HSDNS_CLUSTER_DNS_SERVICE"
+    )]
     pub cluster_dns_service: crate::source::cluster_dns::ServiceRef,
     /// Do not look for the cluster DNS Service: without --cluster-upstream,
     /// cluster names then go to --upstream like any other.
-    #[arg(long)]
+    #[arg(long, env = "HSDNS_NO_CLUSTER_DNS")]
     pub no_cluster_dns: bool,
     /// Forward cluster names to these servers (ip or ip:port) instead of the
     /// discovered Service's endpoints. Repeatable.
-    #[arg(long = "cluster-upstream", value_name = "ADDR", value_parser = parse_upstream)]
+    #[arg(long = "cluster-upstream", value_name = "ADDR", value_parser = parse_upstream, env = "HSDNS_CLUSTER_UPSTREAM", value_delimiter = ',')]
     pub cluster_upstreams: Vec<std::net::SocketAddr>,
     /// Per-upstream timeout of a forwarded query, in milliseconds.
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = 2000, env = "HSDNS_UPSTREAM_TIMEOUT_MS")]
     pub upstream_timeout_ms: u64,
     /// Forwarded queries in flight at most; beyond, SERVFAIL at once.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, env = "HSDNS_MAX_INFLIGHT")]
     pub max_inflight: usize,
     /// Bytes of cached upstream replies at most.
-    #[arg(long, default_value_t = 16 << 20)]
+    #[arg(long, default_value_t = 16 << 20, env = "HSDNS_CACHE_BYTES")]
     pub cache_bytes: u64,
     /// Longest a positive upstream reply is cached, in seconds (whatever
     /// its TTL; NodeLocal DNSCache's value).
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 30, env = "HSDNS_CACHE_MAX_TTL")]
     pub cache_max_ttl: u64,
     /// Longest an NXDOMAIN or NODATA reply is cached, in seconds.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, env = "HSDNS_CACHE_MAX_NEGATIVE_TTL")]
     pub cache_max_negative_ttl: u64,
     /// Queries a second the userspace server answers one client address
     /// (0: no limit); more are dropped. The kernel's answers do not count.
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = 2000, env = "HSDNS_CLIENT_QPS")]
     pub client_qps: u32,
     /// Open TCP connections at most (beyond, the longest idle is closed).
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, default_value_t = 512, env = "HSDNS_TCP_MAX_CONNECTIONS")]
     pub tcp_max_connections: usize,
     /// A TCP connection with no query for this long is closed, in ms.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 10_000, env = "HSDNS_TCP_IDLE_TIMEOUT_MS")]
     pub tcp_idle_timeout_ms: u64,
     /// Serve Prometheus metrics (`GET /metrics`), liveness (`/healthz`) and
     /// readiness (`/readyz`) on this address, e.g. 169.254.20.10:9253 as
     /// NodeLocal DNSCache does.
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", env = "HSDNS_METRICS_ADDR")]
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// Do not answer NXDOMAIN in the kernel for names that provably do not
     /// exist (for clusters whose upstream serves other names in the zone).
-    #[arg(long)]
+    #[arg(long, env = "HSDNS_NO_NXDOMAIN")]
     pub no_nxdomain: bool,
     /// Where the kernel program runs: `auto` puts it at tc ingress on veths
     /// (replies of any size, straight back into the pod) and XDP on other
     /// interfaces (driver mode where the driver delivers replies); `tc`,
     /// `xdp`, or XDP in `driver` or `skb` mode only. `--xdp-mode` is the
     /// old name.
-    #[arg(long, alias = "xdp-mode", value_enum, default_value = "auto")]
+    #[arg(
+        long,
+        alias = "xdp-mode",
+        value_enum,
+        default_value = "auto",
+        env = "HSDNS_ATTACH_MODE"
+    )]
     pub attach_mode: AttachMode,
     /// Where the maps are pinned for bpftool.
-    #[arg(long, default_value = PIN_DIR)]
+    #[arg(long, default_value = PIN_DIR, env = "HSDNS_PIN_DIR")]
     pub pin_dir: PathBuf,
     /// Capacity of the three name maps (names up to 64, 128, 255 bytes),
     /// comma-separated.
-    #[arg(long, value_name = "N,N,N", default_value = "65536,16384,1024", value_parser = parse_three)]
+    #[arg(long, value_name = "N,N,N", default_value = "65536,16384,1024", value_parser = parse_three, env = "HSDNS_NAME_CAPACITY")]
     pub name_capacity: [u32; 3],
     /// Capacity of the three answer maps (answers up to 32, 192, 1216
     /// bytes), comma-separated.
-    #[arg(long, value_name = "N,N,N", default_value = "65536,8192,1024", value_parser = parse_three)]
+    #[arg(long, value_name = "N,N,N", default_value = "65536,8192,1024", value_parser = parse_three, env = "HSDNS_ANSWER_CAPACITY")]
     pub answer_capacity: [u32; 3],
     /// Created once the maps hold the whole record table and the kernel
     /// answers, or the kernel answers from maps adopted from the previous
     /// daemon (a readiness signal for scripts and probes). A leftover from
     /// an earlier process is removed at start.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", env = "HSDNS_READY_FILE")]
     pub ready_file: Option<PathBuf>,
     /// When no daemon has confirmed the maps for this long (a heartbeat in
     /// the config map, written every second while the table is complete),
     /// the kernel stops answering NXDOMAIN: a name created since could be
     /// missing. 0 disables. E.g. 30s, 500ms, 2m.
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration, env = "HSDNS_STALE_NXDOMAIN_AFTER")]
     pub stale_nxdomain_after: Duration,
     /// When no daemon has confirmed the maps for this long, the kernel
     /// passes every query up (counted as pass_stale). 0 disables.
-    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration, env = "HSDNS_STALE_PASS_AFTER")]
     pub stale_pass_after: Duration,
     /// Receive buffer of the link event socket in bytes (the kernel's
     /// default otherwise). For tests: a tiny one makes a burst of new
     /// interfaces overrun it, which the daemon answers by listing again.
-    #[arg(long, value_name = "BYTES", hide = true)]
+    #[arg(
+        long,
+        value_name = "BYTES",
+        hide = true,
+        env = "HSDNS_LINK_EVENTS_RCVBUF"
+    )]
     pub link_events_rcvbuf: Option<usize>,
 }
 
+impl RunArgs {
+    /// Whether the records come from the API (not manifests).
+    pub fn live_source(&self) -> bool {
+        self.source.kube || self.source.kubeconfig.is_some()
+    }
+
+    /// The cluster DNS Service the daemon finds and follows (answering its
+    /// ClusterIPs in the kernel, forwarding cluster names to its
+    /// endpoints): with the live source, unless switched off or replaced by
+    /// --cluster-upstream.
+    pub fn discovered_cluster_dns(&self) -> Option<&crate::source::cluster_dns::ServiceRef> {
+        (self.live_source() && !self.no_cluster_dns && self.cluster_upstreams.is_empty())
+            .then_some(&self.cluster_dns_service)
+    }
+}
+
+/// The daemon's flags that say what it left on the node, under the same
+/// names and environment variables as `run`'s, so the clean-up path reads
+/// the daemon's own ConfigMap (deploy/uninstall) and removes exactly that.
 #[derive(Args, Debug, Clone)]
 pub struct UninstallArgs {
     /// The daemon's --pin-dir.
-    #[arg(long, default_value = PIN_DIR)]
+    #[arg(long, default_value = PIN_DIR, env = "HSDNS_PIN_DIR")]
     pub pin_dir: PathBuf,
     /// The daemon's --local-interface: deleted if it is a dummy interface.
-    #[arg(long, default_value = "hsdns0", value_name = "NAME")]
+    #[arg(
+        long,
+        default_value = "hsdns0",
+        value_name = "NAME",
+        env = "HSDNS_LOCAL_INTERFACE"
+    )]
     pub local_interface: String,
     /// The daemon's --dns-addr: removed from lo, where they go on kernels
     /// without dummy interfaces. Repeatable.
-    #[arg(long = "dns-addr", default_value = "169.254.20.10", value_name = "IP")]
+    #[arg(
+        long = "dns-addr",
+        default_value = "169.254.20.10",
+        value_name = "IP",
+        env = "HSDNS_DNS_ADDR",
+        value_delimiter = ','
+    )]
     pub dns_addrs: Vec<IpAddr>,
     /// Leave interfaces and addresses alone (as the daemon's flag).
-    #[arg(long)]
+    #[arg(long, env = "HSDNS_NO_LOCAL_INTERFACE")]
     pub no_local_interface: bool,
 }
 
@@ -263,11 +393,92 @@ mod tests {
     use super::*;
 
     fn run_args(extra: &[&str]) -> Result<RunArgs, clap::Error> {
-        let argv = ["hsdns", "run"].iter().chain(extra);
+        let argv = ["hsdns", "run", "--manifests", "x.yaml"]
+            .iter()
+            .chain(extra);
         match Cli::try_parse_from(argv)?.cmd {
             Command::Run(args) => Ok(*args),
             _ => unreachable!("parsed `run`"),
         }
+    }
+
+    #[test]
+    fn every_run_flag_has_its_environment_variable() {
+        use clap::CommandFactory as _;
+        let cmd = Cli::command();
+        let run = cmd.find_subcommand("run").unwrap();
+        let mut n = 0;
+        for arg in run.get_arguments().filter(|a| a.get_long().is_some()) {
+            let long = arg.get_long().unwrap();
+            if long == "help" {
+                continue;
+            }
+            let want = format!("HSDNS_{}", long.to_uppercase().replace('-', "_"));
+            assert_eq!(
+                arg.get_env().and_then(|e| e.to_str()),
+                Some(want.as_str()),
+                "--{long}"
+            );
+            n += 1;
+        }
+        assert!(n > 25, "{n} flags");
+    }
+
+    #[test]
+    fn run_needs_a_record_source() {
+        let argv = ["hsdns", "run"];
+        let err = Cli::try_parse_from(argv).unwrap_err().to_string();
+        assert!(
+            err.contains("--manifests") && err.contains("--kube"),
+            "{err}"
+        );
+        for source in [
+            &["--kube"][..],
+            &["--kubeconfig", "k"],
+            &["--manifests", "m"],
+        ] {
+            let argv = ["hsdns", "run"].iter().chain(source);
+            assert!(Cli::try_parse_from(argv).is_ok(), "{source:?}");
+        }
+    }
+
+    #[test]
+    fn the_version_names_the_commit() {
+        assert!(VERSION.starts_with(env!("CARGO_PKG_VERSION")));
+        assert!(VERSION.contains("(git "), "{VERSION}");
+        assert!(
+            !VERSION.contains("(git unknown)"),
+            "built from a checkout: {VERSION}"
+        );
+    }
+
+    /// The clean-up path reads the daemon's ConfigMap: each uninstall flag
+    /// has the environment variable of the run flag of the same name.
+    #[test]
+    fn uninstall_flags_read_the_run_flags_environment() {
+        use clap::CommandFactory as _;
+        let cmd = Cli::command();
+        let run = cmd.find_subcommand("run").unwrap();
+        let uninstall = cmd.find_subcommand("uninstall").unwrap();
+        let mut n = 0;
+        for arg in uninstall.get_arguments().filter(|a| a.get_long().is_some()) {
+            let long = arg.get_long().unwrap();
+            if long == "help" {
+                continue;
+            }
+            let run_arg = run
+                .get_arguments()
+                .find(|a| a.get_long() == Some(long))
+                .unwrap_or_else(|| panic!("--{long} is not a run flag"));
+            assert_eq!(arg.get_env(), run_arg.get_env(), "--{long}");
+            assert_eq!(
+                arg.get_default_values(),
+                run_arg.get_default_values(),
+                "--{long}"
+            );
+            n += 1;
+        }
+        assert_eq!(n, 4);
     }
 
     #[test]

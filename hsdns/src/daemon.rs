@@ -24,7 +24,7 @@ use crate::{
     loader::{self, Capacities},
     maps::{Syncer, bpf::BpfMaps, bpf::sum_counters},
     metrics::Metrics,
-    records::{RecordTable, SharedTable, ZoneConfig},
+    records::{PodMode, RecordTable, SharedTable, TableOptions, ZoneConfig},
     source,
 };
 
@@ -43,9 +43,9 @@ pub fn zone_config(args: &SourceArgs) -> Result<ZoneConfig> {
     })
 }
 
-/// The SOA serial: the daemon's start time, as CoreDNS reports the time of
-/// its last change. Fixed for the daemon's life, so the kernel's negative
-/// answers are never rewritten (and never torn).
+/// The SOA serial: now, in unix seconds, as CoreDNS reports the time of its
+/// last change. At start, then after each change of the table (the syncer
+/// switches the kernel's SOA to a fresh bank, so no answer is torn).
 fn serial() -> u32 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -53,18 +53,34 @@ fn serial() -> u32 {
         .unwrap_or(1)
 }
 
-/// Reads the manifest source and builds the record table.
-pub fn build_table(args: &SourceArgs) -> Result<RecordTable> {
-    build_table_at(args, serial())
+/// CoreDNS's options from the command line.
+pub fn table_options(args: &SourceArgs, no_nxdomain: bool) -> TableOptions {
+    TableOptions {
+        pods: args.pods,
+        endpoint_pod_names: args.endpoint_pod_names,
+        nxdomain: !no_nxdomain,
+    }
 }
 
-fn build_table_at(args: &SourceArgs, serial: u32) -> Result<RecordTable> {
-    let objects = if args.manifests.is_empty() {
-        source::embedded_seed()
-    } else {
-        source::load_paths(&args.manifests)?
-    };
-    Ok(RecordTable::build(&zone_config(args)?, &objects, serial))
+/// Reads the manifest source and builds the record table.
+pub fn build_table(args: &SourceArgs, opts: &TableOptions) -> Result<RecordTable> {
+    build_table_at(args, opts, serial())
+}
+
+fn build_table_at(args: &SourceArgs, opts: &TableOptions, serial: u32) -> Result<RecordTable> {
+    if args.manifests.is_empty() {
+        bail!("no record source: give --manifests, --kubeconfig or --kube");
+    }
+    if args.pods == PodMode::Verified {
+        bail!("--pods verified watches Pods: it needs --kubeconfig or --kube");
+    }
+    let objects = source::load_paths(&args.manifests)?;
+    Ok(RecordTable::build_with(
+        &zone_config(args)?,
+        opts,
+        &objects,
+        serial,
+    ))
 }
 
 pub fn run(args: RunArgs) -> Result<()> {
@@ -159,7 +175,13 @@ fn become_synced(syncer: &mut Syncer<BpfMaps>, node: &mut Node, args: &RunArgs, 
 }
 
 fn live_source(args: &RunArgs) -> bool {
-    args.source.kube || args.source.kubeconfig.is_some()
+    args.live_source()
+}
+
+/// Whether the daemon finds the cluster DNS Service and answers its
+/// ClusterIPs in the kernel.
+fn discovers_cluster_dns(args: &RunArgs) -> bool {
+    args.discovered_cluster_dns().is_some()
 }
 
 /// Which interfaces get the program.
@@ -231,17 +253,24 @@ async fn serve(args: RunArgs, started: Instant) -> Result<()> {
         _ => want.serial,
     };
     let live = live_source(&args);
+    let opts = table_options(&args.source, args.no_nxdomain);
+    // Whether pods' packets to a ClusterIP can reach the kernel path.
+    crate::cni::log_socket_lb(!args.intercept_addrs.is_empty() || discovers_cluster_dns(&args));
     let (table, updates) = if live {
         let client = source::kube::client(args.source.kubeconfig.as_deref()).await?;
         // Capacity 1: changes made while a batch is being synced wait in
         // the source's dirty set and go out together.
         let (tx, rx) = tokio::sync::mpsc::channel(1);
-        tokio::spawn(source::kube::watch(client, tx));
+        let watch = source::kube::WatchOptions {
+            endpoint_pod_names: args.source.endpoint_pod_names,
+            pods: args.source.pods == PodMode::Verified,
+        };
+        tokio::spawn(source::kube::watch(client, tx, watch));
         // Incomplete until the first lists are in: nothing is answered
         // from it before.
-        (RecordTable::new(&zone, serial), Some(rx))
+        (RecordTable::new_with(&zone, &opts, serial), Some(rx))
     } else {
-        (build_table_at(&args.source, serial)?, None)
+        (build_table_at(&args.source, &opts, serial)?, None)
     };
     log::info!("record table: {} names", table.len());
     let netlink = links::connect()?;
@@ -341,6 +370,35 @@ struct Start {
     lock: PinLock,
 }
 
+/// Gives the SOA the serial of the table's latest change (see
+/// [`Syncer::refresh_soa`]) and records it in the layout, which a daemon
+/// adopting the maps takes its serial from. A refused write is counted and
+/// tried again at the next change, never a reason to stop: the kernel keeps
+/// the SOA bank it has. Returns when to call again.
+fn refresh_soa(
+    syncer: &mut Syncer<BpfMaps>,
+    table: &mut RecordTable,
+    layout: &mut Layout,
+    metrics: &Metrics,
+) -> Option<Instant> {
+    let due = match syncer.refresh_soa(table, serial(), Instant::now()) {
+        Ok(due) => due,
+        Err(e) => {
+            log::error!("writing the SOA: {e:#}");
+            metrics.state.lock().expect("metrics lock").map_write_errors += 1;
+            None
+        }
+    };
+    if table.serial() != layout.serial {
+        layout.serial = table.serial();
+        if let Err(e) = syncer.backend_mut().write_layout(layout) {
+            log::error!("recording the SOA serial in the layout: {e:#}");
+            metrics.state.lock().expect("metrics lock").map_write_errors += 1;
+        }
+    }
+    due
+}
+
 fn ns(d: std::time::Duration) -> u64 {
     d.as_nanos().min(u128::from(u64::MAX)) as u64
 }
@@ -385,7 +443,7 @@ async fn serve_with_maps(
     // Cluster DNS ClusterIPs a previous daemon discovered stay until this
     // one has discovered them again (see below); with nothing discovered,
     // the set is exactly the configured one.
-    let discover = live_source(args) && !args.no_cluster_dns && args.cluster_upstreams.is_empty();
+    let discover = discovers_cluster_dns(args);
     maps.set_dns_addrs(&addrs, !discover)?;
     let adopt = matches!(plan, Plan::Adopt(_));
     let was = maps.config();
@@ -397,7 +455,7 @@ async fn serve_with_maps(
     syncer.set_nxdomain(!args.no_nxdomain);
     if adopt {
         let t = Instant::now();
-        let st = syncer.adopt(was.nxdomain != 0)?;
+        let st = syncer.adopt(was.nxdomain != 0, was.soa_bank)?;
         log::info!(
             "adopted {} names, answer slots in use {:?} ({} suspect references), in {} ms; \
              the kernel {}",
@@ -488,10 +546,18 @@ async fn serve_with_maps(
     let mut heartbeat = tokio::time::interval(lifecycle::heartbeat_interval(&bounds));
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut takeover = tokio::time::interval(std::time::Duration::from_millis(100));
+    // When the SOA's serial may next follow the table (see
+    // Syncer::refresh_soa).
+    let mut soa_due: Option<Instant> = None;
+    let mut layout = layout;
     let handed_over = loop {
         tokio::select! {
             _ = term.recv() => break false,
             _ = int.recv() => break false,
+            _ = tokio::time::sleep_until(soa_due.unwrap_or_else(Instant::now).into()), if soa_due.is_some() => {
+                let mut table = shared.write().unwrap_or_else(PoisonError::into_inner);
+                soa_due = refresh_soa(&mut syncer, &mut table, &mut layout, metrics);
+            }
             Some(update) = async { updates.as_mut()?.recv().await }, if updates.is_some() => {
                 let mut table = shared.write().unwrap_or_else(PoisonError::into_inner);
                 let mut changes = Vec::new();
@@ -506,6 +572,9 @@ async fn serve_with_maps(
                         crate::maps::SyncStats { write_errors: 1, ..Default::default() }
                     }
                 };
+                if table.is_complete() {
+                    soa_due = refresh_soa(&mut syncer, &mut table, &mut layout, metrics);
+                }
                 let (names, complete) = (table.len(), table.is_complete());
                 drop(table);
                 note_sync(metrics, &syncer, &stats);
@@ -591,6 +660,8 @@ async fn serve_with_maps(
         // goes on until this process is told to stop, then lame-ducks.
         log::info!("another hsdns asked for the maps: handing them over");
         drop(lock.take());
+        // Its probes are about it now (it listens beside us, steered to).
+        frontend.close_http().await;
         {
             let mut st = metrics.state.lock().expect("metrics lock");
             st.ready = false;
@@ -609,6 +680,7 @@ async fn serve_with_maps(
     // through its pinned links and answers from the pinned maps until the
     // next daemon takes them over (or the heartbeat bounds say they are
     // too old).
+    frontend.close_http().await;
     frontend.lame_duck().await;
     let c = syncer.backend().counters()?;
     log::info!("shutting down; the kernel keeps answering. Counters at exit: {c:?}");
@@ -620,7 +692,10 @@ async fn serve_with_maps(
 }
 
 pub fn print_records(args: &SourceArgs) -> Result<()> {
-    let table = build_table(args)?;
+    if args.kube || args.kubeconfig.is_some() {
+        bail!("hsdns records reads manifests (--manifests); ask a running daemon with hsdns query");
+    }
+    let table = build_table(args, &table_options(args, false))?;
     let ttl = table.zone().ttl;
     for (name, entry) in table.iter() {
         for a in &entry.a {
@@ -643,8 +718,12 @@ pub fn read_pinned_counters(pin_dir: &Path) -> Result<Counters> {
     Ok(sum_counters(per_cpu.iter()))
 }
 
-pub fn print_stats(pin_dir: &Path) -> Result<()> {
+pub fn print_stats(pin_dir: &Path, json: bool) -> Result<()> {
     let c = read_pinned_counters(pin_dir)?;
-    println!("{c:#?}");
+    if json {
+        println!("{}", crate::stats::json(&c));
+    } else {
+        print!("{}", crate::stats::table(&c));
+    }
     Ok(())
 }

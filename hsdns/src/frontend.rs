@@ -25,6 +25,9 @@ pub struct Frontend {
     rt: ServerRuntime,
     pub server: Option<Arc<Server>>,
     serving: Option<tokio::task::JoinHandle<()>>,
+    /// The HTTP listener's task (binding, then serving): dropping it closes
+    /// the listener.
+    http: Option<tokio::task::JoinHandle<()>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     metrics: Arc<Metrics>,
     /// The cluster DNS Service's ClusterIPs, for the kernel to answer.
@@ -88,21 +91,14 @@ impl Frontend {
             }
         }));
 
-        if let Some(addr) = args.metrics_addr {
-            let l = h
-                .spawn(async move { tokio::net::TcpListener::bind(addr).await })
-                .await?
-                .with_context(|| format!("binding the metrics listener on {addr}"))?;
-            log::info!(
-                "metrics, /healthz and /readyz on http://{}",
-                l.local_addr()?
-            );
-            tasks.push(h.spawn(crate::http::serve(l, metrics.clone())));
-        }
+        let http = match args.metrics_addr {
+            Some(addr) => Some(start_http(&h, addr, metrics.clone()).await?),
+            None => None,
+        };
 
         let node = node_upstreams(args, live)?;
         let (ips_tx, cluster_ips) = watch::channel(Vec::new());
-        let discover = live && !args.no_cluster_dns && args.cluster_upstreams.is_empty();
+        let discover = live && args.discovered_cluster_dns().is_some();
         let cluster: Option<watch::Receiver<ClusterServers>> = if !args.cluster_upstreams.is_empty()
         {
             Some(watch::channel(Some(args.cluster_upstreams.clone())).1)
@@ -131,6 +127,7 @@ impl Frontend {
             rt,
             server: None,
             serving: None,
+            http,
             tasks,
             metrics: metrics.clone(),
             cluster_ips,
@@ -182,6 +179,17 @@ impl Frontend {
         Ok(me)
     }
 
+    /// Closes the HTTP listener (at a hand-over or a stop): from then on
+    /// probes and scrapes of `--metrics-addr` reach the successor, if one
+    /// listens, and nothing else. Requests already accepted are finished.
+    pub async fn close_http(&mut self) {
+        if let Some(t) = self.http.take() {
+            t.abort();
+            let _ = t.await;
+            log::info!("HTTP listener closed: probes go to the successor, if any");
+        }
+    }
+
     /// Stop: not ready any more; new queries to a successor (if one is
     /// bound), what this daemon took answered; returns when done (bounded).
     pub async fn lame_duck(&mut self) {
@@ -197,8 +205,60 @@ impl Frontend {
     }
 }
 
+/// Binds the HTTP listener (see `server::listen::tcp_to_newest`) and
+/// serves it on the server runtime. An address held by a socket without
+/// SO_REUSEPORT (a daemon from before it had it) is waited for in the
+/// background rather than fatal: the DNS path does not depend on it, and
+/// that daemon goes away within the update.
+async fn start_http(
+    h: &tokio::runtime::Handle,
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+) -> Result<tokio::task::JoinHandle<()>> {
+    let bind = move || -> std::io::Result<tokio::net::TcpListener> {
+        tokio::net::TcpListener::from_std(crate::server::listen::tcp_to_newest(addr, 128)?)
+    };
+    let first = h.spawn(async move { bind() }).await?;
+    let l = match first {
+        Ok(l) => Some(l),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            log::warn!(
+                "{addr} is held by a listener without SO_REUSEPORT (an older hsdns?):                  /metrics, /healthz and /readyz are served once it is free"
+            );
+            None
+        }
+        Err(e) => {
+            return Err(e).with_context(|| format!("binding the metrics listener on {addr}"));
+        }
+    };
+    Ok(h.spawn(async move {
+        let l = match l {
+            Some(l) => l,
+            None => loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                match bind() {
+                    Ok(l) => break l,
+                    Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {}
+                    Err(e) => {
+                        log::error!("binding the metrics listener on {addr}: {e}");
+                        return;
+                    }
+                }
+            },
+        };
+        match l.local_addr() {
+            Ok(a) => log::info!("metrics, /healthz and /readyz on http://{a}"),
+            Err(e) => log::warn!("metrics listener: {e}"),
+        }
+        crate::http::serve(l, metrics).await
+    }))
+}
+
 impl Drop for Frontend {
     fn drop(&mut self) {
+        if let Some(t) = &self.http {
+            t.abort();
+        }
         for t in &self.tasks {
             t.abort();
         }

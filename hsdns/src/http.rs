@@ -24,10 +24,15 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Whole-connection bound (keep-alive included).
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Names the process that answered: during a surge update two daemons
+/// share the address, and an operator (or a test) can tell which one spoke.
+pub const HEADER_PID: &str = "x-hsdns-pid";
+
 fn reply(status: StatusCode, ctype: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     Response::builder()
         .status(status)
         .header("content-type", ctype)
+        .header(HEADER_PID, std::process::id())
         .body(Full::new(body.into()))
         .expect("static header values")
 }

@@ -7,6 +7,7 @@
 //! `hook` picks tc or XDP per interface.
 pub mod btf_char;
 pub mod cli;
+pub mod cni;
 pub mod daemon;
 pub mod dns;
 pub mod frontend;
@@ -18,7 +19,9 @@ pub mod links;
 pub mod loader;
 pub mod maps;
 pub mod metrics;
+pub mod query;
 pub mod records;
 pub mod server;
 pub mod source;
+pub mod stats;
 pub mod testing;

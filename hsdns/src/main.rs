@@ -18,8 +18,10 @@ fn main() -> std::process::ExitCode {
     let result = match cli.cmd {
         Command::Run(args) => hsdns::daemon::run(*args),
         Command::Uninstall(args) => hsdns::lifecycle::uninstall::run(&args),
+        Command::MountBpffs { pin_dir } => hsdns::lifecycle::bpffs::mount_for(&pin_dir),
         Command::Records(args) => hsdns::daemon::print_records(&args),
-        Command::Stats { pin_dir } => hsdns::daemon::print_stats(&pin_dir),
+        Command::Stats { pin_dir, json } => hsdns::daemon::print_stats(&pin_dir, json),
+        Command::Query(args) => hsdns::query::run(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

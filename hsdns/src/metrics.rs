@@ -26,7 +26,11 @@ use prometheus_client::{
 
 use crate::server::Server;
 
-/// The paths served on `--metrics-addr`.
+/// The paths the daemon's HTTP listener (`--metrics-addr`) serves (shared
+/// contract 4): Prometheus metrics; 200 while this process's event loop
+/// runs; 200 once its table is complete in the maps (or it serves from
+/// adopted maps) and its DNS listener is bound. deploy/'s probes use them
+/// (a test checks).
 pub const PATH_METRICS: &str = "/metrics";
 pub const PATH_HEALTHZ: &str = "/healthz";
 pub const PATH_READYZ: &str = "/readyz";

@@ -4,6 +4,7 @@
 //! node's resolvers, also before it is known; the rest to the node's.
 
 mod apiserver;
+mod common;
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -250,4 +251,103 @@ async fn cluster_names_go_to_the_discovered_endpoints_and_never_to_the_node_reso
     assert_eq!(m.answers[0].data, RData::A(A([169, 254, 99, 99].into())));
     assert_eq!(cluster_n.load(Ordering::SeqCst), 1);
     assert_eq!(node_n.load(Ordering::SeqCst), 2);
+}
+
+/// With the live source, the daemon finds the cluster DNS Service and the
+/// kernel answers on its ClusterIP in its place (what pods whose
+/// resolv.conf names the ClusterIP hit, with no kubelet change): in a node
+/// namespace with a pod, against the in-process API server. Nothing on the
+/// node holds that address or listens on it, so an answer comes from the
+/// XDP program (and its counters say so). When the Service's ClusterIP
+/// changes, the kernel follows: the new address is answered, the old one
+/// no longer.
+#[test]
+fn the_kernel_answers_on_the_discovered_cluster_dns_cluster_ip() {
+    use common::*;
+    use std::{net::Ipv4Addr, thread};
+
+    common::require_root();
+    let topo = Topology::new(1);
+    let node = topo.node.path();
+    let (api, rt) = thread::spawn(move || {
+        enter(&node);
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let api = rt.block_on(ApiServer::start());
+        (api, rt)
+    })
+    .join()
+    .unwrap();
+    api.apply(
+        Kind::Service,
+        json!({"kind": "Service", "metadata": {"name": "web", "namespace": "test"},
+               "spec": {"clusterIP": "None", "clusterIPs": ["None"]}}),
+    );
+    api.apply(
+        Kind::EndpointSlice,
+        json!({"kind": "EndpointSlice",
+               "metadata": {"name": "web-abc", "namespace": "test",
+                            "labels": {"kubernetes.io/service-name": "web"}},
+               "addressType": "IPv4",
+               "endpoints": [{"addresses": ["169.254.40.1"], "hostname": "web-0"}]}),
+    );
+    api.apply(Kind::Service, kube_dns_service("169.254.96.10"));
+    api.apply(
+        Kind::EndpointSlice,
+        kube_dns_slice("kube-dns-a", 53, &[("169.254.96.53", true)]),
+    );
+    let kc = std::env::temp_dir().join(format!("hsdns-cdns-node-kc-{}", std::process::id()));
+    api.kubeconfig(&kc);
+    let d = Daemon::start(
+        bin(),
+        &topo.node,
+        &[
+            "--dns-addr",
+            "169.254.20.10",
+            "--kubeconfig",
+            kc.to_str().unwrap(),
+        ],
+    );
+    wait_for(
+        "the ClusterIP in the kernel",
+        Duration::from_secs(30),
+        || {
+            d.log()
+                .contains("kernel answers for the cluster DNS ClusterIP 169.254.96.10")
+        },
+    );
+    let pod = &topo.pods[0].ns;
+    const WEB0: &str = "web-0.web.test.svc.cluster.local.";
+    let ask = |ip: [u8; 4]| dig(pod, Ipv4Addr::from(ip).into(), WEB0, "A", &[]);
+    let before = d.counters();
+    let got = ask([169, 254, 96, 10]);
+    assert_eq!(got.status, "NOERROR", "{}\n{}", got.raw, d.log());
+    assert_eq!(got.addresses(), vec![IpAddr::from([169, 254, 40, 1])]);
+    assert!(got.flags.contains(&"aa".to_string()), "{}", got.raw);
+    let after = d.counters();
+    assert_eq!(
+        after["answered_a"] - before["answered_a"],
+        1,
+        "answered by the program"
+    );
+    // Nothing else could have: the address is on no interface of the node.
+    let held = topo.node.cmd("ip").args(["-o", "addr"]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&held.stdout).contains("169.254.96.10"));
+
+    // The Service moves to another ClusterIP: the kernel follows.
+    api.apply(Kind::Service, kube_dns_service("169.254.96.11"));
+    wait_for("the new ClusterIP", Duration::from_secs(30), || {
+        ask([169, 254, 96, 11]).addresses() == vec![IpAddr::from([169, 254, 40, 1])]
+    });
+    assert_eq!(
+        ask([169, 254, 96, 10]).status,
+        "NO REPLY",
+        "the old one is gone"
+    );
+    drop(d);
+    drop(rt);
+    let _ = std::fs::remove_file(&kc);
+}
+
+fn bin() -> &'static std::path::Path {
+    std::path::Path::new(env!("CARGO_BIN_EXE_hsdns"))
 }

@@ -200,6 +200,17 @@ fn bad_manifests_and_flags_fail_clearly() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("turbo"));
+    // No record source: a daemon must not serve made-up records.
+    let out = std::process::Command::new(bin())
+        .args(["run", "--interface", "x"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--manifests") && err.contains("--kubeconfig") && err.contains("--kube"),
+        "{err}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

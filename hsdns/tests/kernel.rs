@@ -305,6 +305,89 @@ fn crossed_records_are_never_answered() {
     }
 }
 
+/// The SOA serial of negative answers follows the table: the syncer writes
+/// the new serial into the SOA bank not in use and flips
+/// `Config::soa_bank`; the kernel reads the bank in use, so its NXDOMAIN
+/// and NODATA replies carry the table's serial, as userspace's do.
+#[test]
+fn the_soa_serial_follows_the_table_in_kernel_and_userspace_alike() {
+    let mut k = kernel();
+    k.apply(Setup {
+        nxdomain: true,
+        ..Setup::default()
+    })
+    .unwrap();
+    let serial_of = |k: &Kernel, name: &str, verdict: Verdict| -> u32 {
+        let f = Frame::v4(query(name, RecordType::A, None));
+        let mut serials = Vec::new();
+        for hook in Hook::ALL {
+            let (code, out, _) = k.run(hook, &f.bytes()).unwrap();
+            assert_eq!(code, hook.code(Action::Answer), "{name} on {hook:?}");
+            let dns = payload(&f, &out);
+            let opts = resolver::KernelOpts {
+                nxdomain: true,
+                rotate: 0,
+            };
+            assert_eq!(
+                resolver::respond_kernel(&k.table, &f.payload, opts),
+                Ok((dns.clone(), verdict)),
+                "{name} on {hook:?}: kernel and its oracle"
+            );
+            assert_eq!(
+                resolver::respond_any_type(&k.table, &f.payload, Some(1232)),
+                UserVerdict::Answer(dns.clone()),
+                "{name} on {hook:?}: kernel and the userspace server"
+            );
+            let m = Message::from_vec(&dns).unwrap();
+            let hickory_proto::rr::RData::SOA(soa) = &m.authorities[0].data else {
+                panic!("an SOA")
+            };
+            serials.push(soa.serial);
+        }
+        assert_eq!(serials[0], serials[1], "{name}: both hooks");
+        serials[0]
+    };
+    let missing = "nosuch.test.svc.cluster.local.";
+    let nodata = "test.svc.cluster.local.";
+    let first = k.table.serial();
+    assert_eq!(serial_of(&k, missing, Verdict::AnsweredNxdomain), first);
+    assert_eq!(serial_of(&k, nodata, Verdict::AnsweredNodata), first);
+    // The table changes: a new service. Its serial is due at once (no flip
+    // yet, so no quarantine), in both paths.
+    let extra = source::parse_manifests("more", &headless_yaml("more", "web", 2)).unwrap();
+    let mut objects = source::embedded_seed();
+    objects.services.extend(extra.services);
+    objects.slices.extend(extra.slices);
+    let mut changes = Vec::new();
+    k.table.set_objects(&objects, &mut changes);
+    k.syncer.apply(&mut k.table, changes).unwrap();
+    let now = Instant::now();
+    let serial = first + 1000;
+    assert_eq!(
+        k.syncer.refresh_soa(&mut k.table, serial, now).unwrap(),
+        None
+    );
+    assert_eq!((k.table.serial(), k.syncer.soa_bank()), (serial, 1));
+    assert_eq!(serial_of(&k, missing, Verdict::AnsweredNxdomain), serial);
+    assert_eq!(serial_of(&k, nodata, Verdict::AnsweredNodata), serial);
+    // And again after the quarantine: back in the first bank.
+    let mut changes = Vec::new();
+    k.table.set_objects(&source::embedded_seed(), &mut changes);
+    k.syncer.apply(&mut k.table, changes).unwrap();
+    let later = now + hsdns::maps::QUARANTINE;
+    assert_eq!(
+        k.syncer
+            .refresh_soa(&mut k.table, serial + 1, later)
+            .unwrap(),
+        None
+    );
+    assert_eq!(k.syncer.soa_bank(), 0);
+    assert_eq!(
+        serial_of(&k, missing, Verdict::AnsweredNxdomain),
+        serial + 1
+    );
+}
+
 /// Headless services whose addresses all change, version after version,
 /// while another thread queries them through the loaded program: every
 /// reply is the complete set of some version, never NXDOMAIN, a pass or a

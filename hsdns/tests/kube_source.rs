@@ -40,6 +40,13 @@ fn slice(ns: &str, name: &str, svc: &str, eps: &[(&str, &str, bool)]) -> Value {
 /// as the daemon does; the table is published once complete, after every
 /// update.
 async fn start(api: &ApiServer) -> watch::Receiver<Option<Arc<RecordTable>>> {
+    start_with(api, Default::default()).await
+}
+
+async fn start_with(
+    api: &ApiServer,
+    opts: source::kube::WatchOptions,
+) -> watch::Receiver<Option<Arc<RecordTable>>> {
     let dir = std::env::temp_dir().join(format!(
         "hsdns-kc-{}-{}",
         std::process::id(),
@@ -48,7 +55,7 @@ async fn start(api: &ApiServer) -> watch::Receiver<Option<Arc<RecordTable>>> {
     api.kubeconfig(&dir);
     let client = source::kube::client(Some(&dir)).await.expect("client");
     let (tx, mut updates) = mpsc::channel(1);
-    tokio::spawn(source::kube::watch(client, tx));
+    tokio::spawn(source::kube::watch(client, tx, opts));
     let (publish, rx) = watch::channel(None);
     tokio::spawn(async move {
         let mut table = RecordTable::new(&ZoneConfig::default(), 1);
@@ -150,13 +157,17 @@ async fn snapshots_follow_the_cluster() {
         addrs(t, &pod(1)).is_some()
     })
     .await;
-    // Headless becomes ClusterIP: the service name is its cluster IP.
+    // Headless becomes ClusterIP: the service name is its cluster IP; its
+    // endpoints keep their names (as CoreDNS names a ClusterIP service's
+    // endpoints), the not-ready one now without publishNotReadyAddresses.
     api.apply(
         Kind::Service,
         cluster_ip("test", "nginx-headless", "169.254.96.20"),
     );
     until(&mut rx, "ClusterIP", |t| {
-        addrs(t, SVC) == Some(vec!["169.254.96.20".into()]) && addrs(t, &pod(0)).is_none()
+        addrs(t, SVC) == Some(vec!["169.254.96.20".into()])
+            && addrs(t, &pod(0)) == Some(vec!["169.254.10.10".into()])
+            && addrs(t, &pod(1)).is_none()
     })
     .await;
     // The namespace goes away.
@@ -271,16 +282,21 @@ async fn dual_stack_and_clusterip_to_headless() {
     );
     api.apply(Kind::EndpointSlice, v6);
     let mut rx = start(&api).await;
-    until(&mut rx, "the ClusterIP", |t| {
-        addrs(t, "web.test.svc.cluster.local.") == Some(vec!["169.254.96.30".into()])
-            && addrs(t, "web-0.web.test.svc.cluster.local.").is_none()
-    })
-    .await;
-    // ClusterIP becomes headless: both families of the endpoint appear.
-    api.apply(Kind::Service, headless("test", "web", false));
-    until(&mut rx, "dual-stack endpoint names", |t| {
+    let dual = |t: &RecordTable| {
         t.get(&Name::from_ascii("web-0.web.test.svc.cluster.local.").unwrap())
             .is_some_and(|e| e.a.len() == 1 && e.aaaa.len() == 1)
+    };
+    // The endpoint is named under a ClusterIP service too (CoreDNS).
+    until(&mut rx, "the ClusterIP", |t| {
+        addrs(t, "web.test.svc.cluster.local.") == Some(vec!["169.254.96.30".into()]) && dual(t)
+    })
+    .await;
+    // ClusterIP becomes headless: the service name holds both families.
+    api.apply(Kind::Service, headless("test", "web", false));
+    until(&mut rx, "dual-stack endpoint names", |t| {
+        dual(t)
+            && t.get(&Name::from_ascii("web.test.svc.cluster.local.").unwrap())
+                .is_some_and(|e| e.a.len() == 1 && e.aaaa.len() == 1)
     })
     .await;
 }
@@ -314,4 +330,132 @@ async fn a_cluster_larger_than_a_list_page_is_listed_whole() {
         "two kinds of three pages each, got {} list requests",
         api.lists()
     );
+}
+
+/// (API group, resource, namespace or cluster-wide, verb).
+type Access = std::collections::BTreeSet<(String, String, Option<String>, String)>;
+
+/// The API collections and verbs the watchers really use, from the requests
+/// the API server saw: what deploy/'s RBAC must grant (tests/deploy.rs holds
+/// the manifests to `watched_resources`, this holds `watched_resources` to
+/// the watchers).
+fn used(api: &ApiServer) -> Access {
+    api.requests()
+        .into_iter()
+        .map(|(path, watch)| {
+            let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+            let (group, ns, resource) = match parts[..] {
+                ["api", "v1", "namespaces", ns, r] => ("", Some(ns), r),
+                ["api", "v1", r] => ("", None, r),
+                ["apis", g, _, "namespaces", ns, r] => (g, Some(ns), r),
+                ["apis", g, _, r] => (g, None, r),
+                _ => panic!("unexpected request {path}"),
+            };
+            let verb = if watch { "watch" } else { "list" };
+            (
+                group.to_string(),
+                resource.to_string(),
+                ns.map(str::to_string),
+                verb.to_string(),
+            )
+        })
+        .collect()
+}
+
+fn declared(
+    opts: source::kube::WatchOptions,
+    cluster_dns: Option<&source::cluster_dns::ServiceRef>,
+) -> Access {
+    source::kube::watched_resources(opts, cluster_dns)
+        .into_iter()
+        .flat_map(|w| {
+            w.verbs.map(|v| {
+                (
+                    w.group.to_string(),
+                    w.resource.to_string(),
+                    w.namespace.clone(),
+                    v.to_string(),
+                )
+            })
+        })
+        .collect()
+}
+
+/// Starts the cluster DNS follower against `api`, as the daemon's
+/// frontend does with the live source.
+async fn follow_cluster_dns(
+    api: &ApiServer,
+    svc: source::cluster_dns::ServiceRef,
+) -> (
+    watch::Receiver<hsdns::server::ClusterServers>,
+    watch::Receiver<Vec<std::net::IpAddr>>,
+) {
+    let dir = std::env::temp_dir().join(format!(
+        "hsdns-kc-dns-{}-{}",
+        std::process::id(),
+        api.addr.port()
+    ));
+    api.kubeconfig(&dir);
+    let client = source::kube::client(Some(&dir)).await.expect("client");
+    let (servers_tx, servers) = watch::channel(None);
+    let (ips_tx, ips) = watch::channel(Vec::new());
+    tokio::spawn(source::cluster_dns::follow(client, svc, servers_tx, ips_tx));
+    (servers, ips)
+}
+
+/// Waits (at most 15 s) until every watch is open, then compares.
+async fn assert_used_is_declared(api: &ApiServer, want: Access) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while used(api) != want && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(used(api), want);
+}
+
+#[tokio::test]
+async fn namespaces_pods_and_the_cluster_dns_are_watched_and_are_all_rbac_needs() {
+    let api = ApiServer::start().await;
+    api.apply(Kind::Service, headless("test", "nginx-headless", false));
+    api.apply(Kind::EndpointSlice, seed_slice(1));
+    api.apply(
+        Kind::Namespace,
+        json!({"kind": "Namespace", "metadata": {"name": "test"}}),
+    );
+    api.apply(
+        Kind::Namespace,
+        json!({"kind": "Namespace", "metadata": {"name": "quiet"}}),
+    );
+    api.apply(
+        Kind::Pod,
+        json!({"kind": "Pod", "metadata": {"name": "nginx-0", "namespace": "test"},
+               "status": {"podIP": "169.254.10.10", "podIPs": [{"ip": "169.254.10.10"}]}}),
+    );
+    let opts = source::kube::WatchOptions {
+        pods: true,
+        ..Default::default()
+    };
+    let mut rx = start_with(&api, opts).await;
+    let kube_dns: source::cluster_dns::ServiceRef = "kube-system/kube-dns".parse().unwrap();
+    let followers = follow_cluster_dns(&api, kube_dns.clone()).await;
+    until(&mut rx, "namespaces and the pod", |t| {
+        t.namespace_exists("quiet") && t.pod_addresses() == 1
+    })
+    .await;
+    // A namespace going away, and the pod.
+    api.delete(Kind::Namespace, "", "quiet");
+    api.delete(Kind::Pod, "test", "nginx-0");
+    until(&mut rx, "both gone", |t| {
+        !t.namespace_exists("quiet") && t.namespace_exists("test") && t.pod_addresses() == 0
+    })
+    .await;
+    // Wait for every watch to be open, then compare: the record source
+    // and the cluster DNS follower, as the daemon runs them.
+    assert_used_is_declared(&api, declared(opts, Some(&kube_dns))).await;
+    drop(followers);
+    // Without verified pods, no pod is ever asked for; without discovery
+    // (--no-cluster-dns, --cluster-upstream), nothing namespaced.
+    let api = ApiServer::start().await;
+    let mut rx = start(&api).await;
+    until(&mut rx, "an empty cluster", |_| true).await;
+    assert_used_is_declared(&api, declared(Default::default(), None)).await;
 }

@@ -251,9 +251,16 @@ fn a_sigterm_and_restart_of_the_same_build_leaves_no_query_unanswered() {
         log.contains("BPF_LINK_UPDATE"),
         "the link kept, its program replaced: {log}"
     );
-    // Nothing changed: every name taken over as it was, nothing written.
+    // Nothing changed: every name of the table taken over as it was,
+    // nothing written.
+    let names: usize = log
+        .split("record table: ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next()?.parse().ok())
+        .expect("the table's size in the log");
+    assert!(names >= 11, "the seed's names: {log}");
     assert!(
-        log.contains("0 answers written, 11 names taken over"),
+        log.contains(&format!("0 answers written, {names} names taken over")),
         "{log}"
     );
 }
@@ -577,6 +584,7 @@ fn on_a_node_without_bpffs_the_daemon_mounts_one_and_answers() {
     let _ = std::fs::remove_file(&ready);
     let mut c = topo.node.cmd(bin());
     c.arg("run")
+        .args(["--manifests", common::SEED])
         .args(["--dns-addr", "169.254.20.10", "--pin-dir"])
         .arg(&pin_dir)
         .arg("--ready-file")
@@ -970,4 +978,161 @@ fn a_netlink_overrun_relists_and_misses_no_interface() {
         "the burst did not overrun the socket (the test needs it to):\n{}",
         d.log()
     );
+}
+
+/// deploy/'s init container: `hsdns mount-bpffs` mounts a bpffs where
+/// there is none, so the unprivileged daemon after it finds one, and leaves
+/// a mounted one alone.
+#[test]
+fn mount_bpffs_mounts_one_where_there_is_none_and_nothing_twice() {
+    require_root();
+    let pin_dir = format!("/sys/fs/bpf/hsdns-test-{}-mount", std::process::id());
+    let script = format!(
+        "umount -l /sys/fs/bpf 2>/dev/null; \
+         before=$(stat -f -c %T /sys/fs/bpf); \
+         \"$0\" mount-bpffs --pin-dir {pin_dir} || exit 1; \
+         after=$(stat -f -c %T /sys/fs/bpf); \
+         \"$0\" mount-bpffs --pin-dir {pin_dir} || exit 1; \
+         echo \"before=$before after=$after\"; \
+         grep -c ' /sys/fs/bpf bpf ' /proc/self/mounts"
+    );
+    let out = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "--", "sh", "-c", &script])
+        .arg(bin())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[0], "mounted a BPF filesystem at /sys/fs/bpf",
+        "{text}"
+    );
+    assert!(
+        lines[1].ends_with("is on a BPF filesystem already"),
+        "{text}"
+    );
+    assert!(
+        lines[2].starts_with("before=") && !lines[2].starts_with("before=bpf_fs"),
+        "{text}"
+    );
+    assert!(lines[2].ends_with("after=bpf_fs"), "{text}");
+    assert_eq!(lines[3], "1", "mounted once: {text}");
+}
+
+/// `GET path` on the node's HTTP listener: (status, pid of the daemon that
+/// answered), or None when nothing accepts the connection.
+fn probe(node: &Netns, path: &'static str) -> Option<(u16, u32)> {
+    node.run(move || {
+        use std::io::{Read as _, Write as _};
+        let addr: SocketAddr = "169.254.20.10:9253".parse().unwrap();
+        let mut c = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+        c.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        c.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .ok()?;
+        let mut s = String::new();
+        c.read_to_string(&mut s).ok()?;
+        let status = s.split_whitespace().nth(1)?.parse().ok()?;
+        let pid = s.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case(hsdns::http::HEADER_PID)
+                .then(|| v.trim().parse().ok())?
+        })?;
+        Some((status, pid))
+    })
+}
+
+/// Listening TCP sockets on 169.254.20.10:9253 in the node's namespace.
+fn http_listeners(node: &Netns) -> usize {
+    node.run(|| {
+        // This thread's namespace: /proc/net is the main thread's.
+        std::fs::read_to_string("/proc/thread-self/net/tcp")
+            .unwrap()
+            .lines()
+            .filter(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                f.len() > 3 && f[1] == "0A14FEA9:2425" && f[3] == "0A"
+            })
+            .count()
+    })
+}
+
+/// A surge update with `--metrics-addr`: both pods listen on the same
+/// address (hostNetwork), the new daemon starts without EADDRINUSE, and
+/// from the moment it listens every probe (/healthz, /readyz) is answered
+/// by it, not by the old one (whose readiness says nothing about the new
+/// pod); the old one closes its listener when it hands the maps over.
+#[test]
+fn a_surge_update_sends_every_probe_to_the_newest_daemon() {
+    let topo = Topology::new(1);
+    let pins = PinDir::new("surge-http");
+    let args = [
+        "--dns-addr",
+        "169.254.20.10",
+        "--metrics-addr",
+        "169.254.20.10:9253",
+    ];
+    let a = Daemon::start_with_pins(bin(), &topo.node, &args, pins.path.clone());
+    let pid_a = a.proc.pid();
+    assert_eq!(probe(&topo.node, "/readyz"), Some((200, pid_a)));
+    assert_eq!(http_listeners(&topo.node), 1);
+
+    let mut b = Daemon::spawn(bin(), &topo.node, &args, pins.path.clone());
+    let pid_b = b.proc.pid();
+    wait_for(
+        "the new daemon's HTTP listener",
+        Duration::from_secs(30),
+        || {
+            if let Ok(Some(s)) = b.proc.child.try_wait() {
+                panic!("the new daemon exited ({s}):\n{}", b.log());
+            }
+            b.log().contains("metrics, /healthz and /readyz on")
+        },
+    );
+    // From here on, every probe is the new daemon's: not ready until it
+    // has the maps, then ready; never the old one's answer.
+    let (mut seen_503, mut seen_200, mut n) = (0, 0, 0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline && (seen_200 < 20 || !b.is_ready()) {
+        for path in ["/healthz", "/readyz"] {
+            let got = probe(&topo.node, path);
+            let Some((status, pid)) = got else {
+                panic!("{path}: no answer (probe {n})\n{}", b.log());
+            };
+            assert_eq!(
+                pid, pid_b,
+                "{path} answered by the old daemon (probe {n}, status {status})"
+            );
+            if path == "/healthz" {
+                assert_eq!(status, 200, "the new daemon's event loop runs");
+            } else if status == 200 {
+                seen_200 += 1;
+            } else {
+                assert!(seen_200 == 0, "ready, then not ready");
+                seen_503 += 1;
+            }
+            n += 1;
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+    assert!(b.is_ready(), "{}", b.log());
+    assert!(
+        seen_200 >= 20,
+        "{seen_200} ready answers, {seen_503} not ready"
+    );
+    // The old one handed over and closed its listener.
+    wait_for("the old listener closed", Duration::from_secs(10), || {
+        a.log().contains("HTTP listener closed") && http_listeners(&topo.node) == 1
+    });
+    assert!(!b.log().contains("Address already in use"), "{}", b.log());
+    assert!(!b.log().contains("without SO_REUSEPORT"), "{}", b.log());
+    assert!(a.stop().success());
+    assert_eq!(probe(&topo.node, "/readyz"), Some((200, pid_b)));
+    assert_eq!(probe(&topo.node, "/healthz"), Some((200, pid_b)));
 }

@@ -10,6 +10,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 
+mod fuzz;
 mod plot;
 
 #[derive(Parser)]
@@ -33,9 +34,13 @@ enum Cmd {
     /// Setup, build, and run the demo: network namespaces, the seed
     /// scenario, answers from the kernel. Needs root.
     Demo,
-    /// Setup, then format check, clippy and every test (kernel and network
-    /// namespace tests included). Needs root.
+    /// Setup, then format check, clippy, the image, and every test (kernel,
+    /// network namespace and image tests included). Needs root.
     Test,
+    /// Build the OCI image: the static daemon binary and nothing else,
+    /// with podman (storage driver vfs), written as an OCI archive to
+    /// target/image/hsdns.oci.tar.
+    Image,
     /// Setup, build, and run the benchmarks; results go to results/.
     Bench {
         /// Single test runs per kernel case.
@@ -49,6 +54,10 @@ enum Cmd {
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
     },
+    /// Setup, then the differential fuzzer of the kernel path (10^6
+    /// packets through BPF_PROG_TEST_RUN against the userspace resolver)
+    /// and arbitrary bytes into the userspace parsers. Needs root.
+    Fuzz(fuzz::FuzzArgs),
     /// Redraw the plots (results/*.png) from the existing results/*.jsonl,
     /// without running any benchmark.
     Plot {
@@ -70,6 +79,9 @@ fn main() -> ExitCode {
         Cmd::Test => setup()
             .and_then(|()| require_root("the tests"))
             .and_then(|()| test()),
+        Cmd::Image => setup()
+            .and_then(|()| install_missing(&IMAGE_PACKAGES))
+            .and_then(|()| image().map(|p| println!("{}", p.display()))),
         Cmd::Bench {
             runs,
             repeats,
@@ -80,6 +92,9 @@ fn main() -> ExitCode {
             .and_then(|()| install_missing(&PLOT_PACKAGES))
             .and_then(|()| build())
             .and_then(|()| bench(runs, repeats.max(1), &only)),
+        Cmd::Fuzz(args) => setup()
+            .and_then(|()| require_root("the fuzz runs"))
+            .and_then(|()| fuzz::fuzz(&args)),
         Cmd::Plot { dir } => install_missing(&PLOT_PACKAGES)
             .and_then(|()| plot(&dir.unwrap_or_else(|| workspace().join("results")))),
     };
@@ -263,6 +278,120 @@ const PACKAGES: [(&str, &str); 4] = [
     ),
 ];
 
+/// The image build (and the image test, which unpacks the archive).
+const IMAGE_PACKAGES: [(&str, &str); 2] = [
+    ("podman", "builds the OCI image (cargo xtask image)"),
+    (
+        "buildah",
+        "podman's image builder, used with the vfs storage driver",
+    ),
+];
+
+/// The target the image's static binary is built for: the host's, named
+/// explicitly so the static-linking flags apply to the binary only, not to
+/// build scripts and proc macros (which cannot be static).
+const IMAGE_TARGET: &str = "x86_64-unknown-linux-gnu";
+
+/// Where `cargo xtask image` writes the archive.
+fn image_archive() -> PathBuf {
+    target_dir().join("image/hsdns.oci.tar")
+}
+
+/// Builds the static binary and the image; returns the archive's path.
+///
+/// Static glibc (no musl target can be installed here): the daemon makes
+/// no NSS look-ups (the in-cluster API address is an IP; the resolvers
+/// come from resolv.conf, parsed by the daemon), so nothing it runs needs
+/// a shared library at run time.
+fn image() -> Result<PathBuf> {
+    let version = env!("CARGO_PKG_VERSION");
+    let mut c = cargo();
+    c.args([
+        "build",
+        "--release",
+        "-p",
+        "hsdns",
+        "--bin",
+        "hsdns",
+        "--target",
+        IMAGE_TARGET,
+    ])
+    .env(
+        format!(
+            "CARGO_TARGET_{}_RUSTFLAGS",
+            IMAGE_TARGET.to_uppercase().replace('-', "_")
+        ),
+        "-C target-feature=+crt-static",
+    );
+    run(c, "building the static daemon binary (release)")?;
+    let bin = target_dir().join(IMAGE_TARGET).join("release/hsdns");
+    let dir = target_dir().join("image");
+    let ctx = dir.join("context");
+    let _ = std::fs::remove_dir_all(&ctx);
+    std::fs::create_dir_all(&ctx)?;
+    let staged = ctx.join("hsdns");
+    std::fs::copy(&bin, &staged).with_context(|| format!("copying {}", bin.display()))?;
+    // Symbols are for debugging the binary in target/, not for nodes.
+    let mut c = Command::new("strip");
+    c.arg(&staged);
+    run(c, "stripping the image's binary")?;
+    let commit = output(Command::new("git").args(["rev-parse", "HEAD"]))
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    std::fs::write(
+        ctx.join("Containerfile"),
+        format!(
+            "FROM scratch\n\
+             COPY hsdns /hsdns\n\
+             LABEL org.opencontainers.image.title=hsdns \\\n      \
+             org.opencontainers.image.version={version} \\\n      \
+             org.opencontainers.image.revision={commit}\n\
+             ENTRYPOINT [\"/hsdns\"]\n"
+        ),
+    )?;
+    // A private store, removed afterwards: nothing left in the machine's
+    // container storage, and no clash with other builds.
+    let store = dir.join("store");
+    let _ = std::fs::remove_dir_all(&store);
+    let podman = || {
+        let mut c = Command::new("podman");
+        c.arg("--root")
+            .arg(store.join("root"))
+            .arg("--runroot")
+            .arg(store.join("run"))
+            .args(["--storage-driver", "vfs"]);
+        c
+    };
+    let tag = format!("localhost/hsdns:{version}");
+    let mut c = podman();
+    c.args(["build", "--format", "oci", "--pull=never", "-t", &tag])
+        .arg("-f")
+        .arg(ctx.join("Containerfile"))
+        .arg(&ctx);
+    run(c, "podman build (vfs)")?;
+    let archive = image_archive();
+    let _ = std::fs::remove_file(&archive);
+    let mut c = podman();
+    c.args(["save", "--format", "oci-archive", "-o"])
+        .arg(&archive)
+        .arg(&tag);
+    run(c, "podman save (OCI archive)")?;
+    let _ = Command::new("chmod")
+        .arg("-R")
+        .arg("u+w")
+        .arg(&store)
+        .status();
+    let _ = std::fs::remove_dir_all(&store);
+    let size = std::fs::metadata(&archive)?.len();
+    eprintln!(
+        "xtask: image {tag} ({:.1} MiB) in {}",
+        size as f64 / 1048576.0,
+        archive.display()
+    );
+    Ok(archive)
+}
+
 /// Peers the end-to-end benchmark compares against (not needed otherwise).
 const BENCH_PACKAGES: [(&str, &str); 3] = [
     (
@@ -362,10 +491,16 @@ fn test() -> Result<()> {
     .args(["--", "-D", "warnings"])
     .env("RUSTC_BOOTSTRAP", "1");
     run(c, "clippy on the eBPF target")?;
+    // The image test unpacks the real image and runs its binary: build it
+    // first (the static release build is the cost: about 4 minutes cold on
+    // 2 cores, seconds when only hsdns changed).
+    install_missing(&IMAGE_PACKAGES)?;
+    let archive = image()?;
     // Network-namespace tests share fixed interface names and addresses:
     // one test thread. Unit and kernel tests are cheap either way.
     let mut c = cargo();
-    c.args(["test", "--workspace", "--", "--test-threads=1"]);
+    c.args(["test", "--workspace", "--", "--test-threads=1"])
+        .env("HSDNS_IMAGE", &archive);
     eprintln!("xtask: running every test");
     // Stream cargo's output and add up its per-binary results, so the run
     // closes with one total line rather than the last binary's (often a

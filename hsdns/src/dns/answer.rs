@@ -136,7 +136,11 @@ pub fn soa_authority(zone: &ZoneConfig, serial: u32, qname_wire_len: usize) -> O
     let soa = zone.soa(serial, &apex);
     let mut msg = Message::response(0, OpCode::Query);
     msg.add_query(Query::query(qname, RecordType::A));
-    msg.add_authority(Record::from_rdata(apex, zone.ttl, RData::SOA(soa)));
+    msg.add_authority(Record::from_rdata(
+        apex,
+        crate::dns::resolver::soa_ttl(zone.ttl),
+        RData::SOA(soa),
+    ));
     let wire = msg.to_vec().expect("an SOA under a valid zone encodes");
     Some(wire[HEADER_LEN + qname_wire_len + QUESTION_TAIL..].to_vec())
 }

@@ -10,3 +10,6 @@ pub use resolver::{PassReason, Verdict, respond, respond_any_type};
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod conformance;

@@ -37,14 +37,16 @@
 //!
 //! The reply is built from scratch with hickory (never from the precomputed
 //! pieces of `answer`), so equality with the kernel's reply is evidence.
+use std::net::IpAddr;
+
 use hickory_proto::op::{Edns, Header, Message, MessageType, OpCode, Query, ResponseCode};
-use hickory_proto::rr::rdata::{A, AAAA, CNAME, PTR, TXT};
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, PTR, SRV, TXT};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable as _, BinDecoder};
 use hsdns_common::{EDNS_UDP_SIZE, MAX_LABELS, MAX_NAME_LEN, PLAIN_UDP_SIZE, ZONE_MAX};
 
 use super::answer::{HEADER_LEN, OPT_RECORD_LEN, server_edns, wire_len};
-use crate::records::{DNS_VERSION_TTL, RecordTable};
+use crate::records::{DNS_VERSION_TTL, PodAnswer, RecordTable};
 
 /// What to do with a query.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -167,7 +169,7 @@ pub fn respond_kernel(
     let soa_rr = || {
         let zone_as_asked = qname.trim_to(zone_labels);
         let soa = table.soa(&zone_as_asked);
-        Record::from_rdata(zone_as_asked, ttl, RData::SOA(soa))
+        Record::from_rdata(zone_as_asked, soa_ttl(ttl), RData::SOA(soa))
     };
     let verdict = match table.get(&qname) {
         None if opts.nxdomain && kernel_nxdomain(table, &qname) => {
@@ -392,17 +394,47 @@ fn reply_any_type(
     let soa_rr = || {
         Record::from_rdata(
             zone_as_asked.clone(),
-            ttl,
+            soa_ttl(ttl),
             RData::SOA(table.soa(&zone_as_asked)),
         )
     };
-    let Some(entry) = table.get(&qname) else {
-        if !table.is_nxdomain(&qname) {
-            return Err(UnknownName);
-        }
+    let nxdomain = |mut msg: Message| {
         msg.metadata.response_code = ResponseCode::NXDomain;
         msg.add_authority(soa_rr());
-        return finish(msg, q.edns.as_ref(), max_udp);
+        finish(msg, q.edns.as_ref(), max_udp)
+    };
+    match table.pod_answer(&qname) {
+        PodAnswer::NotPod => {}
+        PodAnswer::Pass => return Err(UnknownName),
+        PodAnswer::NxDomain => return nxdomain(msg),
+        PodAnswer::NoData => {
+            msg.add_authority(soa_rr());
+            return finish(msg, q.edns.as_ref(), max_udp);
+        }
+        PodAnswer::Address(ip) => {
+            match (qtype, ip) {
+                (RecordType::A, IpAddr::V4(v4)) => msg.add_answer(rr(RData::A(A(v4)))),
+                (RecordType::AAAA, IpAddr::V6(v6)) => msg.add_answer(rr(RData::AAAA(AAAA(v6)))),
+                _ => msg.add_authority(soa_rr()),
+            };
+            return finish(msg, q.edns.as_ref(), max_udp);
+        }
+    }
+    let Some(entry) = table.get(&qname) else {
+        // SRV questions in the spellings CoreDNS accepts besides the
+        // table's `_<port>._<proto>` (underscores left out): answered when
+        // a record matches. Other types of those spellings follow the
+        // table (and the kernel): NXDOMAIN.
+        if qtype == RecordType::SRV
+            && let Some(records) = table.srv(&qname).filter(|r| !r.is_empty())
+        {
+            add_srv(table, &mut msg, &qname, records);
+            return finish(msg, q.edns.as_ref(), max_udp);
+        }
+        if !table.does_not_exist(&qname) {
+            return Err(UnknownName);
+        }
+        return nxdomain(msg);
     };
     if entry.upstream_only() {
         return Err(UserspaceOnly);
@@ -412,7 +444,18 @@ fn reply_any_type(
         msg.add_answer(rr(RData::CNAME(CNAME(target.clone()))));
         return finish(msg, q.edns.as_ref(), max_udp);
     }
+    // `_<port>._<proto>` names: their targets' addresses, as CoreDNS gives
+    // them (the kernel passes these up).
+    let srv_addresses = table.srv_addresses(&qname);
     match qtype {
+        RecordType::A | RecordType::AAAA if srv_addresses.is_some() => {
+            let (v4, v6) = srv_addresses.unwrap_or_default();
+            if qtype == RecordType::A {
+                msg.add_answers(v4.into_iter().map(|ip| rr(RData::A(A(ip)))))
+            } else {
+                msg.add_answers(v6.into_iter().map(|ip| rr(RData::AAAA(AAAA(ip)))))
+            }
+        }
         RecordType::A => {
             let k = rotate % entry.a.len().max(1);
             let (head, tail) = entry.a.split_at(k);
@@ -432,29 +475,8 @@ fn reply_any_type(
         })),
         RecordType::SRV => {
             let records = table.srv(&qname).unwrap_or_default();
-            // Each target's addresses once, A before AAAA, in record order.
-            let mut seen: Vec<&Name> = Vec::new();
-            let mut extra = Vec::new();
-            for srv in &records {
-                if seen.contains(&&srv.target) {
-                    continue;
-                }
-                seen.push(&srv.target);
-                if let Some(t) = table.get(&srv.target) {
-                    let owner = || srv.target.clone();
-                    extra.extend(
-                        t.a.iter()
-                            .map(|ip| Record::from_rdata(owner(), ttl, RData::A(A(*ip)))),
-                    );
-                    extra.extend(
-                        t.aaaa
-                            .iter()
-                            .map(|ip| Record::from_rdata(owner(), ttl, RData::AAAA(AAAA(*ip)))),
-                    );
-                }
-            }
-            msg.add_additionals(extra);
-            msg.add_answers(records.into_iter().map(|srv| rr(RData::SRV(srv))))
+            add_srv(table, &mut msg, &qname, records);
+            &mut msg
         }
         RecordType::SOA if is_apex => msg.add_answer(soa_rr()),
         RecordType::NS if is_apex => return Err(UnsupportedType),
@@ -464,6 +486,44 @@ fn reply_any_type(
         msg.add_authority(soa_rr());
     }
     finish(msg, q.edns.as_ref(), max_udp)
+}
+
+/// TTL of the SOA record in negative answers: CoreDNS's `min(ttl, 300)`
+/// (its minimum field stays the zone's TTL).
+pub fn soa_ttl(ttl: u32) -> u32 {
+    ttl.min(300)
+}
+
+/// SRV answers, and each target's addresses once in the additional
+/// section, A before AAAA, in record order.
+fn add_srv(table: &RecordTable, msg: &mut Message, qname: &Name, records: Vec<SRV>) {
+    let ttl = table.zone().ttl;
+    let mut seen: Vec<&Name> = Vec::new();
+    let mut extra = Vec::new();
+    for srv in &records {
+        if seen.contains(&&srv.target) {
+            continue;
+        }
+        seen.push(&srv.target);
+        if let Some(t) = table.get(&srv.target) {
+            let owner = || srv.target.clone();
+            extra.extend(
+                t.a.iter()
+                    .map(|ip| Record::from_rdata(owner(), ttl, RData::A(A(*ip)))),
+            );
+            extra.extend(
+                t.aaaa
+                    .iter()
+                    .map(|ip| Record::from_rdata(owner(), ttl, RData::AAAA(AAAA(*ip)))),
+            );
+        }
+    }
+    msg.add_additionals(extra);
+    msg.add_answers(
+        records
+            .into_iter()
+            .map(|srv| Record::from_rdata(qname.clone(), ttl, RData::SRV(srv))),
+    );
 }
 
 /// Encodes `msg` within the size the transport and the client allow,

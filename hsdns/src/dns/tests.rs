@@ -134,7 +134,7 @@ fn assert_answered(table: &RecordTable, query: &[u8]) -> Message {
             "{} vs {zone_as_asked}",
             soa_rr.name
         );
-        assert_eq!(soa_rr.ttl, ttl);
+        assert_eq!(soa_rr.ttl, ttl.min(300));
         let RData::SOA(soa) = &soa_rr.data else {
             panic!("not an SOA")
         };
@@ -239,7 +239,9 @@ fn every_seed_name_and_type_matches_the_kernel_assembly() {
             }
         }
     }
-    assert_eq!(answered, (t.len() as u16 - 1) * 2 * 4 * 5 * 4);
+    // Passed by both: ns.dns.<zone> and the SRV name (its addresses come
+    // from userspace).
+    assert_eq!(answered, (t.len() as u16 - 2) * 2 * 4 * 5 * 4);
 }
 
 #[test]
@@ -872,12 +874,10 @@ fn any_type_conformance_seed() {
     );
     // NODATA with SOA: existing names without the type.
     for (n, q) in [
-        ("nginx-headless.test.svc.cluster.local.", RecordType::SRV),
+        ("nginx-headless.test.svc.cluster.local.", RecordType::TXT),
         ("test.svc.cluster.local.", RecordType::A),
-        (
-            "_web._tcp.nginx-headless.test.svc.cluster.local.",
-            RecordType::A,
-        ),
+        ("_tcp.nginx-headless.test.svc.cluster.local.", RecordType::A),
+        ("pod.cluster.local.", RecordType::A),
         ("dns-version.cluster.local.", RecordType::A),
         ("svc.cluster.local.", RecordType::TXT),
     ] {

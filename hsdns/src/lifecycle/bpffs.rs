@@ -74,8 +74,9 @@ pub fn ensure_mounted(pin_dir: &Path) -> Result<Option<PathBuf>> {
     if r != 0 {
         return Err(std::io::Error::last_os_error()).with_context(|| {
             format!(
-                "no BPF filesystem at {}, and mounting one failed (the daemon needs \
-                 CAP_SYS_ADMIN, and in a container the host's /sys/fs/bpf mounted in)",
+                "no BPF filesystem at {}, and mounting one failed (that needs \
+                 CAP_SYS_ADMIN; in a container, the host's /sys/fs/bpf must be a bpffs \
+                 mounted in: deploy/'s mount-bpffs init container makes sure of it)",
                 root.display()
             )
         });
@@ -85,6 +86,15 @@ pub fn ensure_mounted(pin_dir: &Path) -> Result<Option<PathBuf>> {
         root.display()
     );
     Ok(Some(root.to_path_buf()))
+}
+
+/// `hsdns mount-bpffs`: [`ensure_mounted`], saying what it found.
+pub fn mount_for(pin_dir: &Path) -> Result<()> {
+    match ensure_mounted(pin_dir)? {
+        Some(root) => println!("mounted a BPF filesystem at {}", root.display()),
+        None => println!("{} is on a BPF filesystem already", pin_dir.display()),
+    }
+    Ok(())
 }
 
 /// The exclusive right to write the pinned state under a pin directory.

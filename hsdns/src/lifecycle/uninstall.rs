@@ -78,3 +78,31 @@ fn remove_tree(dir: &Path, removed: &mut Vec<String>) -> Result<()> {
         Err(e) => Err(e).with_context(|| format!("removing {}", dir.display())),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Nested pins (links/, next/) all go, and the directories with them.
+    #[test]
+    fn pins_are_removed_recursively() {
+        let dir = std::env::temp_dir().join(format!("hsdns-uninstall-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(dir.join("links")).unwrap();
+        fs::create_dir_all(dir.join("next")).unwrap();
+        for p in ["counters", "prog_xdp", "links/veth1", "next/names_64"] {
+            fs::write(dir.join(p), b"").unwrap();
+        }
+        let mut removed = Vec::new();
+        remove_tree(&dir, &mut removed).unwrap();
+        assert_eq!(removed.len(), 4, "{removed:?}");
+        assert!(!dir.exists());
+    }
+
+    /// Nothing pinned (or no bpffs at all): nothing to do, not an error.
+    #[test]
+    fn a_missing_pin_dir_is_nothing_to_remove() {
+        let dir = std::env::temp_dir().join(format!("hsdns-uninstall-none-{}", std::process::id()));
+        assert_eq!(unpin_all(&dir).unwrap(), Vec::<String>::new());
+    }
+}

@@ -59,10 +59,12 @@ impl SlotPool {
 
 impl<B: Backend> Syncer<B> {
     /// Takes over the maps as they are: slot ownership and name counts
-    /// from the names in them. `nxdomain_on` is what the kernel was last
-    /// told (the config map); it stays so until the table is complete.
-    /// Call before the first sync.
-    pub fn adopt(&mut self, nxdomain_on: bool) -> Result<AdoptStats> {
+    /// from the names in them. `nxdomain_on` and `soa_bank` are what the
+    /// kernel was last told (the config map); NXDOMAIN stays so until the
+    /// table is complete, and the next SOA goes into the other bank, not
+    /// before [`super::QUARANTINE`] from now (the previous daemon may have
+    /// switched banks just before it stopped). Call before the first sync.
+    pub fn adopt(&mut self, nxdomain_on: bool, soa_bank: u32) -> Result<AdoptStats> {
         let caps: Vec<usize> = self.pools.iter().map(|p| p.cap as usize).collect();
         let mut used: Vec<Vec<bool>> = caps.iter().map(|&c| vec![false; c]).collect();
         let mut st = AdoptStats::default();
@@ -90,6 +92,8 @@ impl<B: Backend> Syncer<B> {
         self.name_counts = counts;
         self.never_reuse.extend(shared);
         self.nxdomain_on = nxdomain_on;
+        self.soa_bank = soa_bank & 1;
+        self.soa_flipped = Some(Instant::now());
         self.adopting = true;
         Ok(st)
     }

@@ -712,4 +712,9 @@ impl Backend for BpfMaps {
         }
         self.write_config()
     }
+
+    fn set_soa_bank(&mut self, bank: u32) -> Result<()> {
+        self.shadow.soa_bank = bank;
+        self.write_config()
+    }
 }

@@ -86,6 +86,9 @@ pub trait Backend {
     }
     fn remove_name(&mut self, key: &[u8]) -> Result<()>;
     fn put_soa(&mut self, index: u32, bytes: &[u8]) -> Result<()>;
+    /// Makes negative answers use SOA bank `bank` (see
+    /// `hsdns_common::Config::soa_bank`).
+    fn set_soa_bank(&mut self, bank: u32) -> Result<()>;
     /// Turns the kernel's NXDOMAIN answers for provably missing names on or
     /// off (see `hsdns_common::Config::nxdomain`); `zone` is the zone's
     /// lowercase wire-format name.
@@ -242,6 +245,12 @@ pub struct Syncer<B> {
     /// Slots that must never be reused: a name in adopted maps shares
     /// them, or a removal failed and a name may still point at them.
     never_reuse: HashSet<(usize, u32)>,
+    /// The SOA bank negative answers use, and when the other one was last
+    /// in use (a bank is rewritten only after [`QUARANTINE`]).
+    soa_bank: u32,
+    soa_flipped: Option<Instant>,
+    /// Names changed since the SOA was last written: its serial is due.
+    soa_stale: bool,
 }
 
 /// The answer map classes, by index.
@@ -283,6 +292,9 @@ impl<B: Backend> Syncer<B> {
             undo_pending: Vec::new(),
             adopting: false,
             never_reuse: HashSet::new(),
+            soa_bank: 0,
+            soa_flipped: None,
+            soa_stale: false,
         }
     }
 
@@ -308,20 +320,64 @@ impl<B: Backend> Syncer<B> {
     }
 
     /// Writes the negative-answer authority sections for zone 0, one per
-    /// question length. They never change while the daemon runs (the SOA
-    /// serial is fixed at start), so they are written once, before answering
-    /// starts, and never torn.
+    /// question length, into the bank in use, before answering starts (on
+    /// fresh maps: nothing reads them yet). Later serials go into the other
+    /// bank ([`Self::refresh_soa`]), so no answer is ever torn.
     pub fn write_soa(&mut self, table: &RecordTable) -> Result<usize> {
+        let n = self.write_soa_bank(table, table.serial(), self.soa_bank)?;
+        self.backend.set_soa_bank(self.soa_bank)?;
+        Ok(n)
+    }
+
+    fn write_soa_bank(&mut self, table: &RecordTable, serial: u32, bank: u32) -> Result<usize> {
         let mut n = 0;
+        let base = bank * hsdns_common::SOA_ENTRIES_PER_BANK;
         for len in 1..=MAX_NAME_LEN {
-            if let Some(bytes) = answer::soa_authority(table.zone(), table.serial(), len)
+            if let Some(bytes) = answer::soa_authority(table.zone(), serial, len)
                 && bytes.len() <= SOA_BYTES
             {
-                self.backend.put_soa(len as u32, &bytes)?;
+                self.backend.put_soa(base + len as u32, &bytes)?;
                 n += 1;
             }
         }
         Ok(n)
+    }
+
+    /// Gives the SOA the serial of the table's latest change, as CoreDNS's
+    /// serial follows its last change: `serial` (unix seconds, above the
+    /// last one) goes into the SOA bank not in use, negative answers switch
+    /// to it in one word, and the table (which userspace answers from)
+    /// takes the same serial. A bank in use less than [`QUARANTINE`] ago is
+    /// not rewritten: then nothing changes and the time it may be is
+    /// returned, to call again then.
+    pub fn refresh_soa(
+        &mut self,
+        table: &mut RecordTable,
+        serial: u32,
+        now: Instant,
+    ) -> Result<Option<Instant>> {
+        if !self.soa_stale {
+            return Ok(None);
+        }
+        if let Some(t) = self.soa_flipped
+            && now.duration_since(t) < QUARANTINE
+        {
+            return Ok(Some(t + QUARANTINE));
+        }
+        let serial = serial.max(table.serial().wrapping_add(1));
+        let next = self.soa_bank ^ 1;
+        self.write_soa_bank(table, serial, next)?;
+        self.backend.set_soa_bank(next)?;
+        self.soa_bank = next;
+        self.soa_flipped = Some(now);
+        self.soa_stale = false;
+        table.set_serial(serial);
+        Ok(None)
+    }
+
+    /// The SOA bank negative answers use.
+    pub fn soa_bank(&self) -> u32 {
+        self.soa_bank
     }
 
     /// Installs every name of a table this syncer has not written before
@@ -345,6 +401,9 @@ impl<B: Backend> Syncer<B> {
     ) -> Result<SyncStats> {
         for p in &mut self.pools {
             p.mature(now);
+        }
+        if !changes.is_empty() {
+            self.soa_stale = true;
         }
         let mut stats = SyncStats::default();
         // A namespace's name is the one name two services share: one

@@ -25,6 +25,7 @@ struct Mem {
     soa: Map<u32, Vec<u8>>,
     ops: Vec<Op>,
     nxdomain: Option<u32>,
+    soa_bank: u32,
     /// A name whose writes fail.
     reject: Option<Vec<u8>>,
     /// Batches write this many names at most and report the rest undone,
@@ -113,6 +114,10 @@ impl Backend for Mem {
             stride,
             bytes: stored,
         })
+    }
+    fn set_soa_bank(&mut self, bank: u32) -> Result<()> {
+        self.soa_bank = bank;
+        Ok(())
     }
 }
 
@@ -323,11 +328,11 @@ fn full_maps_pass_names_up_instead_of_answering_wrongly() {
     let eps: Vec<(&str, &str)> = eps.iter().map(|(h, i)| (h.as_str(), i.as_str())).collect();
     let mut t = table(&headless("app", "web", &eps));
     // Ten pods, the service, and the fixed names of the zone (apex, svc,
-    // the namespace, ns.dns, dns-version).
-    assert_eq!(t.len(), 16);
+    // pod, the namespace, ns.dns, dns-version).
+    assert_eq!(t.len(), 17);
     let mut s = Syncer::new(Mem::default(), &caps(4, [64, 64, 64]));
     let st = s.sync_new(&mut t).unwrap();
-    assert_eq!(st.names_full, 12);
+    assert_eq!(st.names_full, 13);
     assert_eq!(s.backend().names.len(), 4);
     // Whatever is in the maps is right.
     for (key, rec) in &s.backend().names {
@@ -392,7 +397,7 @@ fn negative_answers_only_while_every_name_is_in_the_maps() {
     let big = headless("app", "web", &eps);
     let now = Instant::now();
     let mut t = table(&small);
-    let mut s = Syncer::new(Mem::default(), &caps(8, [64, 64, 64]));
+    let mut s = Syncer::new(Mem::default(), &caps(9, [64, 64, 64]));
     s.set_nxdomain(true);
     s.sync_new(&mut t).unwrap();
     // "cluster.local." is 15 bytes on the wire.
@@ -564,10 +569,10 @@ fn fresh(yaml: &str) -> Mem {
 
 /// A restarted daemon: adopts `maps` and syncs the table of `yaml`.
 fn restart(maps: Mem, yaml: &str) -> (Syncer<Mem>, RecordTable, SyncStats) {
-    let nx = maps.nxdomain.is_some();
+    let (nx, bank) = (maps.nxdomain.is_some(), maps.soa_bank);
     let mut s = Syncer::new(maps, &Capacities::default());
     s.set_nxdomain(true);
-    s.adopt(nx).unwrap();
+    s.adopt(nx, bank).unwrap();
     let mut t = table(yaml);
     let st = s.sync_new(&mut t).unwrap();
     (s, t, st)
@@ -657,7 +662,7 @@ fn while_adopting_nothing_is_removed_before_the_table_is_complete() {
     assert_eq!(before.nxdomain, Some(15));
     let mut s = Syncer::new(before.clone(), &Capacities::default());
     s.set_nxdomain(true);
-    s.adopt(true).unwrap();
+    s.adopt(true, 0).unwrap();
     // The live source: an empty, incomplete table, then `web` changed.
     let mut t = RecordTable::new(&ZoneConfig::default(), 1);
     s.sync_new(&mut t).unwrap();
@@ -718,7 +723,7 @@ fn adopted_slots_are_not_handed_out_again() {
         ..Capacities::default()
     };
     let mut s = Syncer::new(before.clone(), &caps);
-    s.adopt(true).unwrap();
+    s.adopt(true, 0).unwrap();
     let y2 = headless(
         "app",
         "web",
@@ -831,4 +836,96 @@ proptest::proptest! {
         let in_use: u32 = s.slots_in_use().iter().sum();
         proptest::prop_assert!(in_use as usize >= used.len());
     }
+}
+
+/// The serial of the SOA of a 40-byte question in `bank`.
+fn soa_serial(m: &Mem, bank: u32) -> Option<u32> {
+    let bytes = m.soa.get(&(bank * 256 + 40))?;
+    // Authority RR: owner pointer, type, class, TTL, RDLENGTH, then
+    // mname and rname (both compressed: label + pointer), serial.
+    let rd = &bytes[12..];
+    let skip = |b: &[u8]| {
+        let mut i = 0;
+        while b[i] != 0 && b[i] & 0xc0 == 0 {
+            i += 1 + b[i] as usize;
+        }
+        i + if b[i] == 0 { 1 } else { 2 }
+    };
+    let m = skip(rd);
+    let r = m + skip(&rd[m..]);
+    Some(u32::from_be_bytes(rd[r..r + 4].try_into().unwrap()))
+}
+
+#[test]
+fn the_soa_serial_follows_the_table_through_the_bank_not_in_use() {
+    let eps = [("web-0", "169.254.1.1"), ("web-1", "169.254.1.2")];
+    let now = Instant::now();
+    let mut t = table(&headless("app", "web", &eps[..1]));
+    let mut s = Syncer::new(Mem::default(), &caps(64, [64, 64, 64]));
+    s.write_soa(&t).unwrap();
+    s.sync_new(&mut t).unwrap();
+    let serial_in = |s: &Syncer<Mem>, bank: u32| soa_serial(s.backend(), bank);
+    assert_eq!((s.backend().soa_bank, serial_in(&s, 0)), (0, Some(1)));
+    // The first sync changed names: the serial is due, and goes into bank 1.
+    assert_eq!(s.refresh_soa(&mut t, 1000, now).unwrap(), None);
+    assert_eq!(s.backend().soa_bank, 1);
+    assert_eq!(serial_in(&s, 1), Some(1000));
+    assert_eq!(t.serial(), 1000, "userspace answers with the same serial");
+    // Nothing changed since: nothing to do.
+    assert_eq!(s.refresh_soa(&mut t, 2000, now).unwrap(), None);
+    assert_eq!(t.serial(), 1000);
+    // A change within the quarantine: bank 0 may still be read, so wait.
+    let soon = now + Duration::from_millis(500);
+    update(&mut s, &mut t, &headless("app", "web", &eps), soon);
+    assert_eq!(
+        s.refresh_soa(&mut t, 1001, soon).unwrap(),
+        Some(now + QUARANTINE)
+    );
+    assert_eq!((s.backend().soa_bank, t.serial()), (1, 1000));
+    // Then it flips back to bank 0; a serial never goes backwards.
+    let later = now + QUARANTINE;
+    assert_eq!(s.refresh_soa(&mut t, 999, later).unwrap(), None);
+    assert_eq!(s.backend().soa_bank, 0);
+    assert_eq!((serial_in(&s, 0), t.serial()), (Some(1001), 1001));
+    assert_eq!(
+        serial_in(&s, 1),
+        Some(1000),
+        "the old bank is left as it was"
+    );
+}
+
+/// A restarted daemon takes over the SOA bank the kernel reads: its next
+/// serial goes into the other one, and not within the quarantine (the
+/// previous daemon may have switched just before it stopped).
+#[test]
+fn a_restart_writes_the_next_soa_into_the_bank_not_in_use() {
+    let eps = [("web-0", "169.254.1.1"), ("web-1", "169.254.1.2")];
+    let y1 = headless("app", "web", &eps[..1]);
+    let mut t = table(&y1);
+    let mut s = Syncer::new(Mem::default(), &Capacities::default());
+    s.write_soa(&t).unwrap();
+    s.sync_new(&mut t).unwrap();
+    let now = Instant::now();
+    s.refresh_soa(&mut t, 1000, now).unwrap();
+    let before = s.backend().clone();
+    assert_eq!((before.soa_bank, soa_serial(&before, 1)), (1, Some(1000)));
+
+    let (mut s, mut t, _) = restart(before, &y1);
+    t.set_serial(1000);
+    update(
+        &mut s,
+        &mut t,
+        &headless("app", "web", &eps),
+        Instant::now(),
+    );
+    let due = s
+        .refresh_soa(&mut t, 2000, Instant::now())
+        .unwrap()
+        .expect("quarantined since the adoption");
+    assert_eq!(s.backend().soa_bank, 1, "bank 1 still read");
+    assert_eq!(soa_serial(s.backend(), 1), Some(1000), "bank 1 untouched");
+    assert_eq!(s.refresh_soa(&mut t, 2000, due).unwrap(), None);
+    assert_eq!(s.backend().soa_bank, 0);
+    assert_eq!((soa_serial(s.backend(), 0), t.serial()), (Some(2000), 2000));
+    assert_eq!(soa_serial(s.backend(), 1), Some(1000));
 }

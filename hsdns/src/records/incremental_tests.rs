@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
+use k8s_openapi::api::core::v1::{ObjectReference, Service, ServicePort, ServiceSpec};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use proptest::prelude::*;
@@ -43,16 +43,40 @@ fn meta(ns: u8, name: String, svc: Option<u8>) -> ObjectMeta {
     }
 }
 
-fn objects(cluster: &[Svc]) -> Objects {
-    let mut o = Objects::default();
+/// A cluster state: its services, and which of the namespaces ns0..ns2
+/// have a Namespace object.
+type Cluster = (Vec<Svc>, [bool; 3]);
+
+/// The objects of a state; `listed`: the source lists Namespaces (a source
+/// either always does or never does).
+fn objects(cluster: &Cluster, listed: bool) -> Objects {
+    let (cluster, namespaces) = cluster;
+    let mut o = Objects {
+        namespaces: listed.then_some(*namespaces).map(|present| {
+            (0..3)
+                .filter(|&i| present[i])
+                .map(|i| format!("ns{i}"))
+                .collect()
+        }),
+        ..Objects::default()
+    };
     for s in cluster {
         if let Some(kind) = &s.kind {
             let mut spec = ServiceSpec {
-                ports: Some(vec![ServicePort {
-                    name: Some("web".into()),
-                    port: 80,
-                    ..Default::default()
-                }]),
+                // A named and an unnamed port: SRV names, and the bare
+                // name's SRV records.
+                ports: Some(vec![
+                    ServicePort {
+                        name: Some("web".into()),
+                        port: 80,
+                        ..Default::default()
+                    },
+                    ServicePort {
+                        port: 9,
+                        protocol: Some("UDP".into()),
+                        ..Default::default()
+                    },
+                ]),
                 ..Default::default()
             };
             match kind {
@@ -96,7 +120,14 @@ fn objects(cluster: &[Svc]) -> Objects {
                         } else {
                             format!("169.254.10.{}", ip % 6)
                         }],
-                        hostname: host.map(|h| format!("h{}", h % 3)),
+                        hostname: host.filter(|h| h % 4 != 3).map(|h| format!("h{}", h % 3)),
+                        // Named after its pod with endpoint_pod_names when
+                        // it has no hostname.
+                        target_ref: host.map(|h| ObjectReference {
+                            kind: Some("Pod".into()),
+                            name: Some(format!("p{}", h % 5)),
+                            ..Default::default()
+                        }),
                         conditions: Some(EndpointConditions {
                             ready: Some(*ready),
                             ..Default::default()
@@ -150,13 +181,16 @@ fn svc() -> impl Strategy<Value = Svc> {
         })
 }
 
-/// A cluster state: services (and slices) keyed by (namespace, name).
-fn cluster() -> impl Strategy<Value = Vec<Svc>> {
-    proptest::collection::vec(svc(), 0..6).prop_map(|v| {
+/// A cluster state: services (and slices) keyed by (namespace, name), and
+/// the Namespace objects.
+fn cluster() -> impl Strategy<Value = Cluster> {
+    (proptest::collection::vec(svc(), 0..6), any::<[bool; 3]>()).prop_map(|(v, ns)| {
         let mut seen = std::collections::BTreeSet::new();
-        v.into_iter()
+        let svcs = v
+            .into_iter()
             .filter(|s| seen.insert((s.ns, s.name)))
-            .collect()
+            .collect();
+        (svcs, ns)
     })
 }
 
@@ -166,12 +200,17 @@ fn snapshot(t: &RecordTable) -> BTreeMap<Key, NameEntry> {
 
 proptest! {
     #[test]
-    fn incremental_updates_equal_a_full_build(states in proptest::collection::vec(cluster(), 1..6)) {
+    fn incremental_updates_equal_a_full_build(
+        states in proptest::collection::vec(cluster(), 1..6),
+        pod_names in any::<bool>(),
+        ns_listed in any::<bool>(),
+    ) {
         let cfg = ZoneConfig::default();
-        let mut t = RecordTable::new(&cfg, 7);
+        let opts = TableOptions { endpoint_pod_names: pod_names, ..TableOptions::default() };
+        let mut t = RecordTable::new_with(&cfg, &opts, 7);
         t.set_complete(true);
         for state in &states {
-            let o = objects(state);
+            let o = objects(state, ns_listed);
             // As if synced: every entry has map references, so an unchanged
             // one must not be reported.
             let keys: Vec<Key> = t.keys().map(|(k, _)| k.clone()).collect();
@@ -183,7 +222,7 @@ proptest! {
             t.set_objects(&o, &mut changes);
             let after = snapshot(&t);
 
-            let full = RecordTable::build(&cfg, &o, 7);
+            let full = RecordTable::build_with(&cfg, &opts, &o, 7);
             prop_assert!(t == full, "incremental {:?}\nfull {:?}", after.keys(), snapshot(&full).keys());
 
             let mut reported: Vec<&Key> = changes.iter().map(|c| &c.key).collect();

@@ -16,14 +16,41 @@ use std::sync::{Arc, RwLock};
 
 use anyhow::{Context as _, Result, bail};
 use hickory_proto::rr::Name;
-use hickory_proto::rr::rdata::{SOA, SRV};
+use hickory_proto::rr::rdata::SOA;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use thin_vec::ThinVec;
 
 use crate::source::{Objects, SERVICE_NAME_LABEL, is_dns1123_label};
 
+mod pods;
+mod srv;
 mod view;
+pub use pods::{PodAnswer, PodMode};
+use srv::SrvModel;
 pub use view::{EndpointAddr, NamedPort, ServiceKind, ServiceView, SliceView};
+
+/// How the table answers beyond the spec's records: CoreDNS's options.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TableOptions {
+    /// Pod names (`a-b-c-d.<ns>.pod.<zone>`), CoreDNS's `pods`.
+    pub pods: PodMode,
+    /// Endpoints without a hostname named after their pod, CoreDNS's
+    /// `endpoint_pod_names`.
+    pub endpoint_pod_names: bool,
+    /// False (`--no-nxdomain`): a name the table cannot find is passed on,
+    /// never NXDOMAIN, in userspace as in the kernel.
+    pub nxdomain: bool,
+}
+
+impl Default for TableOptions {
+    fn default() -> Self {
+        Self {
+            pods: PodMode::Disabled,
+            endpoint_pod_names: false,
+            nxdomain: true,
+        }
+    }
+}
 
 /// SOA timers of CoreDNS's kubernetes plugin, so negative answers look the
 /// same whichever server gives them.
@@ -222,8 +249,10 @@ impl Eq for NameEntry {}
 /// 150,000-pod cluster would cost more than the rest of the table.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Other {
-    /// `_<port>._<proto>.<svc>.<ns>.svc.<zone>`: the SRV set.
-    Srv(SrvSet),
+    /// `_<port>._<proto>.<svc>.<ns>.svc.<zone>`: its SRV records, and its
+    /// A/AAAA records (the targets' addresses, as CoreDNS answers them),
+    /// are computed from the service's [`SrvModel`].
+    Srv,
     /// An ExternalName service (spec 2.5): the CNAME target.
     Cname(Name),
     /// `dns-version.<zone>` (spec 2.2).
@@ -232,15 +261,6 @@ enum Other {
     /// with its own service addresses), but only the upstream cluster DNS
     /// knows those addresses, so every question for it is passed up.
     Upstream,
-}
-
-/// The SRV records of one `_<port>._<proto>` name. Priority is always 0 and
-/// every record has the same weight, as CoreDNS gives them.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct SrvSet {
-    weight: u16,
-    /// `(port, target)`, sorted and free of duplicates.
-    targets: Box<[(u16, Target)]>,
 }
 
 /// A target name relative to a service: the service itself, or an endpoint
@@ -304,10 +324,6 @@ impl NameEntry {
         }
     }
 
-    fn has_addresses(&self) -> bool {
-        !self.a.is_empty() || !self.aaaa.is_empty()
-    }
-
     /// Whether the kernel may answer A/AAAA questions for this name from
     /// `a`/`aaaa` (records, or NODATA when empty). False for an ExternalName
     /// service (its answer is a CNAME, which the kernel never sends) and for
@@ -317,7 +333,7 @@ impl NameEntry {
     pub fn kernel_answerable(&self) -> bool {
         !matches!(
             self.other.as_deref(),
-            Some(Other::Cname(_) | Other::Upstream)
+            Some(Other::Cname(_) | Other::Upstream | Other::Srv)
         )
     }
 
@@ -339,7 +355,7 @@ impl NameEntry {
 
     /// Whether the name has SRV records ([`RecordTable::srv`] renders them).
     pub fn has_srv(&self) -> bool {
-        matches!(self.other.as_deref(), Some(Other::Srv(_)))
+        matches!(self.other.as_deref(), Some(Other::Srv))
     }
 
     /// Whether only the upstream cluster DNS can answer for this name.
@@ -354,12 +370,18 @@ impl NameEntry {
 /// **Completeness invariant**: a name under `<zone>` outside `pod.<zone>`
 /// that is not in [`RecordTable::iter`] does not exist. [`Self::is_nxdomain`]
 /// turns that into the NXDOMAIN rule the kernel and userspace share. So the
-/// table lists, besides the names with addresses, every name that exists
-/// without them: the apex, `svc.<zone>`, `dns-version.<zone>` (TXT),
-/// `ns.dns.<zone>` (answered upstream), each namespace that holds a service
+/// table lists, besides the names with addresses (services, and the named
+/// endpoints of headless and, as CoreDNS names them, ClusterIP services),
+/// every name that exists without them: the apex, `svc.<zone>`,
+/// `pod.<zone>`, `dns-version.<zone>` (TXT), `ns.dns.<zone>` (answered
+/// upstream), each namespace that holds a service or has a Namespace object
 /// (`<ns>.svc.<zone>`), ExternalName services (CNAME), SRV names
 /// `_<port>._<proto>.<svc>.<ns>.svc.<zone>` and the empty non-terminals
-/// `_<proto>.<svc>.<ns>.svc.<zone>` above them.
+/// `_<proto>.<svc>.<ns>.svc.<zone>` above them. When the source lists
+/// Namespaces, a namespace name not in the table does not exist either
+/// ([`Self::does_not_exist`]). Names under `pod.<zone>` are computed
+/// ([`Self::pod_answer`]), and SRV records from each service's model
+/// (`srv`).
 ///
 /// Names the spec says must not exist are absent: a headless service
 /// without a ready endpoint (spec 2.4.1: NXDOMAIN), a service with no usable
@@ -386,9 +408,17 @@ pub struct RecordTable {
     /// Boxed slices, not vectors: nearly every address has one target, and
     /// a vector's spare capacity would cost megabytes at 150,000 pods.
     ptr: HashMap<IpAddr, Box<[PtrTarget]>>,
-    /// Services per namespace name (`<ns>.svc.<zone>`): the name exists
-    /// while one does.
+    /// Services (and the Namespace object, when known) per namespace
+    /// name (`<ns>.svc.<zone>`): the name exists while one does.
     namespaces: HashMap<Key, u32>,
+    /// Namespace objects the source reported.
+    namespace_objects: HashSet<Box<str>>,
+    /// Whether the source lists Namespaces: then a namespace without an
+    /// object and without services does not exist (CoreDNS: NXDOMAIN).
+    namespaces_known: bool,
+    /// Pod addresses by namespace, for `PodMode::Verified`.
+    pods: pods::PodIndex,
+    opts: TableOptions,
     /// Whether the table holds every object of its source (false while
     /// the live source's first lists are still coming in).
     complete: bool,
@@ -408,6 +438,9 @@ struct ServiceState {
     /// service. Their addresses are not kept: they are all addresses of
     /// the service's own names, which an update takes out anyway.
     ptr: Option<u32>,
+    /// What its SRV records (and `_<port>._<proto>` addresses) are
+    /// computed from; None when it has none.
+    srv: Option<Box<SrvModel>>,
 }
 
 /// One name whose entry an update added, changed or removed. The new entry
@@ -431,7 +464,16 @@ impl PartialEq for RecordTable {
     fn eq(&self, o: &Self) -> bool {
         self.zone == o.zone
             && self.serial == o.serial
+            && self.opts == o.opts
             && self.names == o.names
+            && self.namespace_objects == o.namespace_objects
+            && self.namespaces_known == o.namespaces_known
+            && self.pods == o.pods
+            && self.services.len() == o.services.len()
+            && self
+                .services
+                .iter()
+                .all(|(k, st)| o.services.get(k).is_some_and(|os| os.srv == st.srv))
             && self.ptr.len() == o.ptr.len()
             && self
                 .ptr
@@ -470,9 +512,11 @@ impl Builder {
         *self.entry(name) = NameEntry::with(other);
     }
 
-    /// SRV names and the empty non-terminal `_<proto>.<svc>` above them.
-    fn srv(&mut self, svc_name: &Name, sets: BTreeMap<(String, String), SrvCollect>) {
-        for ((port, proto), set) in sets {
+    /// The SRV names of the model's named ports (`_<port>._<proto>.<svc>`,
+    /// when some address serves that port) and the empty non-terminals
+    /// `_<proto>.<svc>` above them. Their records are the model's.
+    fn srv_names(&mut self, svc_name: &Name, model: &SrvModel) {
+        for (port, proto) in model.named_ports() {
             let Some(proto_name) = svc_name.prepend_label(format!("_{proto}").as_bytes()).ok()
             else {
                 continue;
@@ -481,35 +525,10 @@ impl Builder {
             else {
                 continue;
             };
-            let mut targets = set.targets;
-            targets.sort_unstable();
-            targets.dedup();
             self.exists(proto_name);
-            self.other(
-                srv_name,
-                Other::Srv(SrvSet {
-                    weight: coredns_weight(set.entries),
-                    targets: targets.into_boxed_slice(),
-                }),
-            );
+            self.other(srv_name, Other::Srv);
         }
     }
-}
-
-/// SRV records of one name while building, and how many (address, port)
-/// pairs produced them: CoreDNS computes the weight from that count, before
-/// merging the records of a dual-stack endpoint.
-#[derive(Default)]
-struct SrvCollect {
-    entries: usize,
-    targets: Vec<(u16, Target)>,
-}
-
-/// CoreDNS's SRV weight (plugin/backend_lookup.go `SRV`): every record has
-/// priority 0 and weight 0 in Kubernetes, so each of the `n` services gets
-/// `floor(100 * 100 / (100 * n))`, at least 1.
-fn coredns_weight(n: usize) -> u16 {
-    (100 / n.max(1)).max(1) as u16
 }
 
 /// The label CoreDNS gives an endpoint without a hostname
@@ -536,7 +555,17 @@ impl RecordTable {
     /// left out and logged rather than failing the build: one bad object
     /// from the API server must not take every other name down.
     pub fn build(cfg: &ZoneConfig, objects: &Objects, serial: u32) -> RecordTable {
-        let mut t = RecordTable::new(cfg, serial);
+        Self::build_with(cfg, &TableOptions::default(), objects, serial)
+    }
+
+    /// [`Self::build`] with CoreDNS's options.
+    pub fn build_with(
+        cfg: &ZoneConfig,
+        opts: &TableOptions,
+        objects: &Objects,
+        serial: u32,
+    ) -> RecordTable {
+        let mut t = RecordTable::new_with(cfg, opts, serial);
         t.set_objects(objects, &mut Vec::new());
         t.set_complete(true);
         t
@@ -546,6 +575,11 @@ impl RecordTable {
     /// [`Self::set_complete`], its absence of a name proves nothing, and
     /// the server passes such questions up.
     pub fn new(cfg: &ZoneConfig, serial: u32) -> RecordTable {
+        Self::new_with(cfg, &TableOptions::default(), serial)
+    }
+
+    /// [`Self::new`] with CoreDNS's options.
+    pub fn new_with(cfg: &ZoneConfig, opts: &TableOptions, serial: u32) -> RecordTable {
         let mut zone = cfg.zone.to_lowercase();
         zone.set_fqdn(true);
         let zone = ZoneConfig { zone, ttl: cfg.ttl };
@@ -557,6 +591,8 @@ impl RecordTable {
         let mut b = Builder::default();
         b.exists(zone.zone.clone());
         b.exists(under(&["svc"]));
+        // CoreDNS answers NODATA for `pod.<zone>` whatever its pod mode.
+        b.exists(under(&["pod"]));
         // `dns.<zone>` stays out, as in CoreDNS (NXDOMAIN): in the table,
         // its NODATA answer's SOA would compress against the question
         // ("ns" + pointer) unlike the kernel's precomputed authority bytes.
@@ -571,8 +607,16 @@ impl RecordTable {
             free_indexes: Vec::new(),
             ptr: HashMap::new(),
             namespaces: HashMap::new(),
+            namespace_objects: HashSet::new(),
+            namespaces_known: false,
+            pods: pods::PodIndex::default(),
+            opts: opts.clone(),
             complete: false,
         }
+    }
+
+    pub fn options(&self) -> &TableOptions {
+        &self.opts
     }
 
     /// Every name of the table as added: what a syncer that has written
@@ -599,10 +643,31 @@ impl RecordTable {
     /// Brings the table to exactly `objects`: every service it has or
     /// `objects` has is updated; `changes` receives what differs.
     pub fn set_objects(&mut self, objects: &Objects, changes: &mut Vec<Change>) {
+        // Namespaces come before services and go after them, so a
+        // namespace's name is never taken out and put back in one call
+        // (each name is reported once).
+        let mut gone_namespaces: Vec<Box<str>> = Vec::new();
+        if let Some(list) = &objects.namespaces {
+            self.set_namespaces_known(true);
+            let want: HashSet<&str> = list.iter().map(String::as_str).collect();
+            gone_namespaces = self
+                .namespace_objects
+                .iter()
+                .filter(|ns| !want.contains(&***ns))
+                .cloned()
+                .collect();
+            for ns in list {
+                self.set_namespace(ns, true, changes);
+            }
+        }
+        let pod_names = self.opts.endpoint_pod_names;
         let mut slices: HashMap<(&str, &str), Vec<SliceView>> = HashMap::new();
         for slice in &objects.slices {
             if let Some(key) = slice_service(slice) {
-                slices.entry(key).or_default().push(slice.into());
+                slices
+                    .entry(key)
+                    .or_default()
+                    .push(SliceView::new(slice, pod_names));
             }
         }
         let mut seen: HashSet<(&str, &str)> = HashSet::new();
@@ -627,6 +692,9 @@ impl RecordTable {
         for (ns, name) in gone {
             self.update_service(&ns, &name, None, &[], changes);
         }
+        for ns in gone_namespaces {
+            self.set_namespace(&ns, false, changes);
+        }
     }
 
     /// Brings one service's names to `svc` (None: deleted) and its
@@ -643,6 +711,7 @@ impl RecordTable {
         let key = (ns.to_string(), name.to_string());
         let old = self.services.remove(&key);
         let mut b = Builder::default();
+        let mut model: Option<Box<SrvModel>> = None;
         let svc_name = svc.and_then(|svc| {
             let svc_name = service_name(name, ns, &self.zone.zone);
             if svc_name.is_none() {
@@ -652,15 +721,24 @@ impl RecordTable {
                 );
             }
             let svc_name = svc_name?;
+            let published = |ep: &&EndpointAddr| svc.publish_not_ready || ep.ready;
             match &svc.kind {
-                ServiceKind::Headless { publish_not_ready } => {
-                    add_headless(&mut b, &svc_name, slices, *publish_not_ready);
+                ServiceKind::Headless => {
+                    if add_headless(&mut b, &svc_name, slices, published) {
+                        model = SrvModel::headless(slices, published);
+                    }
                 }
-                ServiceKind::ClusterIp(ips) => add_cluster_ip(&mut b, &svc_name, ips, &svc.ports),
+                ServiceKind::ClusterIp(ips) => {
+                    add_cluster_ip(&mut b, &svc_name, ips, slices, published);
+                    model = SrvModel::cluster_ip(ips, &svc.ports, slices, published);
+                }
                 ServiceKind::ExternalName(target) => {
                     b.other(svc_name.clone(), Other::Cname(target.clone()))
                 }
                 ServiceKind::Other => {}
+            }
+            if let Some(m) = &model {
+                b.srv_names(&svc_name, m);
             }
             Some(svc_name)
         });
@@ -755,6 +833,7 @@ impl RecordTable {
                 ServiceState {
                     key: svc_key(svc_name),
                     ptr,
+                    srv: model,
                 },
             );
             // CoreDNS answers NODATA for a namespace that exists; one with
@@ -765,6 +844,46 @@ impl RecordTable {
             let ns = old.key.name().base_name();
             self.namespace_ref(svc_key(&ns), -1, changes);
         }
+    }
+
+    /// Whether the Namespace `ns` exists, as the source reports it (a
+    /// namespace's name also exists while it holds a service).
+    pub fn set_namespace(&mut self, ns: &str, exists: bool, changes: &mut Vec<Change>) {
+        if exists == self.namespace_objects.contains(ns) {
+            return;
+        }
+        let Some(key) = namespace_name(ns, &self.zone.zone).map(|n| svc_key(&n)) else {
+            log::warn!("namespace {ns:?}: no valid DNS name");
+            return;
+        };
+        if exists {
+            self.namespace_objects.insert(ns.into());
+            self.namespace_ref(key, 1, changes);
+        } else {
+            self.namespace_objects.remove(ns);
+            self.namespace_ref(key, -1, changes);
+        }
+    }
+
+    /// Whether the source lists every Namespace: then one that is neither
+    /// listed nor holds a service does not exist, and its names get
+    /// NXDOMAIN (from userspace; the kernel passes namespace-level names).
+    pub fn set_namespaces_known(&mut self, known: bool) {
+        self.namespaces_known = known;
+    }
+
+    /// Whether namespace `ns` exists (as far as the source says).
+    pub fn namespace_exists(&self, ns: &str) -> bool {
+        namespace_name(ns, &self.zone.zone)
+            .map(|n| svc_key(&n))
+            .and_then(|k| self.namespaces.get(&k))
+            .is_some_and(|&n| n > 0)
+    }
+
+    /// The serial the SOA carries from now on (the syncer sets it when the
+    /// kernel's SOA changes with it).
+    pub fn set_serial(&mut self, serial: u32) {
+        self.serial = serial;
     }
 
     /// Counts a service in or out of its namespace; the namespace name
@@ -846,6 +965,9 @@ impl RecordTable {
     /// the kernel's rule (`hsdns_common::Config::nxdomain`), so both give
     /// the same answer.
     pub fn is_nxdomain(&self, name: &Name) -> bool {
+        if !self.opts.nxdomain {
+            return false;
+        }
         let zone = &self.zone.zone;
         let (labels, zone_labels) = (name.iter().len(), zone.iter().len());
         if labels <= zone_labels || !zone.zone_of(name) || self.get(name).is_some() {
@@ -864,25 +986,24 @@ impl RecordTable {
         !last.eq_ignore_ascii_case(b"svc") || before_zone > NXDOMAIN_MIN_LABELS_BEFORE_SVC
     }
 
-    /// The SRV records of `name` (lowercase targets, priority 0), or `None`
-    /// when it has none. The additional section of an SRV answer carries
-    /// the targets' addresses: `self.get(target)`.
-    pub fn srv(&self, name: &Name) -> Option<Vec<SRV>> {
-        let Some(Other::Srv(set)) = self.get(name)?.other.as_deref() else {
-            return None;
-        };
-        // `_<port>._<proto>.<service>`: targets are relative to the service.
-        let service = name.to_lowercase().trim_to(name.iter().len() - 2);
-        Some(
-            set.targets
+    /// Userspace's rule: [`Self::is_nxdomain`], and, when the source lists
+    /// Namespaces, a namespace name (`<ns>.svc.<zone>`) that is not in the
+    /// table (CoreDNS: NXDOMAIN for a namespace that does not exist). The
+    /// kernel passes namespace-level names up, so both paths agree.
+    pub fn does_not_exist(&self, name: &Name) -> bool {
+        if self.is_nxdomain(name) {
+            return true;
+        }
+        if !(self.opts.nxdomain && self.namespaces_known && self.get(name).is_none()) {
+            return false;
+        }
+        let zone_labels = self.zone.zone.num_labels();
+        name.num_labels() == zone_labels + 2
+            && self.zone.zone.zone_of(name)
+            && name
                 .iter()
-                .filter_map(|(port, target)| {
-                    let mut t = target.under(&service)?;
-                    t.set_fqdn(true);
-                    Some(SRV::new(0, set.weight, *port, t))
-                })
-                .collect(),
-        )
+                .nth(1)
+                .is_some_and(|l| l.eq_ignore_ascii_case(b"svc"))
     }
 
     /// The PTR targets of a reverse name (`<d>.<c>.<b>.<a>.in-addr.arpa.` or
@@ -940,6 +1061,16 @@ fn svc_key(name: &Name) -> Key {
     Key::of(name).expect("built from DNS-1123 labels")
 }
 
+/// `<ns>.svc.<zone>`
+fn namespace_name(ns: &str, zone: &Name) -> Option<Name> {
+    if !is_dns1123_label(ns) {
+        return None;
+    }
+    Name::from_labels([ns.as_bytes(), b"svc"])
+        .and_then(|n| n.append_domain(zone))
+        .ok()
+}
+
 /// `<svc>.<ns>.svc.<zone>`
 fn service_name(name: &str, ns: &str, zone: &Name) -> Option<Name> {
     if !is_dns1123_label(name) || !is_dns1123_label(ns) {
@@ -950,9 +1081,16 @@ fn service_name(name: &str, ns: &str, zone: &Name) -> Option<Name> {
         .ok()
 }
 
-/// A ClusterIP service (spec 2.3): its addresses, an SRV name per named
-/// port with the service as target, and a PTR per address.
-fn add_cluster_ip(b: &mut Builder, svc_name: &Name, ips: &[IpAddr], ports: &[NamedPort]) {
+/// A ClusterIP service (spec 2.3): its addresses and a PTR per address;
+/// and, as CoreDNS serves them, its published endpoints by name
+/// (`<hostname or dashed address>.<svc>`) with their PTR records.
+fn add_cluster_ip<'a>(
+    b: &mut Builder,
+    svc_name: &Name,
+    ips: &[IpAddr],
+    slices: &[&'a SliceView],
+    published: impl Fn(&&'a EndpointAddr) -> bool,
+) {
     let entry = b.entry(svc_name.clone());
     for &ip in ips {
         entry.push(ip);
@@ -960,40 +1098,28 @@ fn add_cluster_ip(b: &mut Builder, svc_name: &Name, ips: &[IpAddr], ports: &[Nam
     for &ip in ips {
         b.ptr.push((ip, Target::Service));
     }
-    let mut sets: BTreeMap<(String, String), SrvCollect> = BTreeMap::new();
-    for NamedPort { name, proto, port } in ports {
-        let set = sets
-            .entry((name.to_string(), proto.to_string()))
-            .or_default();
-        // CoreDNS makes one service per cluster IP, then merges the
-        // identical records: a dual-stack service gets weight 50.
-        set.entries += ips.len();
-        set.targets.push((*port, Target::Service));
-    }
-    b.srv(svc_name, sets);
+    add_endpoints(b, svc_name, slices, published);
 }
 
-/// A headless service (spec 2.4): the published endpoints' addresses under
-/// the service and under each endpoint's name (its hostname, else its
-/// dashed address), SRV names per named port of each slice, and a PTR per
-/// endpoint address. Without a published endpoint the service has no name.
-fn add_headless(b: &mut Builder, svc_name: &Name, slices: &[&SliceView], publish_not_ready: bool) {
-    let mut svc = NameEntry::default();
+/// The published endpoints' names under the service, with their PTR
+/// records; returns their addresses, every one published.
+fn add_endpoints<'a>(
+    b: &mut Builder,
+    svc_name: &Name,
+    slices: &[&'a SliceView],
+    published: impl Fn(&&'a EndpointAddr) -> bool,
+) -> NameEntry {
+    let mut all = NameEntry::default();
     // By key, not by `Name`: hickory's label-wise comparison was a fifth of
     // the table's time at 150,000 pods.
     let mut endpoints: HashMap<Key, NameEntry> = HashMap::new();
-    let mut sets: BTreeMap<(String, String), SrvCollect> = BTreeMap::new();
     let addresses: usize = slices.iter().map(|s| s.endpoints.len()).sum();
     let mut ptrs: Vec<(IpAddr, Target)> = Vec::with_capacity(addresses);
-    svc.a.reserve(addresses);
+    all.a.reserve(addresses);
     endpoints.reserve(addresses);
     for slice in slices {
-        for ep in slice
-            .endpoints
-            .iter()
-            .filter(|ep| publish_not_ready || ep.ready)
-        {
-            svc.push(ep.ip);
+        for ep in slice.endpoints.iter().filter(&published) {
+            all.push(ep.ip);
             if !ep.named {
                 continue;
             }
@@ -1002,20 +1128,8 @@ fn add_headless(b: &mut Builder, svc_name: &Name, slices: &[&SliceView], publish
                 continue;
             };
             endpoints.entry(svc_key(&ep_name)).or_default().push(ep.ip);
-            // Headless SRV records carry the slice's ports (the pods'
-            // ports), as CoreDNS's do.
-            for NamedPort { name, proto, port } in &slice.ports {
-                let set = sets
-                    .entry((name.to_string(), proto.to_string()))
-                    .or_default();
-                set.entries += 1;
-                set.targets.push((*port, target.clone()));
-            }
             ptrs.push((ep.ip, target));
         }
-    }
-    if !svc.has_addresses() {
-        return; // spec 2.4.1: NXDOMAIN
     }
     b.ptr.extend(ptrs);
     for (key, mut entry) in endpoints {
@@ -1023,10 +1137,30 @@ fn add_headless(b: &mut Builder, svc_name: &Name, slices: &[&SliceView], publish
         merged.a.append(&mut entry.a);
         merged.aaaa.append(&mut entry.aaaa);
     }
+    all
+}
+
+/// A headless service (spec 2.4): the published endpoints' addresses under
+/// the service and under each endpoint's name (its hostname, else its
+/// dashed address), and a PTR per endpoint address. Without a published
+/// endpoint the service has no name (and false is returned).
+fn add_headless<'a>(
+    b: &mut Builder,
+    svc_name: &Name,
+    slices: &[&'a SliceView],
+    published: impl Fn(&&'a EndpointAddr) -> bool,
+) -> bool {
+    if !slices
+        .iter()
+        .any(|s| s.endpoints.iter().any(|ep| published(&ep)))
+    {
+        return false; // spec 2.4.1: NXDOMAIN
+    }
+    let mut svc = add_endpoints(b, svc_name, slices, published);
     let merged = b.entry(svc_name.clone());
     merged.a.append(&mut svc.a);
     merged.aaaa.append(&mut svc.aaaa);
-    b.srv(svc_name, sets);
+    true
 }
 
 #[cfg(test)]
@@ -1063,7 +1197,7 @@ mod tests {
         assert_eq!(t.serial(), 42);
         // apex, svc, ns.dns, dns-version, the namespace, the service, three
         // pods, `_tcp` and `_web._tcp`.
-        assert_eq!(t.len(), 11);
+        assert_eq!(t.len(), 12);
         let svc = t
             .get(&name("nginx-headless.test.svc.cluster.local."))
             .unwrap();
@@ -1177,7 +1311,7 @@ endpoints:
         // fixed names, the namespace, the service, three endpoints (db-0,
         // and the two hostname-less ones: 169.254.0.3 also appears without
         // a hostname in db-2); no ports so no SRV
-        assert_eq!(t.len(), 4 + 1 + 1 + 3);
+        assert_eq!(t.len(), 5 + 1 + 1 + 3);
     }
 
     #[test]
@@ -1223,7 +1357,7 @@ endpoints:
         assert!(!ext.kernel_answerable() && ext.a.is_empty() && ext.aaaa.is_empty());
         assert!(t.get(&name("pending.ns.svc.cluster.local.")).is_none());
         // fixed names, the namespace, api, old, ext
-        assert_eq!(t.len(), 4 + 1 + 3);
+        assert_eq!(t.len(), 5 + 1 + 3);
     }
 
     #[test]
@@ -1278,7 +1412,7 @@ endpoints:
                 .len(),
             3
         );
-        assert_eq!(t.len(), 11);
+        assert_eq!(t.len(), 12);
     }
 
     #[test]
@@ -1322,7 +1456,9 @@ endpoints:
         let ns = t.get(&name("ns.dns.cluster.local.")).unwrap();
         assert!(ns.upstream_only() && !ns.kernel_answerable());
         assert!(t.get(&name("dns.cluster.local.")).is_none());
-        assert!(t.get(&name("pod.cluster.local.")).is_none());
+        // CoreDNS answers NODATA for `pod.<zone>`; names below it are the
+        // pod modes' (records::pods).
+        assert!(t.get(&name("pod.cluster.local.")).is_some());
         // Only names under the zone are iterated (PTR names are apart).
         assert!(t.iter().all(|(n, _)| t.zone().zone.zone_of(&n)));
         assert_eq!(t.ptr_len(), 6);
@@ -1341,13 +1477,19 @@ endpoints:
                 format!("nginx-{i}.nginx-headless.test.svc.cluster.local.")
             ))
         );
-        assert!(
-            t.srv(&name("_web._udp.nginx-headless.test.svc.cluster.local."))
-                .is_none()
+        // No such port: no record (and no name, so NXDOMAIN).
+        assert_eq!(
+            t.srv(&name("_web._udp.nginx-headless.test.svc.cluster.local.")),
+            Some(vec![])
         );
         assert!(
-            t.srv(&name("nginx-headless.test.svc.cluster.local."))
+            t.get(&name("_web._udp.nginx-headless.test.svc.cluster.local."))
                 .is_none()
+        );
+        // The bare service name lists every port, as CoreDNS does.
+        assert_eq!(
+            srv_of(&t, "nginx-headless.test.svc.cluster.local."),
+            srv_of(&t, "_web._tcp.nginx-headless.test.svc.cluster.local.")
         );
         let pod0 = vec![name("nginx-0.nginx-headless.test.svc.cluster.local.")];
         assert_eq!(

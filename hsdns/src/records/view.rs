@@ -17,7 +17,8 @@ use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
 
 use crate::source::is_dns1123_label;
 
-/// A named port as SRV records use it: name and protocol lowercase.
+/// A port as SRV records use it: name (empty for an unnamed port) and
+/// protocol lowercase.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NamedPort {
     pub name: Box<str>,
@@ -25,15 +26,23 @@ pub struct NamedPort {
     pub port: u16,
 }
 
-/// `ports` as [`NamedPort`]s, unnamed and out-of-range ports left out
-/// (spec: "Unnamed ports do not have an SRV record").
+/// `ports` as [`NamedPort`]s, out-of-range ports left out. Unnamed ports
+/// are kept with an empty name: they have no `_<port>._<proto>` name (spec:
+/// "Unnamed ports do not have an SRV record"), but CoreDNS lists them in
+/// the SRV records of the bare service name. Ports whose name (if any) or
+/// protocol is not a DNS-1123 label are left out (only possible for
+/// objects that skipped validation): as a label of an SRV name, a NUL byte
+/// would make a name the table cannot key, a dot one it never asked for.
 fn named_ports<'a>(
     ports: impl Iterator<Item = (Option<&'a str>, Option<&'a str>, Option<i32>)>,
 ) -> Box<[NamedPort]> {
     ports
         .filter_map(|(name, proto, port)| {
-            let name = name.filter(|n| !n.is_empty())?.to_ascii_lowercase();
+            let name = name.unwrap_or_default().to_ascii_lowercase();
             let proto = proto.unwrap_or("TCP").to_ascii_lowercase();
+            if !(name.is_empty() || is_dns1123_label(&name)) || !is_dns1123_label(&proto) {
+                return None;
+            }
             let port = u16::try_from(port?).ok().filter(|&p| p != 0)?;
             Some(NamedPort {
                 name: name.into(),
@@ -48,7 +57,7 @@ fn named_ports<'a>(
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ServiceKind {
     /// `clusterIP: None`: the names come from its EndpointSlices.
-    Headless { publish_not_ready: bool },
+    Headless,
     /// Its cluster IPs (dual-stack: one per family).
     ClusterIp(Box<[IpAddr]>),
     /// An ExternalName service whose `externalName` is a domain name.
@@ -63,7 +72,10 @@ pub enum ServiceKind {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServiceView {
     pub kind: ServiceKind,
-    /// The service's named ports (SRV of ClusterIP services).
+    /// `publishNotReadyAddresses`: every endpoint is published, ready or
+    /// not.
+    pub publish_not_ready: bool,
+    /// The service's ports (SRV of ClusterIP services).
     pub ports: Box<[NamedPort]>,
 }
 
@@ -72,6 +84,7 @@ impl From<&Service> for ServiceView {
         let Some(spec) = &svc.spec else {
             return ServiceView {
                 kind: ServiceKind::Other,
+                publish_not_ready: false,
                 ports: Box::default(),
             };
         };
@@ -91,9 +104,7 @@ impl From<&Service> for ServiceView {
                 None => ServiceKind::Other,
             }
         } else if spec.cluster_ip.as_deref() == Some("None") {
-            ServiceKind::Headless {
-                publish_not_ready: spec.publish_not_ready_addresses.unwrap_or(false),
-            }
+            ServiceKind::Headless
         } else {
             // `spec.clusterIPs` (dual-stack), falling back to
             // `spec.clusterIP` for objects written before dual-stack.
@@ -116,7 +127,11 @@ impl From<&Service> for ServiceView {
                 .iter()
                 .map(|p| (p.name.as_deref(), p.protocol.as_deref(), Some(p.port))),
         );
-        ServiceView { kind, ports }
+        ServiceView {
+            kind,
+            publish_not_ready: spec.publish_not_ready_addresses.unwrap_or(false),
+            ports,
+        }
     }
 }
 
@@ -132,7 +147,8 @@ pub struct EndpointAddr {
     /// still belong to the service, but a dashed name would be one it
     /// never asked for.
     pub named: bool,
-    /// The endpoint's name under a headless service; None: named after
+    /// The endpoint's name under its service: its hostname (or, with
+    /// CoreDNS's `endpoint_pod_names`, its pod's name); None: named after
     /// each address (`dashed`).
     pub hostname: Option<Arc<str>>,
 }
@@ -161,6 +177,17 @@ fn ready(ep: &Endpoint) -> bool {
 
 impl From<&EndpointSlice> for SliceView {
     fn from(slice: &EndpointSlice) -> Self {
+        SliceView::new(slice, false)
+    }
+}
+
+impl SliceView {
+    /// The view of `slice`. With `pod_names` (CoreDNS's
+    /// `endpoint_pod_names`), an endpoint without a hostname is named
+    /// after its targetRef (its pod), when that name is shorter than 64
+    /// bytes as CoreDNS requires; one that is not a DNS label names
+    /// nothing.
+    pub fn new(slice: &EndpointSlice, pod_names: bool) -> Self {
         if !matches!(slice.address_type.as_str(), "IPv4" | "IPv6") {
             return SliceView::default();
         }
@@ -176,8 +203,14 @@ impl From<&EndpointSlice> for SliceView {
             .endpoints
             .iter()
             .flat_map(|ep| {
-                let named = ep.hostname.as_deref().is_none_or(is_dns1123_label);
-                let hostname: Option<Arc<str>> = ep.hostname.as_deref().map(Into::into);
+                let pod = ep
+                    .target_ref
+                    .as_ref()
+                    .and_then(|r| r.name.as_deref())
+                    .filter(|n| pod_names && !n.is_empty() && n.len() < 64);
+                let host = ep.hostname.as_deref().or(pod);
+                let named = host.is_none_or(is_dns1123_label);
+                let hostname: Option<Arc<str>> = host.map(Into::into);
                 let ready = ready(ep);
                 ep.addresses
                     .iter()
@@ -197,6 +230,32 @@ impl From<&EndpointSlice> for SliceView {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unnamed_ports_stay_and_ports_that_are_no_label_go() {
+        let ports = named_ports(
+            [
+                (None, None, Some(80)),
+                (Some(""), Some("UDP"), Some(53)),
+                (Some("HTTP"), Some("TCP"), Some(8080)),
+                (Some("a\0b"), Some("TCP"), Some(1)),
+                (Some("a.b"), Some("TCP"), Some(2)),
+                (None, Some("T\0CP"), Some(3)),
+                (Some("web"), Some("tcp."), Some(4)),
+                (Some("big"), None, Some(70_000)),
+                (Some("zero"), None, Some(0)),
+            ]
+            .into_iter(),
+        );
+        let got: Vec<(&str, &str, u16)> = ports
+            .iter()
+            .map(|p| (&*p.name, &*p.proto, p.port))
+            .collect();
+        assert_eq!(
+            got,
+            [("", "tcp", 80), ("", "udp", 53), ("http", "tcp", 8080)]
+        );
+    }
 
     #[test]
     fn an_address_entry_stays_small() {

@@ -124,6 +124,25 @@ pub fn tcp(addr: SocketAddr, backlog: i32) -> Result<std::net::TcpListener> {
     Ok(s.into())
 }
 
+/// The HTTP listener (`--metrics-addr`): in the same kind of reuseport
+/// group, steered the other way. Probes and scrapes are about the newest
+/// daemon: kubelet probes the pod it started, and with hostNetwork both
+/// pods of a surge update listen on the same address. So every daemon
+/// steers its group to "socket 1": beside an older one (index 0) the newer
+/// one gets every new connection from the moment it listens; alone, the
+/// index is past the end and the only socket gets them. The older daemon
+/// also closes its listener when it hands over or stops (see
+/// `Frontend::close_http`), which makes the newer one index 0 of a group
+/// of one.
+pub fn tcp_to_newest(addr: SocketAddr, backlog: i32) -> std::io::Result<std::net::TcpListener> {
+    let s = socket(addr, Type::STREAM, Protocol::TCP).map_err(std::io::Error::other)?;
+    s.set_reuse_address(true)?;
+    s.bind(&addr.into())?;
+    s.listen(backlog)?;
+    steer(s.as_raw_fd(), Steer::Successor)?;
+    Ok(s.into())
+}
+
 /// Whether another socket (a successor's) is bound to the same address and
 /// port as `fd`, read from /proc/net/{udp,tcp}{,6} of this network
 /// namespace: entries with our local address and another inode (UDP:

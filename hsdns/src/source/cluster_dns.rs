@@ -118,6 +118,20 @@ pub fn servers(slices: &[&EndpointSlice]) -> Vec<SocketAddr> {
     v
 }
 
+/// What [`follow`] watches: the Service (by a field selector) and its
+/// EndpointSlices (by label), both in the Service's namespace.
+pub fn watched(svc: &ServiceRef) -> Vec<super::kube::Watched> {
+    [("", "services"), ("discovery.k8s.io", "endpointslices")]
+        .into_iter()
+        .map(|(group, resource)| super::kube::Watched {
+            group,
+            resource,
+            namespace: Some(svc.namespace.clone()),
+            verbs: super::kube::WATCH_VERBS,
+        })
+        .collect()
+}
+
 #[allow(clippy::large_enum_variant)]
 enum Ev {
     Service(watcher::Event<Service>),

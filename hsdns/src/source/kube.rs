@@ -11,7 +11,12 @@
 //! go out together (up to `BATCH_MAX` services an update), and a single
 //! change goes out at once.
 //!
-//! [`Update::Complete`] follows once both first lists are in: before it,
+//! Namespaces are watched too (a namespace without services exists, one
+//! without an object does not: CoreDNS answers NODATA and NXDOMAIN), and
+//! Pods when pod names are verified (`--pods verified`), keeping only their
+//! addresses.
+//!
+//! [`Update::Complete`] follows once every first list is in: before it,
 //! the table is partial, and nothing may be answered from it.
 
 use std::{
@@ -22,7 +27,10 @@ use std::{
 
 use anyhow::{Context as _, Result};
 use futures::{FutureExt as _, StreamExt as _};
-use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
+use k8s_openapi::api::{
+    core::v1::{Namespace, Pod, Service},
+    discovery::v1::EndpointSlice,
+};
 use kube::{
     Api, Client, Config,
     config::{KubeConfigOptions, Kubeconfig},
@@ -47,6 +55,10 @@ pub struct ServiceObjects {
 pub enum Update {
     /// Services whose objects changed, each with all its current objects.
     Changed(Vec<ServiceObjects>),
+    /// Namespaces that appeared (true) or went (false).
+    Namespaces(Vec<(String, bool)>),
+    /// Pod addresses that appeared (true) or went (false), by namespace.
+    Pods(Vec<(String, std::net::IpAddr, bool)>),
     /// The first lists of both kinds are complete, and every object in them
     /// has been sent.
     Complete,
@@ -66,6 +78,18 @@ impl Update {
                         &slices,
                         changes,
                     );
+                }
+            }
+            Update::Namespaces(list) => {
+                // The live source always lists Namespaces.
+                table.set_namespaces_known(true);
+                for (ns, exists) in list {
+                    table.set_namespace(ns, *exists, changes);
+                }
+            }
+            Update::Pods(list) => {
+                for (ns, ip, add) in list {
+                    table.set_pod_address(ns, *ip, *add);
                 }
             }
             Update::Complete => table.set_complete(true),
@@ -118,6 +142,18 @@ struct Index {
     listing_slices: Option<HashSet<(String, String)>>,
     listed_services: bool,
     listed_slices: bool,
+    /// Endpoints without a hostname named after their pod.
+    pod_names: bool,
+    namespaces: HashSet<String>,
+    dirty_namespaces: std::collections::BTreeMap<String, bool>,
+    listing_namespaces: Option<HashSet<String>>,
+    listed_namespaces: bool,
+    /// Pods (verified mode): (namespace, name) -> addresses.
+    pods: HashMap<(String, String), Vec<std::net::IpAddr>>,
+    dirty_pods: Vec<(String, std::net::IpAddr, bool)>,
+    listing_pods: Option<HashSet<(String, String)>>,
+    /// True when Pods are not watched.
+    listed_pods: bool,
 }
 
 fn key_of(
@@ -163,8 +199,8 @@ impl Index {
                 .push(key.1.clone());
             self.dirty.insert(owner.clone());
         }
-        self.slices
-            .insert(key, (owner, Arc::new(SliceView::from(&slice))));
+        let view = SliceView::new(&slice, self.pod_names);
+        self.slices.insert(key, (owner, Arc::new(view)));
     }
 
     fn remove_slice(&mut self, key: &(String, String)) {
@@ -230,6 +266,139 @@ impl Index {
         }
     }
 
+    fn put_namespace(&mut self, name: String) {
+        if let Some(seen) = &mut self.listing_namespaces {
+            seen.insert(name.clone());
+        }
+        if self.namespaces.insert(name.clone()) {
+            self.dirty_namespaces.insert(name, true);
+        }
+    }
+
+    fn remove_namespace(&mut self, name: &str) {
+        if self.namespaces.remove(name) {
+            self.dirty_namespaces.insert(name.to_string(), false);
+        }
+    }
+
+    fn namespace_event(&mut self, ev: watcher::Event<Namespace>) {
+        match ev {
+            watcher::Event::Apply(n) | watcher::Event::InitApply(n) => {
+                if let Some(name) = n.metadata.name {
+                    self.put_namespace(name);
+                }
+            }
+            watcher::Event::Delete(n) => {
+                if let Some(name) = n.metadata.name {
+                    self.remove_namespace(&name);
+                }
+            }
+            watcher::Event::Init => self.listing_namespaces = Some(HashSet::new()),
+            watcher::Event::InitDone => {
+                let seen = self.listing_namespaces.take().unwrap_or_default();
+                let gone: Vec<String> = self
+                    .namespaces
+                    .iter()
+                    .filter(|n| !seen.contains(*n))
+                    .cloned()
+                    .collect();
+                for n in gone {
+                    self.remove_namespace(&n);
+                }
+                self.listed_namespaces = true;
+            }
+        }
+    }
+
+    /// A pod's addresses now (none once it is gone or not yet scheduled).
+    fn set_pod(&mut self, key: (String, String), ips: Vec<std::net::IpAddr>) {
+        let old = if ips.is_empty() {
+            self.pods.remove(&key).unwrap_or_default()
+        } else {
+            self.pods
+                .insert(key.clone(), ips.clone())
+                .unwrap_or_default()
+        };
+        for ip in old.iter().filter(|ip| !ips.contains(ip)) {
+            self.dirty_pods.push((key.0.clone(), *ip, false));
+        }
+        for ip in ips.iter().filter(|ip| !old.contains(ip)) {
+            self.dirty_pods.push((key.0.clone(), *ip, true));
+        }
+    }
+
+    fn pod_event(&mut self, ev: watcher::Event<Pod>) {
+        match ev {
+            watcher::Event::Apply(p) | watcher::Event::InitApply(p) => {
+                let Some(key) = key_of(&p.metadata) else {
+                    return;
+                };
+                if let Some(seen) = &mut self.listing_pods {
+                    seen.insert(key.clone());
+                }
+                let status = p.status.as_ref();
+                let mut ips: Vec<std::net::IpAddr> = status
+                    .and_then(|s| s.pod_ips.as_ref())
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|i| i.ip.parse().ok())
+                    .chain(
+                        status
+                            .and_then(|s| s.pod_ip.as_deref())
+                            .and_then(|i| i.parse().ok()),
+                    )
+                    .collect();
+                ips.sort_unstable();
+                ips.dedup();
+                self.set_pod(key, ips);
+            }
+            watcher::Event::Delete(p) => {
+                if let Some(key) = key_of(&p.metadata) {
+                    self.set_pod(key, Vec::new());
+                }
+            }
+            watcher::Event::Init => self.listing_pods = Some(HashSet::new()),
+            watcher::Event::InitDone => {
+                let seen = self.listing_pods.take().unwrap_or_default();
+                let gone: Vec<(String, String)> = self
+                    .pods
+                    .keys()
+                    .filter(|k| !seen.contains(*k))
+                    .cloned()
+                    .collect();
+                for k in gone {
+                    self.set_pod(k, Vec::new());
+                }
+                self.listed_pods = true;
+            }
+        }
+    }
+
+    fn listed(&self) -> bool {
+        self.listed_services && self.listed_slices && self.listed_namespaces && self.listed_pods
+    }
+
+    fn has_dirty(&self) -> bool {
+        !self.dirty.is_empty() || !self.dirty_namespaces.is_empty() || !self.dirty_pods.is_empty()
+    }
+
+    /// What changed since the last call: namespaces first (a service's
+    /// namespace name is counted, not replaced, so order does not matter
+    /// for the table, but a reader sees namespaces early), then pods, then
+    /// services.
+    fn take_update(&mut self) -> Option<Update> {
+        if !self.dirty_namespaces.is_empty() {
+            let list = std::mem::take(&mut self.dirty_namespaces)
+                .into_iter()
+                .collect();
+            return Some(Update::Namespaces(list));
+        }
+        if !self.dirty_pods.is_empty() {
+            return Some(Update::Pods(std::mem::take(&mut self.dirty_pods)));
+        }
+        (!self.dirty.is_empty()).then(|| Update::Changed(self.take_dirty()))
+    }
+
     /// Dirty services with their current objects, at most [`BATCH_MAX`].
     fn take_dirty(&mut self) -> Vec<ServiceObjects> {
         let rest = match self.dirty.iter().nth(BATCH_MAX) {
@@ -269,6 +438,72 @@ impl Index {
 enum Ev {
     Service(watcher::Event<Service>),
     Slice(watcher::Event<EndpointSlice>),
+    Namespace(watcher::Event<Namespace>),
+    Pod(watcher::Event<Pod>),
+}
+
+/// What the live source watches besides Services and EndpointSlices.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WatchOptions {
+    /// CoreDNS's `endpoint_pod_names`.
+    pub endpoint_pod_names: bool,
+    /// Watch Pods for their addresses (`--pods verified`).
+    pub pods: bool,
+}
+
+impl Index {
+    fn event(&mut self, ev: Ev) {
+        match ev {
+            Ev::Service(e) => self.service_event(e),
+            Ev::Slice(e) => self.slice_event(e),
+            Ev::Namespace(e) => self.namespace_event(e),
+            Ev::Pod(e) => self.pod_event(e),
+        }
+    }
+}
+
+/// One API collection the daemon lists and watches.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Watched {
+    /// The API group ("" for the core group).
+    pub group: &'static str,
+    pub resource: &'static str,
+    /// None: cluster-wide; else that namespace only.
+    pub namespace: Option<String>,
+    pub verbs: [&'static str; 2],
+}
+
+/// kube-runtime's watcher lists, then watches.
+pub(crate) const WATCH_VERBS: [&str; 2] = ["list", "watch"];
+
+/// The collections the daemon's watchers ask for: the record source's,
+/// cluster-wide (Pods only with `--pods verified`), and with `cluster_dns`
+/// (the Service it finds the cluster DNS by, see `cluster_dns::follow`)
+/// that Service and its EndpointSlices in its namespace. deploy/'s RBAC
+/// must grant exactly these (tests/deploy.rs), and these are exactly what
+/// the watchers ask the API server for (tests/kube_source.rs).
+pub fn watched_resources(
+    opts: WatchOptions,
+    cluster_dns: Option<&super::cluster_dns::ServiceRef>,
+) -> Vec<Watched> {
+    let all = |group, resource| Watched {
+        group,
+        resource,
+        namespace: None,
+        verbs: WATCH_VERBS,
+    };
+    let mut v = vec![
+        all("", "services"),
+        all("discovery.k8s.io", "endpointslices"),
+        all("", "namespaces"),
+    ];
+    if opts.pods {
+        v.push(all("", "pods"));
+    }
+    if let Some(svc) = cluster_dns {
+        v.extend(super::cluster_dns::watched(svc));
+    }
+    v
 }
 
 /// Watches the cluster and sends [`Update`]s into `tx`: the services of
@@ -277,26 +512,40 @@ enum Ev {
 ///
 /// `tx` should be bounded (capacity 1 is best): while the consumer is busy,
 /// changes collect in the dirty set and go out together.
-pub async fn watch(client: Client, tx: mpsc::Sender<Update>) {
+pub async fn watch(client: Client, tx: mpsc::Sender<Update>, opts: WatchOptions) {
     let config = watcher::Config::default();
     let services = watcher(Api::<Service>::all(client.clone()), config.clone())
         .default_backoff()
         .map(|e| e.map(Ev::Service));
-    let slices = watcher(Api::<EndpointSlice>::all(client), config)
+    let slices = watcher(Api::<EndpointSlice>::all(client.clone()), config.clone())
         .default_backoff()
         .map(|e| e.map(Ev::Slice));
-    let mut events = Box::pin(futures::stream::select(services, slices));
-    let mut index = Index::default();
+    let namespaces = watcher(Api::<Namespace>::all(client.clone()), config.clone())
+        .default_backoff()
+        .map(|e| e.map(Ev::Namespace));
+    let pods = opts.pods.then(|| {
+        watcher(Api::<Pod>::all(client), config)
+            .default_backoff()
+            .map(|e| e.map(Ev::Pod))
+    });
+    let mut events = Box::pin(futures::stream::select(
+        futures::stream::select(services, slices),
+        futures::stream::select(namespaces, futures::stream::iter(pods).flatten()),
+    ));
+    let mut index = Index {
+        pod_names: opts.endpoint_pod_names,
+        listed_pods: !opts.pods,
+        ..Index::default()
+    };
     let mut complete_sent = false;
     loop {
-        let complete_due = !complete_sent && index.listed_services && index.listed_slices;
-        let has_work = !index.dirty.is_empty() || complete_due;
+        let complete_due = !complete_sent && index.listed();
+        let has_work = index.has_dirty() || complete_due;
         tokio::select! {
             ev = events.next() => {
                 let Some(ev) = ev else { return };
                 match ev {
-                    Ok(Ev::Service(e)) => index.service_event(e),
-                    Ok(Ev::Slice(e)) => index.slice_event(e),
+                    Ok(ev) => index.event(ev),
                     // The watcher retries with backoff; the index keeps the
                     // last good state meanwhile.
                     Err(e) => log::warn!("Kubernetes watch: {e}"),
@@ -304,8 +553,8 @@ pub async fn watch(client: Client, tx: mpsc::Sender<Update>) {
             }
             permit = tx.reserve(), if has_work => {
                 let Ok(permit) = permit else { return };
-                if !index.dirty.is_empty() {
-                    permit.send(Update::Changed(index.take_dirty()));
+                if let Some(update) = index.take_update() {
+                    permit.send(update);
                 } else {
                     log::info!("Kubernetes: initial lists complete");
                     permit.send(Update::Complete);
@@ -321,8 +570,7 @@ pub async fn watch(client: Client, tx: mpsc::Sender<Update>) {
                 break;
             };
             match ev {
-                Ok(Ev::Service(e)) => index.service_event(e),
-                Ok(Ev::Slice(e)) => index.slice_event(e),
+                Ok(ev) => index.event(ev),
                 Err(e) => log::warn!("Kubernetes watch: {e}"),
             }
         }
@@ -392,6 +640,9 @@ mod tests {
         DeleteService(u8),
         PutSlice(u8, u8, Vec<u8>),
         DeleteSlice(u8),
+        /// Namespace `ns` (0) or `other` (1), which holds no service.
+        PutNamespace(u8),
+        DeleteNamespace(u8),
         /// The watch broke: these changes happen unseen, then a relist.
         Relist(Vec<Op>),
         /// The consumer takes what is dirty.
@@ -405,6 +656,8 @@ mod tests {
             (0u8..5, 0u8..4, proptest::collection::vec(0u8..8, 0..3))
                 .prop_map(|(n, s, ips)| Op::PutSlice(n, s, ips)),
             (0u8..5).prop_map(Op::DeleteSlice),
+            (0u8..2).prop_map(Op::PutNamespace),
+            (0u8..2).prop_map(Op::DeleteNamespace),
             Just(Op::Take),
         ]
     }
@@ -420,6 +673,17 @@ mod tests {
     struct Truth {
         services: BTreeMap<u8, Service>,
         slices: BTreeMap<u8, EndpointSlice>,
+        namespaces: BTreeMap<u8, Namespace>,
+    }
+
+    fn namespace(n: u8) -> Namespace {
+        Namespace {
+            metadata: ObjectMeta {
+                name: Some(["ns", "other"][n as usize].into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
     }
 
     impl Truth {
@@ -440,6 +704,13 @@ mod tests {
                     Ev::Slice(watcher::Event::Apply(s))
                 }
                 Op::DeleteSlice(n) => Ev::Slice(watcher::Event::Delete(self.slices.remove(n)?)),
+                Op::PutNamespace(n) => {
+                    self.namespaces.insert(*n, namespace(*n));
+                    Ev::Namespace(watcher::Event::Apply(namespace(*n)))
+                }
+                Op::DeleteNamespace(n) => {
+                    Ev::Namespace(watcher::Event::Delete(self.namespaces.remove(n)?))
+                }
                 Op::Relist(_) | Op::Take => return None,
             })
         }
@@ -448,19 +719,24 @@ mod tests {
             Objects {
                 services: self.services.values().cloned().collect(),
                 slices: self.slices.values().cloned().collect(),
+                namespaces: Some(
+                    self.namespaces
+                        .values()
+                        .filter_map(|n| n.metadata.name.clone())
+                        .collect(),
+                ),
             }
         }
     }
 
     fn feed(index: &mut Index, ev: Ev) {
-        match ev {
-            Ev::Service(e) => index.service_event(e),
-            Ev::Slice(e) => index.slice_event(e),
-        }
+        index.event(ev);
     }
 
     fn take(index: &mut Index, table: &mut RecordTable) {
-        Update::Changed(index.take_dirty()).apply(table, &mut Vec::new());
+        while let Some(u) = index.take_update() {
+            u.apply(table, &mut Vec::new());
+        }
     }
 
     proptest! {
@@ -471,6 +747,8 @@ mod tests {
             let mut index = Index::default();
             let mut table = RecordTable::new(&cfg, 1);
             table.set_complete(true);
+            // The live source always lists Namespaces.
+            table.set_namespaces_known(true);
             for op in &ops {
                 match op {
                     Op::Take => take(&mut index, &mut table),
@@ -488,6 +766,11 @@ mod tests {
                             feed(&mut index, Ev::Slice(watcher::Event::InitApply(s.clone())));
                         }
                         feed(&mut index, Ev::Slice(watcher::Event::InitDone));
+                        feed(&mut index, Ev::Namespace(watcher::Event::Init));
+                        for n in truth.namespaces.values() {
+                            feed(&mut index, Ev::Namespace(watcher::Event::InitApply(n.clone())));
+                        }
+                        feed(&mut index, Ev::Namespace(watcher::Event::InitDone));
                     }
                     op => {
                         if let Some(ev) = truth.apply(op) {
@@ -499,6 +782,76 @@ mod tests {
             take(&mut index, &mut table);
             let full = RecordTable::build(&cfg, &truth.objects(), 1);
             prop_assert!(table == full);
+        }
+    }
+
+    fn pod(name: &str, ips: &[&str]) -> Pod {
+        use k8s_openapi::api::core::v1::{PodIP, PodStatus};
+        Pod {
+            metadata: ObjectMeta {
+                namespace: Some("ns".into()),
+                name: Some(name.into()),
+                ..Default::default()
+            },
+            status: Some(PodStatus {
+                pod_ips: Some(ips.iter().map(|ip| PodIP { ip: ip.to_string() }).collect()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn pod_addresses_follow_pods_through_updates_deletes_and_relists() {
+        let mut index = Index::default();
+        let mut table = RecordTable::new(&ZoneConfig::default(), 1);
+        let has = |t: &RecordTable| t.pod_addresses();
+        let ev = |p: Pod| Ev::Pod(watcher::Event::Apply(p));
+        index.event(ev(pod("a", &["169.254.10.10", "fd00:10::10"])));
+        // Reported again (a status update): counted once.
+        index.event(ev(pod("a", &["169.254.10.10", "fd00:10::10"])));
+        index.event(ev(pod("b", &["169.254.10.11"])));
+        take(&mut index, &mut table);
+        assert_eq!(has(&table), 3);
+        index.event(Ev::Pod(watcher::Event::Delete(pod("a", &[]))));
+        take(&mut index, &mut table);
+        assert_eq!(has(&table), 1);
+        // A relist that no longer has b.
+        index.event(Ev::Pod(watcher::Event::Init));
+        index.event(Ev::Pod(watcher::Event::InitApply(pod(
+            "c",
+            &["169.254.10.12"],
+        ))));
+        index.event(Ev::Pod(watcher::Event::InitDone));
+        take(&mut index, &mut table);
+        assert_eq!(has(&table), 1);
+        assert!(index.listed_pods);
+    }
+
+    #[test]
+    fn endpoint_pod_names_reach_the_table_from_the_live_source() {
+        use k8s_openapi::api::core::v1::ObjectReference;
+        let mut s = slice(0, 0, &[10]);
+        s.endpoints[0].hostname = None;
+        s.endpoints[0].target_ref = Some(ObjectReference {
+            kind: Some("Pod".into()),
+            name: Some("web-7d9f-abcde".into()),
+            ..Default::default()
+        });
+        for (pod_names, name) in [
+            (true, "web-7d9f-abcde.s0.ns.svc.cluster.local."),
+            (false, "169-254-10-10.s0.ns.svc.cluster.local."),
+        ] {
+            let mut index = Index {
+                pod_names,
+                ..Index::default()
+            };
+            index.event(Ev::Service(watcher::Event::Apply(service(0, true))));
+            index.event(Ev::Slice(watcher::Event::Apply(s.clone())));
+            let mut table = RecordTable::new(&ZoneConfig::default(), 1);
+            take(&mut index, &mut table);
+            let n = hickory_proto::rr::Name::from_ascii(name).unwrap();
+            assert!(table.get(&n).is_some(), "{name}");
         }
     }
 

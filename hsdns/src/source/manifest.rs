@@ -150,6 +150,20 @@ impl Loader {
                 self.remember("Service", ns, name, place, &what)?;
                 self.objects.services.push(svc);
             }
+            ("v1", "Namespace") => {
+                let name = value
+                    .get("metadata")
+                    .and_then(|m| m.get("name"))
+                    .and_then(Value::as_str)
+                    .filter(|n| is_dns1123_label(n))
+                    .ok_or_else(|| anyhow!("{place} ({what}): no valid metadata.name"))?
+                    .to_owned();
+                self.remember("Namespace", "", &name, place, &what)?;
+                self.objects
+                    .namespaces
+                    .get_or_insert_with(Vec::new)
+                    .push(name);
+            }
             ("discovery.k8s.io/v1", "EndpointSlice") => {
                 let slice: EndpointSlice =
                     serde_yaml::from_value(value).map_err(|e| anyhow!("{place} ({what}): {e}"))?;
@@ -398,12 +412,10 @@ metadata:
         assert_eq!(objects.services.len(), 1);
         assert_eq!(objects.slices.len(), 1);
         assert_eq!(objects.slices[0].endpoints[0].addresses, ["169.254.1.1"]);
-        let expected: SkippedKinds = [
-            ("apps/v1/Deployment".to_owned(), 1),
-            ("v1/Namespace".to_owned(), 1),
-        ]
-        .into();
+        let expected: SkippedKinds = [("apps/v1/Deployment".to_owned(), 1)].into();
         assert_eq!(skipped, expected);
+        // Namespaces are kept: they say which namespaces exist.
+        assert_eq!(objects.namespaces.as_ref().map(Vec::len), Some(1));
     }
 
     #[test]

@@ -28,6 +28,10 @@ const SEED_ORIGIN: &str = "deploy/examples/seed.yaml";
 pub struct Objects {
     pub services: Vec<Service>,
     pub slices: Vec<EndpointSlice>,
+    /// The Namespaces' names, when the source lists them (manifests that
+    /// hold Namespace objects); None: unknown, a namespace exists while it
+    /// holds a service.
+    pub namespaces: Option<Vec<String>>,
 }
 
 /// Loads manifests from files and directories. A directory contributes its

@@ -1,4 +1,5 @@
-//! An in-process Kubernetes API server for Services and EndpointSlices that
+//! An in-process Kubernetes API server for Services, EndpointSlices,
+//! Namespaces and Pods that
 //! speaks the real list/watch HTTP protocol to kube-rs's real client: lists
 //! with a resourceVersion, watches streaming ADDED/MODIFIED/DELETED/BOOKMARK
 //! events as chunked JSON lines, 410 Gone for compacted history, dropped
@@ -22,6 +23,8 @@ use tokio::{
 pub enum Kind {
     Service,
     EndpointSlice,
+    Namespace,
+    Pod,
 }
 
 impl Kind {
@@ -29,11 +32,13 @@ impl Kind {
         match self {
             Kind::Service => "ServiceList",
             Kind::EndpointSlice => "EndpointSliceList",
+            Kind::Namespace => "NamespaceList",
+            Kind::Pod => "PodList",
         }
     }
     fn api_version(self) -> &'static str {
         match self {
-            Kind::Service => "v1",
+            Kind::Service | Kind::Namespace | Kind::Pod => "v1",
             Kind::EndpointSlice => "discovery.k8s.io/v1",
         }
     }
@@ -60,6 +65,8 @@ struct State {
     down: bool,
     /// List requests served (pages included).
     lists: usize,
+    /// Every (path, watch?) asked, known or not: what the client needs.
+    requests: std::collections::BTreeSet<(String, bool)>,
 }
 
 pub struct ApiServer {
@@ -79,6 +86,7 @@ impl ApiServer {
             history: vec![],
             down: false,
             lists: 0,
+            requests: Default::default(),
         }));
         let (events, _) = broadcast::channel(4096);
         let (st, ev) = (state.clone(), events.clone());
@@ -187,6 +195,7 @@ impl ApiServer {
         for (k, n, name) in keys {
             self.delete(k, &n, &name);
         }
+        self.delete(Kind::Namespace, "", ns);
     }
 
     /// Ends every open watch (as an API server restart or a load balancer
@@ -200,6 +209,11 @@ impl ApiServer {
         let mut s = self.state.lock().unwrap();
         s.compacted = s.rv;
         s.history.clear();
+    }
+
+    /// Every (path, is a watch) requested so far.
+    pub fn requests(&self) -> std::collections::BTreeSet<(String, bool)> {
+        self.state.lock().unwrap().requests.clone()
     }
 
     /// List requests served so far, each page one.
@@ -268,6 +282,12 @@ async fn serve(
         .split('&')
         .filter_map(|kv| kv.split_once('='))
         .collect();
+    let is_watch = params.get("watch") == Some(&"true") || params.get("watch") == Some(&"1");
+    state
+        .lock()
+        .unwrap()
+        .requests
+        .insert((path.to_string(), is_watch));
     // Cluster-wide or namespaced collections; field and label selectors
     // of the `a=b,c=d` form (what kube-rs sends for `fields`/`labels`).
     let (kind, namespace) = match route(path) {
@@ -430,6 +450,9 @@ fn route(path: &str) -> Option<(Kind, Option<String>)> {
     let kind = match (prefix, coll) {
         ("core", "services") => Kind::Service,
         ("discovery", "endpointslices") => Kind::EndpointSlice,
+        // Namespaces are cluster-scoped: never below `namespaces/<ns>/`.
+        ("core", "namespaces") if ns.is_none() => Kind::Namespace,
+        ("core", "pods") => Kind::Pod,
         _ => return None,
     };
     Some((kind, ns))

@@ -28,6 +28,9 @@ use hickory_proto::{
     rr::{RData, Record, RecordType, rdata::A},
 };
 
+/// The demo's record source (`hsdns run` needs one).
+pub const SEED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/examples/seed.yaml");
+
 pub const NODE_LOCAL4: Ipv4Addr = Ipv4Addr::new(169, 254, 20, 10);
 pub const NODE_LOCAL6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x20, 0, 0, 0, 0, 0, 0x10);
 pub const GATEWAY4: Ipv4Addr = Ipv4Addr::new(169, 254, 10, 1);
@@ -579,9 +582,16 @@ impl Daemon {
         let log = std::env::temp_dir().join(format!("hsdns-log-{tag}"));
         let _ = fs::remove_file(&ready);
         let mut c = node.cmd(bin);
-        c.arg("run")
-            .args(args)
-            .arg("--pin-dir")
+        // `hsdns run` needs a record source: the demo's seed unless the
+        // caller names one.
+        let has_source = args
+            .iter()
+            .any(|a| ["--manifests", "--kubeconfig", "--kube"].contains(a));
+        c.arg("run").args(args);
+        if !has_source {
+            c.arg("--manifests").arg(SEED);
+        }
+        c.arg("--pin-dir")
             .arg(&pin_dir)
             .arg("--ready-file")
             .arg(&ready)

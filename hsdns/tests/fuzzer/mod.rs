@@ -1,0 +1,24 @@
+//! The differential fuzzer of the kernel path (BPF_PROG_TEST_RUN against
+//! the userspace resolver) and the arbitrary-bytes fuzzing of the
+//! userspace parsers. Shared by `tests/fuzz.rs` (bounded runs in the test
+//! command, the regression corpus) and `examples/fuzz.rs` (what `cargo
+//! xtask fuzz` runs).
+//!
+//! - `target`: the program from outside (load, fill the maps, run a frame);
+//! - `table`: the record table it runs against;
+//! - `dns`, `frame`: queries and frames with every field settable;
+//! - `generate`: valid queries, then faults;
+//! - `oracle`: what the program must do with a frame, and the check;
+//! - `run`: a campaign and its report; `corpus`: regression cases;
+//! - `userspace`: the server's request handling, the resolver, manifests.
+#![allow(dead_code)]
+
+pub mod corpus;
+pub mod dns;
+pub mod frame;
+pub mod generate;
+pub mod oracle;
+pub mod run;
+pub mod table;
+pub mod target;
+pub mod userspace;
