@@ -90,6 +90,30 @@ impl TcMode {
     }
 }
 
+/// Whether this kernel has tcx (Linux 6.6 and later): tc attachments as
+/// BPF links, which can be pinned to outlive the daemon and updated in
+/// place. Without it the daemon uses XDP on veths too (see
+/// `lifecycle::attach`): a clsact filter cannot be pinned, so it would go
+/// with the daemon.
+pub fn tcx_available() -> bool {
+    aya::util::KernelVersion::current().is_ok_and(|v| v >= aya::util::KernelVersion::new(6, 6, 0))
+}
+
+/// Attaches the tc program to `iface`'s ingress as a tcx link, after the
+/// programs already there. The link id gives a link (`prog.take_link`)
+/// that converts into an `FdLink` to pin.
+pub fn attach_tcx(prog: &mut SchedClassifier, iface: &str) -> Result<SchedClassifierLinkId> {
+    let id = prog
+        .attach_with_options(
+            iface,
+            TcAttachType::Ingress,
+            TcAttachOptions::TcxOrder(LinkOrder::default()),
+        )
+        .with_context(|| format!("attaching to {iface} at tc ingress (tcx)"))?;
+    log::info!("attached to {iface} at tc ingress (tcx link)");
+    Ok(id)
+}
+
 /// Attaches the tc program to `iface`'s ingress, after what is there.
 /// The link id gives a link (`prog.take_link`) that converts into an
 /// `FdLink` to pin when the mode is tcx.

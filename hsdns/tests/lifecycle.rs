@@ -193,6 +193,51 @@ fn seed_probes() -> Vec<(&'static str, Expect)> {
     ]
 }
 
+/// The link pinned for `dev`: its hook (`xdp` or `tcx`, from the link
+/// type bpftool reports) and its program's id.
+fn pinned_link(pins: &Path, dev: &str) -> Option<(&'static str, u64)> {
+    let out = Command::new("bpftool")
+        .args(["-j", "link", "show", "pinned"])
+        .arg(pins.join("links").join(dev))
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+    // This bpftool names XDP links and numbers tcx ones
+    // (BPF_LINK_TYPE_XDP 6, BPF_LINK_TYPE_TCX 11).
+    let hook = match &v["type"] {
+        Value::String(t) if t == "xdp" => "xdp",
+        Value::String(t) if t == "tcx" => "tcx",
+        Value::Number(n) if n.as_u64() == Some(6) => "xdp",
+        Value::Number(n) if n.as_u64() == Some(11) => "tcx",
+        _ => "other",
+    };
+    Some((hook, v["prog_id"].as_u64()?))
+}
+
+/// The id of the program pinned as `name` (`prog_xdp`, `prog_tc`).
+fn pinned_prog_id(pins: &Path, name: &str) -> u64 {
+    let out = Command::new("bpftool")
+        .args(["-j", "prog", "show", "pinned"])
+        .arg(pins.join(name))
+        .output()
+        .unwrap();
+    serde_json::from_slice::<Value>(&out.stdout).unwrap()["id"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{name}: {}", String::from_utf8_lossy(&out.stderr)))
+}
+
+/// Whether `dev` in `ns` has an XDP program, as `ip link` shows it.
+fn has_xdp(ns: &Netns, dev: &str) -> bool {
+    let out = Command::new("ip")
+        .args(["-n", &ns.name, "-d", "link", "show", dev])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).contains("prog/xdp")
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Stop {
     Term,
@@ -209,7 +254,19 @@ fn restart(
     how: Stop,
     pause: Duration,
 ) -> (PinDir, Topology, Daemon, Report, String) {
+    restart_with(first, second, how, pause, |_| {})
+}
+
+/// [`restart`] with `setup` run on the topology before the first daemon.
+fn restart_with(
+    first: &[&str],
+    second: &[&str],
+    how: Stop,
+    pause: Duration,
+    setup: impl FnOnce(&Topology),
+) -> (PinDir, Topology, Daemon, Report, String) {
     let topo = Topology::new(1);
+    setup(&topo);
     let pins = PinDir::new("restart");
     let a = Daemon::start_with_pins(bin(), &topo.node, first, pins.path.clone());
     let prober = Prober::start(&topo.pods[0].ns, seed_probes());
@@ -243,7 +300,7 @@ fn restart(
 #[test]
 fn a_sigterm_and_restart_of_the_same_build_leaves_no_query_unanswered() {
     let args = ["--dns-addr", "169.254.20.10"];
-    let (_pins, _topo, b, report, logs) = restart(&args, &args, Stop::Term, Duration::from_secs(1));
+    let (pins, _topo, b, report, logs) = restart(&args, &args, Stop::Term, Duration::from_secs(1));
     report.assert_clean("SIGTERM, 1 s without a daemon, restart", &logs);
     let log = b.log();
     assert!(log.contains("adopting the maps"), "{log}");
@@ -263,20 +320,117 @@ fn a_sigterm_and_restart_of_the_same_build_leaves_no_query_unanswered() {
         log.contains(&format!("0 answers written, {names} names taken over")),
         "{log}"
     );
+    // The veth's tcx link, now with the new daemon's tc program.
+    assert_eq!(
+        pinned_link(&pins.path, "hsv0"),
+        Some(("tcx", pinned_prog_id(&pins.path, "prog_tc")))
+    );
 }
 
 #[test]
-fn an_upgrade_to_another_map_layout_switches_without_a_gap() {
-    let first = ["--dns-addr", "169.254.20.10"];
-    // New name capacities: maps the old ones cannot be.
+fn a_restart_in_xdp_mode_replaces_the_xdp_links_program_in_place() {
+    let args = ["--dns-addr", "169.254.20.10", "--attach-mode", "xdp"];
+    let (pins, topo, b, report, logs) = restart(&args, &args, Stop::Term, Duration::from_secs(1));
+    report.assert_clean("XDP mode: SIGTERM, 1 s without a daemon, restart", &logs);
+    let log = b.log();
+    assert!(log.contains("adopting the maps"), "{log}");
+    assert!(log.contains("BPF_LINK_UPDATE"), "{log}");
+    assert_eq!(
+        pinned_link(&pins.path, "hsv0"),
+        Some(("xdp", pinned_prog_id(&pins.path, "prog_xdp")))
+    );
+    assert!(has_xdp(&topo.node, "hsv0"));
+}
+
+/// An older build attached XDP to the veths and had no tc program; this
+/// build puts tc there. The upgrade (blue/green: an older build's maps
+/// have another layout) keeps the old XDP program answering while the new
+/// maps fill, then attaches the tcx link first and lets the XDP link go.
+/// `HSDNS_OLD_BIN` runs a real older build first (e.g. main before the tc
+/// entry point); without it, this build in XDP mode with its tc program's
+/// pin removed and other map capacities stands in for one.
+#[test]
+fn an_older_builds_xdp_link_moves_to_tc_without_a_gap() {
+    let topo = Topology::new(1);
+    let pins = PinDir::new("migrate");
+    let old_bin = std::env::var_os("HSDNS_OLD_BIN").map(PathBuf::from);
+    let first: &[&str] = if old_bin.is_some() {
+        &["--dns-addr", "169.254.20.10"]
+    } else {
+        &["--dns-addr", "169.254.20.10", "--attach-mode", "xdp"]
+    };
+    let a = Daemon::start_with_pins(
+        old_bin.as_deref().unwrap_or(bin()),
+        &topo.node,
+        first,
+        pins.path.clone(),
+    );
+    assert_eq!(pinned_link(&pins.path, "hsv0").map(|l| l.0), Some("xdp"));
+    let prober = Prober::start(&topo.pods[0].ns, seed_probes());
+    thread::sleep(Duration::from_millis(300));
+    let log_a = a.log();
+    assert!(a.stop().success());
+    if old_bin.is_none() {
+        std::fs::remove_file(pins.path.join("prog_tc")).unwrap();
+    }
     let second = [
         "--dns-addr",
         "169.254.20.10",
         "--name-capacity",
         "32768,8192,512",
     ];
-    let (pins, _topo, b, report, logs) =
-        restart(&first, &second, Stop::Term, Duration::from_millis(200));
+    let mut b = Daemon::spawn(bin(), &topo.node, &second, pins.path.clone());
+    b.wait_ready(Duration::from_secs(60));
+    wait_for("the upgrade", Duration::from_secs(30), || {
+        b.log().contains("upgrade done")
+    });
+    thread::sleep(Duration::from_millis(300));
+    let report = prober.finish();
+    let logs = format!("--- older build:\n{log_a}\n--- this build:\n{}", b.log());
+    report.assert_clean("an older build's XDP link moved to tc", &logs);
+    assert!(b.log().contains("moved from XDP to tcx"), "{logs}");
+    assert_eq!(
+        pinned_link(&pins.path, "hsv0"),
+        Some(("tcx", pinned_prog_id(&pins.path, "prog_tc"))),
+        "{logs}"
+    );
+    wait_for("the XDP link to go", Duration::from_secs(5), || {
+        !has_xdp(&topo.node, "hsv0")
+    });
+    assert!(!pins.path.join("next").exists());
+}
+
+/// Also both hooks: the veth's tcx link and a bridge's XDP link (a
+/// bridge is not a veth: XDP, in skb mode) switch to the new programs.
+#[test]
+fn an_upgrade_to_another_map_layout_switches_without_a_gap() {
+    let first = [
+        "--dns-addr",
+        "169.254.20.10",
+        "--include",
+        "hsv*",
+        "--include",
+        "hsbr*",
+    ];
+    // New name capacities: maps the old ones cannot be.
+    let second = [
+        "--dns-addr",
+        "169.254.20.10",
+        "--include",
+        "hsv*",
+        "--include",
+        "hsbr*",
+        "--name-capacity",
+        "32768,8192,512",
+    ];
+    let bridge = |t: &Topology| ip(&["-n", &t.node.name, "link", "add", "hsbr0", "type", "bridge"]);
+    let (pins, topo, b, report, logs) = restart_with(
+        &first,
+        &second,
+        Stop::Term,
+        Duration::from_millis(200),
+        bridge,
+    );
     report.assert_clean(
         "SIGTERM, restart with new map capacities (blue/green)",
         &logs,
@@ -288,7 +442,18 @@ fn an_upgrade_to_another_map_layout_switches_without_a_gap() {
     let spec = hsdns::loader::pinned_map_spec(&pins.path.join("names_64")).unwrap();
     assert_eq!(spec.max_entries, 32768);
     assert!(!pins.path.join("next").exists());
-    assert!(pins.path.join("prog_xdp").exists());
+    // Each link now runs the new program of its hook.
+    assert_eq!(
+        pinned_link(&pins.path, "hsv0"),
+        Some(("tcx", pinned_prog_id(&pins.path, "prog_tc"))),
+        "{logs}"
+    );
+    assert_eq!(
+        pinned_link(&pins.path, "hsbr0"),
+        Some(("xdp", pinned_prog_id(&pins.path, "prog_xdp"))),
+        "{logs}"
+    );
+    assert!(has_xdp(&topo.node, "hsbr0") && !has_xdp(&topo.node, "hsv0"));
 }
 
 #[test]
@@ -643,36 +808,38 @@ fn the_demo_runs_on_a_node_without_bpffs() {
 #[test]
 fn uninstall_leaves_no_link_pin_or_address_behind() {
     let topo = Topology::new(1);
+    // Both hooks: tcx on the veth, XDP on a bridge.
+    ip(&[
+        "-n",
+        &topo.node.name,
+        "link",
+        "add",
+        "hsbr0",
+        "type",
+        "bridge",
+    ]);
     let pins = PinDir::new("uninstall");
     // An address the daemon puts on lo itself (the harness put .10 there).
     let d = Daemon::start_with_pins(
         bin(),
         &topo.node,
-        &["--dns-addr", "169.254.20.10", "--dns-addr", "169.254.20.11"],
+        &[
+            "--dns-addr",
+            "169.254.20.10",
+            "--dns-addr",
+            "169.254.20.11",
+            "--include",
+            "hsv*",
+            "--include",
+            "hsbr*",
+        ],
         pins.path.clone(),
     );
-    // The program on the veth: XDP as ip shows it, or a pinned link (a
-    // tcx link, the default on veths; this bpftool does not list tcx).
-    // The kernel side of the tcx link is checked below by program ids.
-    let link = |dev: &str| {
-        let out = Command::new("ip")
-            .args(["-n", &topo.node.name, "-d", "link", "show", dev])
-            .output()
-            .unwrap();
-        let ip = String::from_utf8_lossy(&out.stdout);
-        let pinned = Command::new("bpftool")
-            .args(["link", "show", "pinned"])
-            .arg(pins.path.join("links").join(dev))
-            .output()
-            .is_ok_and(|o| o.status.success());
-        format!(
-            "{}{}",
-            if ip.contains("prog/xdp") { "xdp " } else { "" },
-            if pinned {
-                "pinned link (xdp or tcx)"
-            } else {
-                ""
-            }
+    let links = || {
+        (
+            pinned_link(&pins.path, "hsv0").map(|l| l.0),
+            pinned_link(&pins.path, "hsbr0").map(|l| l.0),
+            has_xdp(&topo.node, "hsbr0"),
         )
     };
     let addrs = || {
@@ -682,7 +849,7 @@ fn uninstall_leaves_no_link_pin_or_address_behind() {
             .unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    assert!(link("hsv0").contains("xdp"), "{}", link("hsv0"));
+    assert_eq!(links(), (Some("tcx"), Some("xdp"), true));
     // While it runs, uninstall refuses.
     let uninstall = || {
         topo.node
@@ -704,20 +871,11 @@ fn uninstall_leaves_no_link_pin_or_address_behind() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("stop it first"));
     let prog_ids: Vec<u64> = ["prog_xdp", "prog_tc"]
         .iter()
-        .map(|p| {
-            let out = Command::new("bpftool")
-                .args(["-j", "prog", "show", "pinned"])
-                .arg(pins.path.join(p))
-                .output()
-                .unwrap();
-            serde_json::from_slice::<Value>(&out.stdout).unwrap()["id"]
-                .as_u64()
-                .unwrap()
-        })
+        .map(|p| pinned_prog_id(&pins.path, p))
         .collect();
     assert!(d.stop().success());
     // Stopped: everything still in place.
-    assert!(link("hsv0").contains("xdp"));
+    assert_eq!(links(), (Some("tcx"), Some("xdp"), true));
     assert!(addrs().contains("169.254.20.11/32"));
     assert!(pins.path.join("links/hsv0").exists());
     let out = uninstall();
@@ -731,9 +889,10 @@ fn uninstall_leaves_no_link_pin_or_address_behind() {
     assert!(!pins.path.exists(), "no pin left");
     assert!(!addrs().contains("169.254.20.11/32"), "{}", addrs());
     assert!(!addrs().contains("169.254.20.10/32"), "{}", addrs());
-    wait_for("the program to leave hsv0", Duration::from_secs(5), || {
-        !link("hsv0").contains("xdp")
+    wait_for("the program to leave hsbr0", Duration::from_secs(5), || {
+        !has_xdp(&topo.node, "hsbr0")
     });
+    assert_eq!(links(), (None, None, false));
     // No link of the program left in the kernel, and the program gone.
     wait_for("the programs to be freed", Duration::from_secs(5), || {
         prog_ids.iter().all(|id| {

@@ -1,7 +1,7 @@
 //! The program's attachments as pinned BPF links, one per interface under
-//! `<pin dir>/links/<interface>` (dots as colons: bpffs reserves dots): an
-//! XDP link, or a tcx link for the tc entry point (pod veths, see
-//! `crate::hook`).
+//! `<pin dir>/links/<interface>` (dots as colons: bpffs reserves dots): a
+//! tcx link for the tc entry point (pod veths, see `crate::hook`), an XDP
+//! link elsewhere.
 //!
 //! A pinned link keeps the program attached after the daemon exits, so the
 //! kernel goes on answering across a restart or a crash. A starting daemon
@@ -9,6 +9,17 @@
 //! (names are only labels: an interface can be renamed), replaces their
 //! program in one step (BPF_LINK_UPDATE) and never detaches one to attach
 //! another. A link whose interface is gone is defunct: its pin is removed.
+//!
+//! An interface whose link is of the other hook (the attach mode changed,
+//! or an older build attached XDP where this one puts tc) moves without a
+//! gap: the new link is attached and pinned under a temporary name first,
+//! then renamed over the old pin (one atomic step on bpffs), and only then
+//! is the old link let go. For a moment both hooks hold a program; XDP
+//! runs first, and tc sees only what it passes.
+//!
+//! During a blue/green upgrade from an older build that had no tc program,
+//! the answering programs have no tc entry point: veths keep (or get) the
+//! old XDP program until the switch, which then moves them to tc.
 
 use std::{
     collections::HashMap,
@@ -26,7 +37,7 @@ use super::sys;
 use crate::{
     hook::{self, AttachMode, Hook},
     links::Link,
-    loader,
+    loader::{self, ModeChoice},
     metrics::Metrics,
 };
 
@@ -44,17 +55,29 @@ struct Attached {
 /// The programs links point at, one per hook.
 pub struct Programs {
     pub xdp: Xdp,
-    pub tc: SchedClassifier,
+    /// None: the programs of an older build (XDP only), answering while a
+    /// blue/green upgrade from it fills the new maps.
+    pub tc: Option<SchedClassifier>,
 }
 
 impl Programs {
-    fn id(&self, tc: bool) -> Result<u32> {
-        let info = if tc { self.tc.info() } else { self.xdp.info() };
-        Ok(info.context("reading program info")?.id())
+    /// The program id of a hook, if these programs have that hook.
+    fn id(&self, tc: bool) -> Result<Option<u32>> {
+        let info = match (tc, &self.tc) {
+            (false, _) => self.xdp.info(),
+            (true, Some(p)) => p.info(),
+            (true, None) => return Ok(None),
+        };
+        Ok(Some(info.context("reading program info")?.id()))
     }
 
     fn update(&self, link: &OwnedFd, tc: bool) -> std::io::Result<()> {
-        let fd = if tc { self.tc.fd() } else { self.xdp.fd() }.map_err(std::io::Error::other)?;
+        let fd = match (tc, &self.tc) {
+            (false, _) => self.xdp.fd(),
+            (true, Some(p)) => p.fd(),
+            (true, None) => return Err(std::io::Error::other("no tc program")),
+        }
+        .map_err(std::io::Error::other)?;
         sys::link_update(link.as_fd(), fd.as_fd())
     }
 }
@@ -64,6 +87,9 @@ pub struct Attachments {
     dir: PathBuf,
     by_index: HashMap<u32, Attached>,
     metrics: Arc<Metrics>,
+    /// tcx exists on this kernel (else veths get XDP: see
+    /// [`hook::tcx_available`]).
+    tcx: bool,
 }
 
 /// The kernel's id of a loaded program.
@@ -71,26 +97,41 @@ pub fn prog_id(prog: &Xdp) -> Result<u32> {
     Ok(prog.info().context("reading program info")?.id())
 }
 
+/// Suffix of a link's pin while it is being put in place (see the module
+/// documentation). Interface names never hold a `~` next to a `:`.
+const STAGING: &str = ":~";
+
 impl Attachments {
     /// The links pinned in `dir` (created if missing); defunct ones are
-    /// unpinned.
+    /// unpinned, and of two links on one interface (a daemon stopped while
+    /// moving an interface to the other hook) one is kept.
     pub fn open(dir: PathBuf, metrics: Arc<Metrics>) -> Result<Self> {
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let mut by_index = HashMap::new();
-        for entry in fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
-            let path = entry?.path();
+        let mut entries: Vec<PathBuf> = fs::read_dir(&dir)
+            .with_context(|| format!("reading {}", dir.display()))?
+            .map(|e| e.map(|e| e.path()))
+            .collect::<Result<_, _>>()?;
+        // Links under their final names first: of two on one interface,
+        // the staged one goes.
+        entries.sort_by_key(|p| p.to_string_lossy().ends_with(STAGING));
+        for path in entries {
             let name = path
                 .file_name()
-                .map(|n| n.to_string_lossy().replace(':', "."))
+                .map(|n| {
+                    let n = n.to_string_lossy();
+                    n.strip_suffix(STAGING).unwrap_or(&n).replace(':', ".")
+                })
                 .unwrap_or_default();
             let found =
-                sys::obj_get(&path).and_then(|fd| Ok((sys::xdp_link_info(fd.as_fd())?, fd)));
+                sys::obj_get(&path).and_then(|fd| Ok((sys::hook_link_info(fd.as_fd())?, fd)));
             match found {
                 Ok((Some(info), fd))
                     if info.ifindex != 0 && !by_index.contains_key(&info.ifindex) =>
                 {
                     log::info!(
-                        "found pinned link {} (interface index {}, program {})",
+                        "found pinned {} link {} (interface index {}, program {})",
+                        if info.tc { "tcx" } else { "XDP" },
                         path.display(),
                         info.ifindex,
                         info.prog_id
@@ -107,6 +148,13 @@ impl Attachments {
                         },
                     );
                 }
+                Ok((Some(info), _)) if info.ifindex != 0 => {
+                    log::info!(
+                        "removing {}: its interface has another link of ours",
+                        path.display()
+                    );
+                    unpin(&path);
+                }
                 Ok(_) => {
                     log::info!(
                         "removing defunct link pin {} (its interface is gone)",
@@ -120,10 +168,18 @@ impl Attachments {
                 }
             }
         }
+        let tcx = hook::tcx_available();
+        if !tcx {
+            log::warn!(
+                "no tcx on this kernel (Linux 6.6 and later): veths get XDP, whose replies \
+                 can grow only by the sender's tailroom (larger ones go to userspace)"
+            );
+        }
         Ok(Self {
             dir,
             by_index,
             metrics,
+            tcx,
         })
     }
 
@@ -140,17 +196,29 @@ impl Attachments {
         self.by_index.is_empty()
     }
 
-    /// Makes the program of `link`'s hook (see [`hook::choose`]) the
-    /// program on it: an existing link of that hook gets it by
-    /// BPF_LINK_UPDATE, an interface without one a new link, pinned. An
-    /// interface whose link is of the other hook (the attach mode changed)
-    /// gets the new link first, and loses the old one after: no gap.
-    pub fn ensure(&mut self, progs: &mut Programs, link: &Link, mode: AttachMode) -> Result<()> {
+    /// The hook `link` gets now: the attach mode's choice (see
+    /// [`hook::choose`]), XDP where tc cannot be had (no tcx, or
+    /// answering programs without a tc entry point).
+    fn hook_for(&self, progs: &Programs, link: &Link, mode: AttachMode) -> Result<Hook> {
         let driver =
             loader::driver_name(&link.name).with_context(|| format!("interface {}", link.name))?;
-        let hook = hook::choose(mode, &driver)?;
+        Ok(match hook::choose(mode, &driver)? {
+            Hook::Tc if !self.tcx || progs.tc.is_none() => Hook::Xdp(ModeChoice::Auto),
+            h => h,
+        })
+    }
+
+    /// Makes the program of `link`'s hook (see [`Self::hook_for`]) the
+    /// program on it: an existing link of that hook gets it by
+    /// BPF_LINK_UPDATE, an interface without one a new link, pinned. An
+    /// interface whose link is of the other hook gets the new link first,
+    /// and loses the old one after: no gap.
+    pub fn ensure(&mut self, progs: &mut Programs, link: &Link, mode: AttachMode) -> Result<()> {
+        let hook = self.hook_for(progs, link, mode)?;
         let tc = hook == Hook::Tc;
-        let id = progs.id(tc)?;
+        let id = progs
+            .id(tc)?
+            .ok_or_else(|| anyhow!("no program for the hook"))?;
         let mut replaced = None;
         if let Some(a) = self.by_index.get_mut(&link.index) {
             if a.name != link.name {
@@ -188,55 +256,34 @@ impl Attachments {
                 self.note(name, mode);
                 return Ok(());
             }
+            // The other hook's link: it stays attached (we hold its
+            // descriptor and its pin) until the new one is in place.
             replaced = self.by_index.remove(&link.index);
         }
-        let (mode, fd_link) = if tc {
-            let (mode, link_id) = hook::attach_tc(&mut progs.tc, &link.name)?;
-            let tc_link = progs.tc.take_link(link_id).context("taking the new link")?;
-            let fd_link = FdLink::try_from(tc_link).map_err(|e| {
-                anyhow!(
-                    "{}: attached at tc ingress without a BPF link ({e}: no tcx, Linux 6.6 \
-                     and later); it could not outlive the daemon",
-                    link.name
-                )
-            })?;
-            (mode.label().to_string(), fd_link)
-        } else {
-            let (mode, link_id) = loader::attach(&mut progs.xdp, &link.name, hook_choice(hook))?;
-            let xdp_link = progs
-                .xdp
-                .take_link(link_id)
-                .context("taking the new link")?;
-            let fd_link = FdLink::try_from(xdp_link).map_err(|e| {
-                anyhow!(
-                    "{}: attached without a BPF link ({e}); it could not outlive the daemon",
-                    link.name
-                )
-            })?;
-            (format!("{mode:?}").to_lowercase(), fd_link)
+        let (mode, fd) = match self.attach_new(progs, link, hook) {
+            Ok(new) => new,
+            Err(e) => {
+                // The old link is still pinned and attached: keep it.
+                if let Some(old) = replaced {
+                    self.by_index.insert(link.index, old);
+                }
+                return Err(e);
+            }
         };
-        let path = self.dir.join(pin_name(&link.name));
-        // A pin of that name left by a renamed or vanished interface, or
-        // the other hook's link: that one stays attached while we hold its
-        // descriptor, until the new link is pinned.
-        unpin(&path);
-        let pinned = fd_link
-            .pin(&path)
-            .with_context(|| format!("pinning the link at {}", path.display()))?;
-        let fd = sys::obj_get(&path).with_context(|| format!("opening {}", path.display()))?;
-        drop(pinned);
         if let Some(old) = replaced {
             log::info!(
                 "{}: moved from {} to {mode}; the old link goes",
                 link.name,
-                if old.tc { "tc" } else { "XDP" }
+                if old.tc { "tcx" } else { "XDP" }
             );
+            // Its pin was replaced: closing its descriptor detaches it.
+            drop(old);
         }
         self.by_index.insert(
             link.index,
             Attached {
                 name: link.name.clone(),
-                path,
+                path: self.dir.join(pin_name(&link.name)),
                 fd,
                 prog_id: id,
                 tc,
@@ -247,13 +294,67 @@ impl Attachments {
         Ok(())
     }
 
+    /// Attaches a new link of `hook` to `link` and pins it under the
+    /// interface's name, replacing whatever pin was there in one step.
+    /// Returns the mode label and the pinned link's descriptor.
+    fn attach_new(
+        &self,
+        progs: &mut Programs,
+        link: &Link,
+        hook: Hook,
+    ) -> Result<(String, OwnedFd)> {
+        let (mode, fd_link) = match (hook, progs.tc.as_mut()) {
+            (Hook::Tc, Some(prog)) => {
+                let link_id = hook::attach_tcx(prog, &link.name)?;
+                let tc_link = prog.take_link(link_id).context("taking the new link")?;
+                let fd_link = FdLink::try_from(tc_link)
+                    .map_err(|e| anyhow!("{}: the tcx link is not a BPF link ({e})", link.name))?;
+                ("tcx".to_string(), fd_link)
+            }
+            (Hook::Tc, None) => return Err(anyhow!("no tc program")),
+            (Hook::Xdp(choice), _) => {
+                let (mode, link_id) = loader::attach(&mut progs.xdp, &link.name, choice)?;
+                let xdp_link = progs
+                    .xdp
+                    .take_link(link_id)
+                    .context("taking the new link")?;
+                let fd_link = FdLink::try_from(xdp_link).map_err(|e| {
+                    anyhow!(
+                        "{}: attached without a BPF link ({e}); it could not outlive the daemon",
+                        link.name
+                    )
+                })?;
+                (format!("{mode:?}").to_lowercase(), fd_link)
+            }
+        };
+        let path = self.dir.join(pin_name(&link.name));
+        let staging = self.dir.join(format!("{}{STAGING}", pin_name(&link.name)));
+        unpin(&staging);
+        // Until it is pinned, the new link lives as long as `fd_link`.
+        let pinned = fd_link
+            .pin(&staging)
+            .with_context(|| format!("pinning the link at {}", staging.display()))?;
+        // One step from the old pin (if any: the other hook's link, or one
+        // left by a renamed or vanished interface) to the new one.
+        if let Err(e) = fs::rename(&staging, &path) {
+            unpin(&staging);
+            return Err(e)
+                .with_context(|| format!("renaming {} to {}", staging.display(), path.display()));
+        }
+        let fd = sys::obj_get(&path).with_context(|| format!("opening {}", path.display()))?;
+        drop(pinned);
+        Ok((mode, fd))
+    }
+
     /// Moves every link to the program of its hook in `progs`, in place.
     /// Returns the interfaces whose link refused (they keep the program
     /// they had).
     pub fn switch_all(&mut self, progs: &Programs) -> Result<Vec<String>> {
         let mut failed = Vec::new();
         for a in self.by_index.values_mut() {
-            let id = progs.id(a.tc)?;
+            let Some(id) = progs.id(a.tc)? else {
+                continue;
+            };
             if a.prog_id == id {
                 continue;
             }
@@ -273,6 +374,40 @@ impl Attachments {
             }
         }
         Ok(failed)
+    }
+
+    /// Moves every interface whose link is not of the hook it should have
+    /// (see [`Self::hook_for`]) to that hook, the new link first. Returns
+    /// the interfaces that could not be moved (they keep their link).
+    pub fn rehook_all(&mut self, progs: &mut Programs, mode: AttachMode) -> Vec<String> {
+        let mut failed = Vec::new();
+        let links: Vec<Link> = self
+            .by_index
+            .iter()
+            .map(|(&index, a)| Link {
+                index,
+                name: a.name.clone(),
+                kind: None,
+                xdp_mode: None,
+            })
+            .collect();
+        for link in links {
+            let wrong = match self.hook_for(progs, &link, mode) {
+                Ok(h) => self
+                    .by_index
+                    .get(&link.index)
+                    .is_some_and(|a| a.tc != (h == Hook::Tc)),
+                Err(e) => {
+                    log::warn!("{}: {e:#}", link.name);
+                    false
+                }
+            };
+            if wrong && let Err(e) = self.ensure(progs, &link, mode) {
+                log::warn!("{}: moving to the other hook: {e:#}", link.name);
+                failed.push(link.name);
+            }
+        }
+        failed
     }
 
     /// The interface is gone: its link went with it; drop the pin.
@@ -308,14 +443,6 @@ impl Attachments {
     fn note(&self, name: String, mode: String) {
         let mut st = self.metrics.state.lock().expect("metrics lock");
         st.attached.insert(name, mode);
-    }
-}
-
-/// The XDP mode choice of an XDP hook.
-fn hook_choice(h: Hook) -> loader::ModeChoice {
-    match h {
-        Hook::Xdp(c) => c,
-        Hook::Tc => loader::ModeChoice::Auto,
     }
 }
 

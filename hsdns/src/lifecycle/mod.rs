@@ -7,8 +7,9 @@
 //! uninstall` removes it all.
 //!
 //! Under the pin directory (default /sys/fs/bpf/hsdns): the maps by name,
-//! the programs as `prog_xdp` and `prog_tc`, one link per interface under `links/`, and
-//! during an upgrade to new maps the new set under `next/`.
+//! the programs as `prog_xdp` and `prog_tc`, one link per interface under
+//! `links/` (see [`attach`]), and during an upgrade to new maps the new set
+//! under `next/`.
 //!
 //! A starting daemon [`inspect`]s what is pinned:
 //! - nothing: a fresh start;
@@ -267,7 +268,7 @@ fn tc_from_pin(path: &Path) -> Result<SchedClassifier> {
 fn programs_from_pin(dir: &Path) -> Result<Programs> {
     Ok(Programs {
         xdp: xdp_from_pin(&dir.join(PROG_XDP))?,
-        tc: tc_from_pin(&dir.join(PROG_TC))?,
+        tc: Some(tc_from_pin(&dir.join(PROG_TC))?),
     })
 }
 
@@ -290,13 +291,13 @@ impl Node {
         let (active, next, staged) = match plan {
             Plan::Replace(_) => match xdp_from_pin(&pin_dir.join(PROG_XDP)) {
                 Ok(old_xdp) => {
-                    // A predecessor without a tc program has nothing on tc
-                    // to keep: the new one is active there at once.
-                    let old_tc = tc_from_pin(&pin_dir.join(PROG_TC))
-                        .or_else(|_| tc_from_pin(&map_dir.join(PROG_TC)))?;
+                    // An older build without a tc program: its XDP program
+                    // answers on veths too until the switch (the new tc
+                    // program passes everything up until its maps are
+                    // complete), which moves them to tc.
                     let old = Programs {
                         xdp: old_xdp,
-                        tc: old_tc,
+                        tc: tc_from_pin(&pin_dir.join(PROG_TC)).ok(),
                     };
                     (old, Some(new), Some(map_dir.to_path_buf()))
                 }
@@ -352,6 +353,9 @@ impl Node {
         if let Some(next) = self.next.take() {
             failed = self.attachments.switch_all(&next)?;
             self.active = next;
+            // Interfaces the old programs could not give their hook (veths
+            // on XDP under a build without tc): the new link first.
+            failed.extend(self.attachments.rehook_all(&mut self.active, self.mode));
         }
         if let Some(staged) = self.staged.take() {
             promote(&self.pin_dir, &staged)?;

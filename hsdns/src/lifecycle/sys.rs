@@ -1,6 +1,6 @@
-//! The few bpf(2) commands aya 0.14 does not expose for pinned links: the
-//! XDP link's interface (aya's `LinkInfo` hides it) and BPF_LINK_UPDATE on
-//! a link we hold only as a pinned file.
+//! The few bpf(2) commands aya 0.14 does not expose for pinned links: an
+//! XDP or tcx link's interface (aya's `LinkInfo` hides it) and
+//! BPF_LINK_UPDATE on a link we hold only as a pinned file.
 
 use std::{
     ffi::CString,
@@ -55,7 +55,7 @@ pub fn obj_get(path: &Path) -> io::Result<OwnedFd> {
 
 /// An XDP or tcx link as the kernel describes it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct XdpLinkInfo {
+pub struct HookLinkInfo {
     pub id: u32,
     pub prog_id: u32,
     /// 0 once the interface is gone (the link is defunct).
@@ -66,7 +66,7 @@ pub struct XdpLinkInfo {
 
 /// The link behind `fd`, if it is an XDP or a tcx link (the two hooks the
 /// program is attached with).
-pub fn xdp_link_info(fd: BorrowedFd<'_>) -> io::Result<Option<XdpLinkInfo>> {
+pub fn hook_link_info(fd: BorrowedFd<'_>) -> io::Result<Option<HookLinkInfo>> {
     #[repr(C)]
     struct Attr {
         bpf_fd: u32,
@@ -90,7 +90,7 @@ pub fn xdp_link_info(fd: BorrowedFd<'_>) -> io::Result<Option<XdpLinkInfo>> {
     } else {
         return Ok(None);
     };
-    Ok(Some(XdpLinkInfo {
+    Ok(Some(HookLinkInfo {
         id: info.id,
         prog_id: info.prog_id,
         ifindex,
