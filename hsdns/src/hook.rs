@@ -7,14 +7,15 @@
 //! Driver-mode XDP stays for interfaces whose driver delivers XDP_TX by
 //! itself (`--interface` uplinks); both hooks run the same code.
 //!
-//! tc attaches through tcx where the kernel has it (6.6 and later): a BPF
-//! link, which can be pinned and moved to a new program in one step
-//! (BPF_LINK_UPDATE), like the XDP links. Elsewhere a clsact qdisc and a
-//! direct-action filter (netlink; not a BPF link). Either way the program
-//! goes after the programs already there (the CNI's), so network policy
-//! still sees DNS first; for everything it does not answer it returns
-//! "next" (TC_ACT_UNSPEC), so the programs after it run as they would
-//! without it.
+//! The daemon attaches tc through tcx (Linux 6.6 and later): a BPF link,
+//! which can be pinned to outlive the daemon and moved to a new program in
+//! one step (BPF_LINK_UPDATE), like the XDP links; without tcx it puts XDP
+//! on veths too (`lifecycle::attach`). [`attach_tc`] falls back to a clsact
+//! qdisc and a direct-action filter (netlink; not a BPF link) for the
+//! benchmarks. Either way the program goes after the programs already
+//! there (the CNI's), so network policy still sees DNS first; for
+//! everything it does not answer it returns "next" (TC_ACT_UNSPEC), so the
+//! programs after it run as they would without it.
 
 use anyhow::{Context as _, Result, anyhow};
 use aya::programs::{
@@ -114,9 +115,10 @@ pub fn attach_tcx(prog: &mut SchedClassifier, iface: &str) -> Result<SchedClassi
     Ok(id)
 }
 
-/// Attaches the tc program to `iface`'s ingress, after what is there.
-/// The link id gives a link (`prog.take_link`) that converts into an
-/// `FdLink` to pin when the mode is tcx.
+/// Attaches the tc program to `iface`'s ingress, after what is there:
+/// tcx, or a clsact filter where there is none (benchmarks; the daemon
+/// uses [`attach_tcx`]). The link id gives a link (`prog.take_link`) that
+/// converts into an `FdLink` to pin when the mode is tcx.
 pub fn attach_tc(
     prog: &mut SchedClassifier,
     iface: &str,

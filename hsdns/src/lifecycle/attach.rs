@@ -92,11 +92,6 @@ pub struct Attachments {
     tcx: bool,
 }
 
-/// The kernel's id of a loaded program.
-pub fn prog_id(prog: &Xdp) -> Result<u32> {
-    Ok(prog.info().context("reading program info")?.id())
-}
-
 /// Suffix of a link's pin while it is being put in place (see the module
 /// documentation). Interface names never hold a `~` next to a `:`.
 const STAGING: &str = ":~";
