@@ -718,24 +718,15 @@ fn dnsperf(ns: &Netns, file: &std::path::Path, secs: u64, rate: Option<u32>) -> 
 
 fn main() {
     pin_self(CLIENT_CPU.parse().unwrap());
-    cleanup_on_interrupt();
     let secs: u64 = std::env::args()
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(5);
-    let r = std::panic::catch_unwind(|| run(secs));
-    undo_all();
-    if r.is_err() {
-        std::process::exit(1);
-    }
+    run_cleaning_up(|| run(secs));
 }
 
 fn run(secs: u64) {
-    let bin = std::env::current_exe()
-        .ok()
-        .and_then(|p| Some(p.parent()?.parent()?.join("hsdns")))
-        .filter(|p| p.exists())
-        .unwrap_or_else(|| PathBuf::from("target/release/hsdns"));
+    let bin = release_daemon_bin();
     let zone = zone();
     let mixes = mixes();
     let hz = 100.0; // USER_HZ

@@ -21,12 +21,7 @@ use std::{
 use common::*;
 
 fn main() {
-    cleanup_on_interrupt();
-    let result = std::panic::catch_unwind(run);
-    undo_all();
-    if result.is_err() {
-        std::process::exit(1);
-    }
+    run_cleaning_up(run);
 }
 
 fn show(title: &str, d: &Dig) {
@@ -38,11 +33,7 @@ fn show(title: &str, d: &Dig) {
 }
 
 fn run() {
-    let bin = std::env::current_exe()
-        .ok()
-        .and_then(|p| Some(p.parent()?.parent()?.join("hsdns")))
-        .filter(|p| p.exists())
-        .unwrap_or_else(|| PathBuf::from("target/release/hsdns"));
+    let bin = release_daemon_bin();
     println!("== hsdns demo: node namespace, 3 pod namespaces (StatefulSet nginx), seed manifests");
     let topo = Topology::new(3);
     let stub = Stub::start(

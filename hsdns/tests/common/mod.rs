@@ -88,6 +88,28 @@ pub fn undo_all() {
     }
 }
 
+/// Runs an example's body with cleanup on interrupt, panic and return:
+/// every namespace and process it registered is gone when it exits, and a
+/// panic exits 1.
+pub fn run_cleaning_up(body: impl FnOnce() + std::panic::UnwindSafe) {
+    cleanup_on_interrupt();
+    let result = std::panic::catch_unwind(body);
+    undo_all();
+    if result.is_err() {
+        std::process::exit(1);
+    }
+}
+
+/// The daemon beside the running example (`target/release/examples/x` ->
+/// `target/release/hsdns`), else the release build from the workspace root.
+pub fn release_daemon_bin() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| Some(p.parent()?.parent()?.join("hsdns")))
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from("target/release/hsdns"))
+}
+
 /// On SIGINT/SIGTERM: clean up, then exit. For the demo (tests unwind).
 pub fn cleanup_on_interrupt() {
     // SAFETY: blocking the signals in this (main) thread before any other
