@@ -15,7 +15,6 @@
 mod common;
 
 use std::{
-    path::PathBuf,
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
