@@ -383,25 +383,6 @@ const LATENCY_SECS: u64 = 3;
 const MAX_FOREIGN_S: f64 = 0.3;
 const SERVER_CPU: &str = "0";
 
-/// Sets the RPS mask of the node-side veth's receive queue. `ip netns exec`
-/// remounts /sys for the namespace, so /sys/class/net shows its devices.
-fn set_rps(node: &Netns, dev: &str, mask: &str) {
-    let out = Command::new("ip")
-        .args(["netns", "exec", &node.name, "sh", "-c"])
-        .arg(format!(
-            "echo {mask} > /sys/class/net/{dev}/queues/rx-0/rps_cpus && \
-             cat /sys/class/net/{dev}/queues/rx-0/rps_cpus"
-        ))
-        .output()
-        .expect("ip netns exec");
-    let got = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && u64::from_str_radix(got.trim(), 16).ok() == mask.parse().ok(),
-        "setting rps_cpus of {dev} to {mask}: {got} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// Pins every thread of a process (and the threads it starts later) to a
 /// CPU, and checks that each one now allows only that CPU.
 fn pin(pid: u32, cpu: &str) {
@@ -472,22 +453,7 @@ struct Snap {
 }
 
 fn snap(pid: u32, counters: Option<&std::path::Path>) -> Snap {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let cpu = stat
-        .lines()
-        .filter(|l| l.starts_with("cpu") && !l.starts_with("cpu "))
-        .map(|l| {
-            let v: Vec<u64> = l
-                .split_whitespace()
-                .skip(1)
-                .filter_map(|x| x.parse().ok())
-                .collect();
-            // user nice system idle iowait irq softirq steal
-            let busy =
-                v.iter().take(8).sum::<u64>() - v.get(3).unwrap_or(&0) - v.get(4).unwrap_or(&0);
-            (busy, v.get(6).copied().unwrap_or(0))
-        })
-        .collect();
+    let cpu = ticks_per_cpu();
     let net_rx = std::fs::read_to_string("/proc/softirqs")
         .unwrap_or_default()
         .lines()

@@ -24,25 +24,6 @@ use common::*;
 const CLIENT_CPU: &str = "1";
 const SERVER_CPU: &str = "0";
 
-/// (non-idle, softirq) ticks per CPU.
-fn cpu_ticks() -> Vec<(u64, u64)> {
-    std::fs::read_to_string("/proc/stat")
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.starts_with("cpu") && !l.starts_with("cpu "))
-        .map(|l| {
-            let v: Vec<u64> = l
-                .split_whitespace()
-                .skip(1)
-                .filter_map(|x| x.parse().ok())
-                .collect();
-            let busy =
-                v.iter().take(8).sum::<u64>() - v.get(3).unwrap_or(&0) - v.get(4).unwrap_or(&0);
-            (busy, v.get(6).copied().unwrap_or(0))
-        })
-        .collect()
-}
-
 /// Packets the node-side veth received.
 fn rx_packets(node: &Netns, dev: &str) -> u64 {
     let out = Command::new("ip")
@@ -51,17 +32,6 @@ fn rx_packets(node: &Netns, dev: &str) -> u64 {
         .expect("ip");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
     v[0]["stats64"]["rx"]["packets"].as_u64().unwrap_or(0)
-}
-
-fn set_rps(node: &Netns, dev: &str, mask: &str) {
-    let st = Command::new("ip")
-        .args(["netns", "exec", &node.name, "sh", "-c"])
-        .arg(format!(
-            "echo {mask} > /sys/class/net/{dev}/queues/rx-0/rps_cpus"
-        ))
-        .status()
-        .expect("ip netns exec");
-    assert!(st.success(), "setting rps_cpus of {dev}");
 }
 
 fn main() {
@@ -114,7 +84,7 @@ fn run(secs: u64) {
             .stderr(Stdio::null());
             let _server = Guarded::spawn(s);
             std::thread::sleep(Duration::from_millis(500));
-            let (t0, p0) = (cpu_ticks(), rx_packets(&topo.node, &dev));
+            let (t0, p0) = (ticks_per_cpu(), rx_packets(&topo.node, &dev));
             let start = Instant::now();
             let out = topo.pods[0]
                 .ns
@@ -125,7 +95,7 @@ fn run(secs: u64) {
                 .output()
                 .expect("iperf3");
             let wall = start.elapsed().as_secs_f64();
-            let (t1, p1) = (cpu_ticks(), rx_packets(&topo.node, &dev));
+            let (t1, p1) = (ticks_per_cpu(), rx_packets(&topo.node, &dev));
             assert!(
                 out.status.success(),
                 "iperf3: {}",
