@@ -17,6 +17,7 @@ use crate::{
     maps::Scratch,
     packet::Packet,
     parse::Headers,
+    profile::stop,
     verifier::merge,
     wire::*,
 };
@@ -157,7 +158,7 @@ pub fn write<P: Packet>(
     if !(ETH_HLEN + IPV4_HLEN + UDP_HLEN + DNS_HLEN..=HDR_MAX).contains(&hdr_len) {
         return Err(Verdict::Internal);
     }
-    if !p.load(0, s.hdr.as_mut_ptr().cast(), hdr_len) {
+    if !p.load::<HDR_MAX>(0, s.hdr.as_mut_ptr().cast(), hdr_len) {
         return Err(Verdict::Internal);
     }
     let hb = s.hdr.as_mut_ptr() as *mut u8;
@@ -269,13 +270,20 @@ pub fn write<P: Packet>(
 
     // Into the packet: resized first (if that fails, nothing was written),
     // then the headers and the tail in two stores.
+    stop(9)?;
     p.resize(pkt_len, new_len)?;
+    stop(10)?;
     let tail = merge(s, 7, (sec_len + opt_len) as u64) as usize;
     if tail > ANSWER_CLASSES[2] + OPT_RR_LEN {
         return Err(Verdict::Dropped);
     }
-    if !p.store(0, s.hdr.as_ptr() as *const u8, hdr_len)
-        || (tail > 0 && !p.store(sec_at, s.out.as_ptr() as *const u8, tail))
+    if !p.store::<HDR_MAX>(0, s.hdr.as_ptr() as *const u8, hdr_len)
+        || (tail > 0
+            && !p.store::<{ ANSWER_CLASSES[2] + OPT_RR_LEN }>(
+                sec_at,
+                s.out.as_ptr() as *const u8,
+                tail,
+            ))
     {
         return Err(Verdict::Dropped);
     }
