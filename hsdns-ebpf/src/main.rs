@@ -14,7 +14,7 @@
 //! daemon prepared. Anything it cannot answer exactly right goes up.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
-// Inline assembly for unaligned word loads and stores (see packet.rs);
+// Inline assembly for unaligned word loads and stores (see mem.rs);
 // RUSTC_BOOTSTRAP=1 is set for this crate's build (hsdns/build.rs), as
 // aya-ebpf itself needs the same feature.
 #![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
@@ -25,6 +25,8 @@ mod checksum;
 mod lookup;
 #[cfg(target_arch = "bpf")]
 mod maps;
+#[cfg(target_arch = "bpf")]
+mod mem;
 #[cfg(target_arch = "bpf")]
 mod name;
 #[cfg(target_arch = "bpf")]

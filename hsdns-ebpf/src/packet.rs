@@ -13,6 +13,8 @@ use aya_ebpf::{
 };
 use hsdns_common::{Action, Verdict};
 
+use crate::mem::{ld64, opaque, st64};
+
 pub trait Packet {
     /// First and one-past-last byte the program may read directly.
     fn bounds(&self) -> (usize, usize);
@@ -227,41 +229,4 @@ fn copy_words<const MAX: usize, const READ: bool>(
     }
     copy(a, mem + (len - 8));
     true
-}
-
-/// `v`, with LLVM unable to see how it was computed.
-#[inline(always)]
-fn opaque(mut v: usize) -> usize {
-    // SAFETY: a register moved onto itself (an empty asm block would
-    // leave two line infos on one instruction, which the kernel rejects).
-    unsafe {
-        core::arch::asm!("{0} = {0}", inout(reg) v, options(pure, nomem, nostack, preserves_flags))
-    };
-    v
-}
-
-/// An 8-byte load at any alignment. In Rust a `u64` read must be aligned
-/// (else the BPF backend splits it into eight byte loads); the BPF
-/// instruction need not be: the verifier allows unaligned packet and map
-/// value access unless strict alignment is asked for, and the JITs of
-/// x86-64 and arm64 emit plain loads.
-#[inline(always)]
-unsafe fn ld64(a: usize) -> u64 {
-    let v: u64;
-    // SAFETY: the caller checked the 8 bytes at `a`.
-    unsafe {
-        core::arch::asm!("{0} = *(u64 *)({1} + 0)", out(reg) v, in(reg) a,
-            options(readonly, nostack, preserves_flags));
-    }
-    v
-}
-
-/// An 8-byte store at any alignment (see [`ld64`]).
-#[inline(always)]
-unsafe fn st64(a: usize, v: u64) {
-    // SAFETY: the caller checked the 8 bytes at `a`.
-    unsafe {
-        core::arch::asm!("*(u64 *)({0} + 0) = {1}", in(reg) a, in(reg) v,
-            options(nostack, preserves_flags));
-    }
 }
