@@ -6,8 +6,7 @@ use aya_ebpf::{
     bindings::{TC_ACT_SHOT, TC_ACT_UNSPEC, xdp_action},
     helpers::generated::{
         bpf_redirect_peer, bpf_skb_change_tail, bpf_skb_load_bytes, bpf_skb_pull_data,
-        bpf_skb_store_bytes, bpf_xdp_adjust_tail, bpf_xdp_get_buff_len, bpf_xdp_load_bytes,
-        bpf_xdp_store_bytes,
+        bpf_skb_store_bytes, bpf_xdp_adjust_tail, bpf_xdp_load_bytes, bpf_xdp_store_bytes,
     },
     programs::{TcContext, XdpContext},
 };
@@ -47,11 +46,15 @@ impl Packet for XdpContext {
 
     #[inline(always)]
     fn len(&self) -> usize {
-        // Not data_end - data: LLVM may fold that into arithmetic on the
-        // end pointer, which the verifier rejects; and a multi-buffer
-        // frame is longer than its first buffer.
-        // SAFETY: the program's own context.
-        unsafe { bpf_xdp_get_buff_len(self.ctx) as usize }
+        // The program is not loaded with BPF_F_XDP_HAS_FRAGS, so no
+        // multi-buffer frame reaches it: the frame is `data..data_end`.
+        // (Not bpf_xdp_get_buff_len: a helper call per DNS packet.) Both
+        // pointers are hidden from LLVM, which would otherwise fold the
+        // difference into arithmetic on the end pointer, which the
+        // verifier rejects; the difference of two packet pointers is an
+        // unknown scalar to it (allowed with CAP_PERFMON, which the daemon
+        // has), checked against the headers' lengths by the caller.
+        opaque(self.data_end()) - opaque(self.data())
     }
 
     #[inline(always)]
