@@ -64,6 +64,10 @@ fn main() -> anyhow::Result<()> {
     // (xtask setup), and a fresh machine needs no nightly toolchain.
     // SAFETY: the build script is single-threaded here.
     unsafe { env::set_var("RUSTC_BOOTSTRAP", "1") };
+    // The profiling stage stop (hsdns-ebpf/src/profile.rs) is for objects
+    // built by hand only: never in the object this crate carries.
+    // SAFETY: as above.
+    unsafe { env::remove_var("HSDNS_STOP_AFTER") };
     aya_build::build_ebpf(
         [Package {
             name: "hsdns-ebpf",

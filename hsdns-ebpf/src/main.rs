@@ -14,6 +14,10 @@
 //! daemon prepared. Anything it cannot answer exactly right goes up.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
+// Inline assembly for unaligned word loads and stores (see mem.rs);
+// RUSTC_BOOTSTRAP=1 is set for this crate's build (hsdns/build.rs), as
+// aya-ebpf itself needs the same feature.
+#![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 
 #[cfg(target_arch = "bpf")]
 mod checksum;
@@ -22,11 +26,15 @@ mod lookup;
 #[cfg(target_arch = "bpf")]
 mod maps;
 #[cfg(target_arch = "bpf")]
+mod mem;
+#[cfg(target_arch = "bpf")]
 mod name;
 #[cfg(target_arch = "bpf")]
 mod packet;
 #[cfg(target_arch = "bpf")]
 mod parse;
+#[cfg(target_arch = "bpf")]
+mod profile;
 #[cfg(target_arch = "bpf")]
 mod reply;
 #[cfg(target_arch = "bpf")]
@@ -53,6 +61,7 @@ mod prog {
         name::{self, Q_COPY, q_be16, q_byte},
         packet::Packet,
         parse,
+        profile::stop,
         reply::{self, Plan, Section},
         verifier::merge,
         wire::*,
@@ -101,6 +110,7 @@ mod prog {
     #[inline(always)]
     fn answer<P: Packet>(p: &P) -> Result<Verdict, Verdict> {
         let h = parse::headers(p)?;
+        stop(1)?;
         let pkt_len = h.pkt_len;
         let cfg = CONFIG.get(0).ok_or(Verdict::Internal)?;
         if cfg.answering == 0 {
@@ -144,6 +154,7 @@ mod prog {
             return Err(Verdict::Internal);
         }
 
+        stop(2)?;
         // The question and what follows, copied once.
         let qoff = h.dns() + DNS_HLEN;
         let avail = merge(s, 0, (h.dns_len - DNS_HLEN) as u64) as usize;
@@ -155,10 +166,12 @@ mod prog {
         if !(1..=Q_COPY).contains(&copy) {
             return Err(Verdict::Internal);
         }
-        if !p.load(qoff, s.q.as_mut_ptr().cast(), copy) {
+        if !p.load::<Q_COPY>(qoff, s.q.as_mut_ptr().cast(), copy) {
             return Err(Verdict::Internal);
         }
+        stop(3)?;
         let (len, labels) = name::walk(s, copy)?;
+        stop(4)?;
 
         let qtype = q_be16(s, len);
         let qclass = q_be16(s, len + 2);
@@ -190,7 +203,9 @@ mod prog {
             return Err(Verdict::Malformed);
         }
 
+        stop(5)?;
         let name = name::digest(s, len, labels, &cfg.hash_key)?;
+        stop(6)?;
         let qlen = len + QUESTION_TAIL;
         let none = Section {
             addr: 0,
@@ -268,6 +283,7 @@ mod prog {
                 };
             }
         }
+        stop(7)?;
         // Plain numbers from here on, whichever way led here (see Plan).
         plan.section = Section {
             addr: merge(s, 0, plan.section.addr as u64) as usize,
@@ -303,6 +319,7 @@ mod prog {
         plan.has_opt = flags & 4 != 0;
         plan.rcode = ((flags >> 8) & 0xf) as u16;
         let verdict = plan.verdict;
+        stop(8)?;
         reply::write(p, s, &h, qlen, name.sum_le, &plan, pkt_len)?;
         Ok(verdict)
     }

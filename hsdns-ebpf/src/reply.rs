@@ -7,16 +7,16 @@
 //! once (if that fails, nothing was written and the query goes up intact)
 //! and the two pieces are stored, one helper call each.
 
-use core::ptr::{read_unaligned, write_unaligned};
-
 use aya_ebpf::helpers::generated::bpf_probe_read_kernel;
 use hsdns_common::{ANSWER_CLASSES, Verdict};
 
 use crate::{
     checksum::{OPT_SUM, add_le, at_offset, finish_udp, fold, le_to_be, opt_record},
     maps::Scratch,
+    mem::{ld16, ld32, st16, st32},
     packet::Packet,
     parse::Headers,
+    profile::stop,
     verifier::merge,
     wire::*,
 };
@@ -56,28 +56,30 @@ pub struct Plan {
 pub const HDR_MAX: usize = ETH_HLEN + VLAN_HLEN + IPV4_HLEN_MAX + UDP_HLEN + DNS_HLEN;
 const HDR_MASK: usize = 127;
 
+// The header accessors: single (unaligned) loads and stores, see `mem`.
+
 #[inline(always)]
 fn rd16(b: *const u8, off: usize) -> u16 {
     // SAFETY: off is masked into the header buffer (128 bytes, 8 spare).
-    unsafe { u16::from_be(read_unaligned(b.add(off & HDR_MASK) as *const u16)) }
+    u16::from_be(unsafe { ld16(b.add(off & HDR_MASK) as usize) })
 }
 
 #[inline(always)]
 fn wr16(b: *mut u8, off: usize, v: u16) {
     // SAFETY: as in `rd16`.
-    unsafe { write_unaligned(b.add(off & HDR_MASK) as *mut u16, v.to_be()) }
+    unsafe { st16(b.add(off & HDR_MASK) as usize, v.to_be()) }
 }
 
 #[inline(always)]
 fn rd32(b: *const u8, off: usize) -> u32 {
     // SAFETY: as in `rd16`.
-    unsafe { read_unaligned(b.add(off & HDR_MASK) as *const u32) }
+    unsafe { ld32(b.add(off & HDR_MASK) as usize) }
 }
 
 #[inline(always)]
 fn wr32(b: *mut u8, off: usize, v: u32) {
     // SAFETY: as in `rd16`.
-    unsafe { write_unaligned(b.add(off & HDR_MASK) as *mut u32, v) }
+    unsafe { st32(b.add(off & HDR_MASK) as usize, v) }
 }
 
 #[inline(always)]
@@ -157,7 +159,7 @@ pub fn write<P: Packet>(
     if !(ETH_HLEN + IPV4_HLEN + UDP_HLEN + DNS_HLEN..=HDR_MAX).contains(&hdr_len) {
         return Err(Verdict::Internal);
     }
-    if !p.load(0, s.hdr.as_mut_ptr().cast(), hdr_len) {
+    if !p.load::<HDR_MAX>(0, s.hdr.as_mut_ptr().cast(), hdr_len) {
         return Err(Verdict::Internal);
     }
     let hb = s.hdr.as_mut_ptr() as *mut u8;
@@ -269,13 +271,20 @@ pub fn write<P: Packet>(
 
     // Into the packet: resized first (if that fails, nothing was written),
     // then the headers and the tail in two stores.
+    stop(9)?;
     p.resize(pkt_len, new_len)?;
+    stop(10)?;
     let tail = merge(s, 7, (sec_len + opt_len) as u64) as usize;
     if tail > ANSWER_CLASSES[2] + OPT_RR_LEN {
         return Err(Verdict::Dropped);
     }
-    if !p.store(0, s.hdr.as_ptr() as *const u8, hdr_len)
-        || (tail > 0 && !p.store(sec_at, s.out.as_ptr() as *const u8, tail))
+    if !p.store::<HDR_MAX>(0, s.hdr.as_ptr() as *const u8, hdr_len)
+        || (tail > 0
+            && !p.store::<{ ANSWER_CLASSES[2] + OPT_RR_LEN }>(
+                sec_at,
+                s.out.as_ptr() as *const u8,
+                tail,
+            ))
     {
         return Err(Verdict::Dropped);
     }

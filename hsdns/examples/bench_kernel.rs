@@ -77,6 +77,12 @@ fn main() -> Result<()> {
     let t = Instant::now();
     loader::program_tc(&mut ebpf)?.load()?;
     let verify_tc_ms = t.elapsed().as_secs_f64() * 1e3;
+    // The kernel's floor for comparison: loading and verifying the two
+    // bare reflectors (a few dozen instructions each) into the same
+    // object.
+    let t = Instant::now();
+    kernel_cases::load_floors(&mut ebpf)?;
+    let floors_ms = t.elapsed().as_secs_f64() * 1e3;
     let xdp: &Xdp = ebpf
         .program(hsdns_common::PROGRAM_NAME)
         .context("xdp")?
@@ -89,7 +95,7 @@ fn main() -> Result<()> {
     println!(
         "{{\"hook\":\"both\",\"case\":\"load and verify\",\"load_ms\":{load_ms:.1},\
          \"object_and_maps_ms\":{object_ms:.1},\"verify_xdp_ms\":{verify_xdp_ms:.1},\
-         \"verify_tc_ms\":{verify_tc_ms:.1},\
+         \"verify_tc_ms\":{verify_tc_ms:.1},\"verify_floors_ms\":{floors_ms:.1},\
          \"verified_insns_xdp\":{},\"verified_insns_tc\":{}}}",
         insns(xdp.info()?.verified_instruction_count()),
         insns(tc.info()?.verified_instruction_count()),

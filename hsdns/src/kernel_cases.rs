@@ -676,8 +676,14 @@ impl Kernel {
     /// Loads the program (root only) and syncs the table; answering, with
     /// negative answers off.
     pub fn load() -> Result<Self> {
+        Self::load_object(loader::object())
+    }
+
+    /// [`Kernel::load`] with another build of the object.
+    pub fn load_object(object: &[u8]) -> Result<Self> {
         let caps = Capacities::default();
-        let mut ebpf = loader::load(&caps).context("loading the program (root only)")?;
+        let mut ebpf =
+            loader::load_object(&caps, object).context("loading the program (root only)")?;
         let mut maps = BpfMaps::take(&mut ebpf)?;
         maps.add_dns_addr(IpAddr::V4(DNS4))?;
         maps.add_dns_addr(IpAddr::V6(DNS6))?;

@@ -49,7 +49,13 @@ impl Default for Capacities {
 /// Loads and verifies the programs (XDP and tc) with the given
 /// capacities. Nothing is attached or pinned (tests and benchmarks).
 pub fn load(caps: &Capacities) -> Result<Ebpf> {
-    load_with(caps, None)
+    load_with(caps, None, OBJECT)
+}
+
+/// [`load`] for another build of the object (profiling builds with a
+/// stage stop, see `examples/profile_kernel.rs`).
+pub fn load_object(caps: &Capacities, object: &[u8]) -> Result<Ebpf> {
+    load_with(caps, None, object)
 }
 
 /// Loads and verifies the program against the maps pinned in `map_dir`:
@@ -57,11 +63,11 @@ pub fn load(caps: &Capacities) -> Result<Ebpf> {
 /// they are compatible, see `lifecycle::inspect`), missing ones are created
 /// and pinned there. Nothing is attached.
 pub fn load_pinned(caps: &Capacities, map_dir: &Path) -> Result<Ebpf> {
-    load_with(caps, Some(map_dir))
+    load_with(caps, Some(map_dir), OBJECT)
 }
 
-fn load_with(caps: &Capacities, map_dir: Option<&Path>) -> Result<Ebpf> {
-    if OBJECT.is_empty() {
+fn load_with(caps: &Capacities, map_dir: Option<&Path>, object: &[u8]) -> Result<Ebpf> {
+    if object.is_empty() {
         bail!("this hsdns was built with AYA_BUILD_SKIP=1 and carries no XDP program");
     }
     let mut loader = EbpfLoader::new();
@@ -78,7 +84,7 @@ fn load_with(caps: &Capacities, map_dir: Option<&Path>) -> Result<Ebpf> {
         }
     }
     let mut ebpf = loader
-        .load(OBJECT)
+        .load(object)
         .context("loading the hsdns XDP object")?;
     program(&mut ebpf)?
         .load()
