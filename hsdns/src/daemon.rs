@@ -523,6 +523,11 @@ async fn serve_with_maps(
     // What the first lists cost in writes (with adopted maps: only what
     // differs).
     let mut first = stats;
+    // Where the first sync's time goes (logged with it): the program is
+    // loaded and the maps open now; then table updates and map writes.
+    let maps_open_ms = started.elapsed().as_millis();
+    let (mut first_table, mut first_writes) =
+        (std::time::Duration::ZERO, std::time::Duration::ZERO);
     if updates.is_none() {
         become_synced(&mut syncer, &mut node, args, metrics);
         synced = true;
@@ -561,8 +566,10 @@ async fn serve_with_maps(
             Some(update) = async { updates.as_mut()?.recv().await }, if updates.is_some() => {
                 let mut table = shared.write().unwrap_or_else(PoisonError::into_inner);
                 let mut changes = Vec::new();
+                let t = Instant::now();
                 update.apply(&mut table, &mut changes);
                 let n = changes.len();
+                let t_table = t.elapsed();
                 // A refused write passes its name up; it never stops the
                 // daemon (the kernel keeps what it had).
                 let stats = match syncer.apply(&mut table, changes) {
@@ -572,6 +579,10 @@ async fn serve_with_maps(
                         crate::maps::SyncStats { write_errors: 1, ..Default::default() }
                     }
                 };
+                if !synced {
+                    first_table += t_table;
+                    first_writes += t.elapsed() - t_table;
+                }
                 if table.is_complete() {
                     soa_due = refresh_soa(&mut syncer, &mut table, &mut layout, metrics);
                 }
@@ -589,13 +600,16 @@ async fn serve_with_maps(
                     log::info!(
                         "first lists synced: {names} names, {} ms after start; \
                          {} names in the maps, answer slots in use {:?}; \
-                         {} names written, {} taken over as they were, {} removed",
+                         {} names written, {} taken over as they were, {} removed; \
+                         maps open at {maps_open_ms} ms, table updates {} ms, map writes {} ms",
                         started.elapsed().as_millis(),
                         syncer.names_installed(),
                         syncer.slots_in_use(),
                         first.names_written,
                         first.names_adopted,
                         first.names_removed,
+                        first_table.as_millis(),
+                        first_writes.as_millis(),
                     );
                     become_synced(&mut syncer, &mut node, args, metrics);
                     synced = true;
