@@ -23,6 +23,7 @@ use thin_vec::ThinVec;
 use crate::source::{Objects, SERVICE_NAME_LABEL, is_dns1123_label};
 
 mod pods;
+mod ptr;
 mod srv;
 mod view;
 pub use pods::{PodAnswer, PodMode};
@@ -293,13 +294,6 @@ impl Target {
     }
 }
 
-/// One PTR record: a target under `service_names[service]`.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct PtrTarget {
-    service: u32,
-    target: Target,
-}
-
 impl NameEntry {
     fn push(&mut self, ip: IpAddr) {
         match ip {
@@ -404,10 +398,9 @@ pub struct RecordTable {
     /// index is reused.
     service_names: Vec<Option<Name>>,
     free_indexes: Vec<u32>,
-    /// Address to PTR targets, in no order ([`Self::ptr_targets`] sorts).
-    /// Boxed slices, not vectors: nearly every address has one target, and
-    /// a vector's spare capacity would cost megabytes at 150,000 pods.
-    ptr: HashMap<IpAddr, Box<[PtrTarget]>>,
+    /// Address to PTR targets, in no order ([`Self::ptr_targets`] sorts);
+    /// compact, see `ptr.rs`.
+    ptr: ptr::PtrIndex,
     /// Services (and the Namespace object, when known) per namespace
     /// name (`<ns>.svc.<zone>`): the name exists while one does.
     namespaces: HashMap<Key, u32>,
@@ -477,8 +470,8 @@ impl PartialEq for RecordTable {
             && self.ptr.len() == o.ptr.len()
             && self
                 .ptr
-                .keys()
-                .all(|ip| self.ptr_targets(*ip) == o.ptr_targets(*ip))
+                .addresses()
+                .all(|ip| self.ptr_targets(ip) == o.ptr_targets(ip))
     }
 }
 
@@ -605,7 +598,7 @@ impl RecordTable {
             services: HashMap::new(),
             service_names: Vec::new(),
             free_indexes: Vec::new(),
-            ptr: HashMap::new(),
+            ptr: ptr::PtrIndex::default(),
             namespaces: HashMap::new(),
             namespace_objects: HashSet::new(),
             namespaces_known: false,
@@ -763,18 +756,8 @@ impl RecordTable {
                     .collect();
                 ips.sort_unstable();
                 ips.dedup();
-                for ip in &ips {
-                    if let Some(targets) = self.ptr.get_mut(ip) {
-                        if targets.iter().all(|t| t.service == *index) {
-                            self.ptr.remove(ip);
-                        } else {
-                            *targets = targets
-                                .iter()
-                                .filter(|t| t.service != *index)
-                                .cloned()
-                                .collect();
-                        }
-                    }
+                for ip in ips {
+                    self.ptr.remove_service(ip, *index);
                 }
                 self.service_names[*index as usize] = None;
                 self.free_indexes.push(*index);
@@ -819,12 +802,7 @@ impl RecordTable {
                 });
                 self.service_names[index as usize] = Some(svc_name.clone());
                 for (ip, target) in b.ptr {
-                    let t = PtrTarget {
-                        service: index,
-                        target,
-                    };
-                    let slot = self.ptr.entry(ip).or_default();
-                    *slot = slot.iter().cloned().chain([t]).collect();
+                    self.ptr.add(ip, ptr::PtrTarget::new(ip, index, target));
                 }
                 index
             });
@@ -1025,16 +1003,16 @@ impl RecordTable {
 
     /// The PTR targets for `ip`, or `None` when it has none.
     pub fn ptr_targets(&self, ip: IpAddr) -> Option<Vec<Name>> {
-        let targets = self.ptr.get(&ip)?;
+        let targets = self.ptr.get(ip)?.as_slice();
         // CoreDNS (plugin/kubernetes/reverse.go) answers a service address
         // with the service alone, even if some endpoint shares it.
-        let service_only = targets.iter().any(|t| t.target == Target::Service);
+        let service_only = targets.iter().any(|t| t.is_service());
         let mut names: Vec<Name> = targets
             .iter()
-            .filter(|t| !service_only || t.target == Target::Service)
+            .filter(|t| !service_only || t.is_service())
             .filter_map(|t| {
                 let service = self.service_names.get(t.service as usize)?.as_ref()?;
-                t.target.under(service)
+                t.under(ip, service)
             })
             .collect();
         names.sort_unstable();
