@@ -384,6 +384,9 @@ fn measure(
         thread::sleep(Duration::from_millis(1));
     }
     let log = daemon.log();
+    // Peak RSS up to the first full sync (the figure at the end includes
+    // the churn and a relist of the whole cluster).
+    let ready_peak_rss_kib = proc_stats::status_kib_of(daemon.proc.pid(), "VmHWM:");
     let load_ms = log_ms(&log, "program loaded and verified in");
     // Where the start went: when the maps were open (program loaded), the
     // time in table updates and in map writes (the rest is waiting for
@@ -485,6 +488,7 @@ fn measure(
         "event_to_map_p99_ms": (p99 * 100.0).round() / 100.0,
         "event_to_map_max_ms": (max * 100.0).round() / 100.0,
         "daemon_peak_rss_kib": peak_rss_kib,
+        "daemon_peak_rss_at_ready_kib": ready_peak_rss_kib,
         "daemon_rss_kib": rss_kib,
         "daemon_rss_anon_kib": rss_anon_kib,
         "daemon_rss_file_kib": rss_file_kib,
