@@ -11,7 +11,7 @@
 //! [`RecordTable::set_objects`] are loops over it), so the table never
 //! depends on where the objects came from.
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Arc, RwLock};
 
 use anyhow::{Context as _, Result, bail};
@@ -22,10 +22,12 @@ use thin_vec::ThinVec;
 
 use crate::source::{Objects, SERVICE_NAME_LABEL, is_dns1123_label};
 
+mod addrs;
 mod pods;
 mod ptr;
 mod srv;
 mod view;
+pub use addrs::V4Addrs;
 pub use pods::{PodAnswer, PodMode};
 use srv::SrvModel;
 pub use view::{EndpointAddr, NamedPort, ServiceKind, ServiceView, SliceView};
@@ -228,7 +230,8 @@ impl Default for MapRefs {
 pub struct NameEntry {
     // Thin (one pointer, no allocation when empty): 150,000 pods' names
     // are most of the table, and a `Vec` pair made each entry 64 bytes.
-    pub a: ThinVec<Ipv4Addr>,
+    // One IPv4 address (most names) is held inline (see addrs.rs).
+    pub a: V4Addrs,
     pub aaaa: ThinVec<Ipv6Addr>,
     /// Boxed so the common entry (a pod name: addresses only) pays one
     /// pointer for it.
@@ -303,9 +306,7 @@ impl NameEntry {
     }
 
     fn finish(&mut self) {
-        self.a.sort_unstable();
-        self.a.dedup();
-        self.a.shrink_to_fit();
+        self.a.finish();
         self.aaaa.sort_unstable();
         self.aaaa.dedup();
         self.aaaa.shrink_to_fit();
@@ -1148,6 +1149,7 @@ mod incremental_tests;
 mod tests {
     use super::*;
     use crate::source::{embedded_seed, parse_manifests};
+    use std::net::Ipv4Addr;
 
     fn name(s: &str) -> Name {
         Name::from_ascii(s).unwrap()
