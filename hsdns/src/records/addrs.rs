@@ -39,7 +39,7 @@ impl V4Addrs {
         if self.len() + n < 2 {
             return;
         }
-        let mut v = self.to_many();
+        let mut v = self.take_many();
         v.reserve(n);
         self.0 = Repr::Many(v);
     }
@@ -53,7 +53,7 @@ impl V4Addrs {
                 if self.is_empty() {
                     self.0 = Repr::Many(v);
                 } else {
-                    let mut mine = self.to_many();
+                    let mut mine = self.take_many();
                     mine.extend(v);
                     self.0 = Repr::Many(mine);
                 }
@@ -76,7 +76,7 @@ impl V4Addrs {
         };
     }
 
-    fn to_many(&mut self) -> ThinVec<Ipv4Addr> {
+    fn take_many(&mut self) -> ThinVec<Ipv4Addr> {
         match std::mem::take(&mut self.0) {
             Repr::Empty => ThinVec::new(),
             Repr::One(a) => thin_vec::thin_vec![a],
