@@ -393,6 +393,10 @@ pub struct RecordTable {
     /// Keys are lowercase FQDNs; `Name`'s ordering ignores case, so lookups
     /// with a query's mixed-case name (0x20 encoding) find them directly.
     names: BTreeMap<Key, NameEntry>,
+    /// During [`Self::update_services`]: the names of services new to the
+    /// table, merged into `names` in one bulk build at its end (see there).
+    /// Empty outside it.
+    fresh: Option<BTreeMap<Key, NameEntry>>,
     /// What each service with a valid name contributed besides its names.
     services: HashMap<ServiceKey, ServiceState>,
     /// Service names the PTR targets are relative to, by index; a freed
@@ -475,6 +479,13 @@ impl PartialEq for RecordTable {
                 .all(|ip| self.ptr_targets(ip) == o.ptr_targets(ip))
     }
 }
+
+/// New names of one [`RecordTable::update_services`] are merged by a bulk
+/// build (a walk of the whole table) when they are at least this share of
+/// the table, so the merges cost a bounded multiple of the names they add;
+/// fewer are inserted one by one. (In tests every batch is merged, so the
+/// incremental = full build proptest covers the merge.)
+const FRESH_BULK_SHARE: usize = 8;
 
 /// Under `svc.<zone>`, names with at least this many labels before `svc`
 /// (services, and names below them) that are not in the table get NXDOMAIN;
@@ -596,6 +607,7 @@ impl RecordTable {
             zone,
             serial,
             names: b.names,
+            fresh: None,
             services: HashMap::new(),
             service_names: Vec::new(),
             free_indexes: Vec::new(),
@@ -665,6 +677,7 @@ impl RecordTable {
             }
         }
         let mut seen: HashSet<(&str, &str)> = HashSet::new();
+        let mut listed: Vec<(&str, &str, ServiceView, Vec<&SliceView>)> = Vec::new();
         for svc in &objects.services {
             let (Some(ns), Some(name)) = (
                 svc.metadata.namespace.as_deref(),
@@ -675,8 +688,14 @@ impl RecordTable {
             };
             seen.insert((ns, name));
             let own: Vec<&SliceView> = slices.get(&(ns, name)).into_iter().flatten().collect();
-            self.update_service(ns, name, Some(&svc.into()), &own, changes);
+            listed.push((ns, name, svc.into(), own));
         }
+        self.update_services(
+            listed
+                .iter()
+                .map(|(ns, name, svc, own)| (*ns, *name, Some(svc), own.clone())),
+            changes,
+        );
         let gone: Vec<ServiceKey> = self
             .services
             .keys()
@@ -694,6 +713,42 @@ impl RecordTable {
     /// Brings one service's names to `svc` (None: deleted) and its
     /// EndpointSlices; `changes` receives the names whose entries differ.
     /// An unchanged name keeps its entry and map references.
+    /// [`Self::update_service`] for each of `services` (namespace, name,
+    /// Service, slices). The names of services new to the table are
+    /// collected apart and merged in at the end in one bulk build
+    /// (`BTreeMap::append`), when there are enough of them: B-tree nodes
+    /// filled by inserts in key order stay about half full, a bulk-built
+    /// tree's are full. At 150,000 pods the first lists come in batches of
+    /// 500 new services at most (README, "Memory at cluster scale", for
+    /// what this bought); a merge costs a walk of the table, so a batch with
+    /// few new names is inserted as before.
+    pub fn update_services<'a>(
+        &mut self,
+        services: impl IntoIterator<
+            Item = (
+                &'a str,
+                &'a str,
+                Option<&'a ServiceView>,
+                Vec<&'a SliceView>,
+            ),
+        >,
+        changes: &mut Vec<Change>,
+    ) {
+        self.fresh = Some(BTreeMap::new());
+        for (ns, name, svc, slices) in services {
+            self.update_service(ns, name, svc, &slices, changes);
+        }
+        let Some(mut fresh) = self.fresh.take() else {
+            return;
+        };
+        if cfg!(test) || fresh.len() * FRESH_BULK_SHARE >= self.names.len() {
+            // Keys in `fresh` are in ranges that were empty in `names`.
+            self.names.append(&mut fresh);
+        } else {
+            self.names.extend(fresh);
+        }
+    }
+
     pub fn update_service(
         &mut self,
         ns: &str,
@@ -765,6 +820,15 @@ impl RecordTable {
             }
         }
 
+        // A service new to the table whose range is empty: its names go
+        // into the bulk-built batch, if one is being collected.
+        let fresh = match (&old, &svc_name, self.fresh.is_some()) {
+            (None, Some(n), true) => {
+                let range = svc_key(n).subtree();
+                self.names.range(range).next().is_none()
+            }
+            _ => false,
+        };
         // New names in, unchanged ones keeping their map references.
         let mut old_iter = old_names.into_iter().peekable();
         for (n, mut entry) in b.names {
@@ -786,7 +850,10 @@ impl RecordTable {
                     old: None,
                 }),
             }
-            self.names.insert(n, entry);
+            match &mut self.fresh {
+                Some(batch) if fresh => batch.insert(n, entry),
+                _ => self.names.insert(n, entry),
+            };
         }
         for (gone, e) in old_iter {
             changes.push(Change {
