@@ -503,9 +503,9 @@ fn measure(
         "userspace_relist_p99_ms": relist.1[1],
         "userspace_relist_max_ms": relist.1[2],
         "userspace_relist_unanswered": relist.2,
-        "target_first_sync_ms": 1000,
+        "target_first_sync_ms": 500,
         "target_p99_ms": 10,
-        "target_rss_plus_maps_mib": 100,
+        "target_rss_plus_maps_mib": 64,
     }))
 }
 
