@@ -378,8 +378,23 @@ fn measure(
         thread::sleep(Duration::from_millis(1));
     }
     let start_to_ready = t0.elapsed();
+    // The ready file comes just after the "first lists synced" line.
+    let wait = Instant::now() + Duration::from_secs(5);
+    while !daemon.log().contains("first lists synced") && Instant::now() < wait {
+        thread::sleep(Duration::from_millis(1));
+    }
     let log = daemon.log();
+    // Peak RSS up to the first full sync (the figure at the end includes
+    // the churn and a relist of the whole cluster).
+    let ready_peak_rss_kib = proc_stats::status_kib_of(daemon.proc.pid(), "VmHWM:");
     let load_ms = log_ms(&log, "program loaded and verified in");
+    // Where the start went: when the maps were open (program loaded), the
+    // time in table updates and in map writes (the rest is waiting for
+    // the lists).
+    let first_sync_log = log
+        .lines()
+        .find(|l| l.contains("first lists synced"))
+        .map(|l| l.split("] ").nth(1).unwrap_or(l).to_string());
     let names: u64 = log
         .split("first lists synced: ")
         .nth(1)
@@ -465,6 +480,7 @@ fn measure(
         "names": names,
         "first_sync_ms": first_sync_ms.round(),
         "program_load_ms": load_ms,
+        "first_sync_log": first_sync_log,
         "names_per_s": (names as f64 / start_to_ready.as_secs_f64()).round(),
         "changes": changes,
         "changes_landed": landed,
@@ -472,6 +488,7 @@ fn measure(
         "event_to_map_p99_ms": (p99 * 100.0).round() / 100.0,
         "event_to_map_max_ms": (max * 100.0).round() / 100.0,
         "daemon_peak_rss_kib": peak_rss_kib,
+        "daemon_peak_rss_at_ready_kib": ready_peak_rss_kib,
         "daemon_rss_kib": rss_kib,
         "daemon_rss_anon_kib": rss_anon_kib,
         "daemon_rss_file_kib": rss_file_kib,
@@ -486,9 +503,9 @@ fn measure(
         "userspace_relist_p99_ms": relist.1[1],
         "userspace_relist_max_ms": relist.1[2],
         "userspace_relist_unanswered": relist.2,
-        "target_first_sync_ms": 1000,
+        "target_first_sync_ms": 500,
         "target_p99_ms": 10,
-        "target_rss_plus_maps_mib": 100,
+        "target_rss_plus_maps_mib": 64,
     }))
 }
 

@@ -423,7 +423,28 @@ async fn serve_with_maps(
         lock,
     } = start;
     let mut lock = Some(lock);
-    let mut ebpf = load.await.context("loading the program")??;
+    // The first lists stream in while the program loads: the table is
+    // built from them meanwhile (nothing is in the maps yet, so their
+    // changes need no writes of their own: `sync_new` below writes every
+    // name the table has by then).
+    let mut load = load;
+    let mut first_table = std::time::Duration::ZERO;
+    let mut ebpf = loop {
+        tokio::select! {
+            biased;
+            r = &mut load => break r.context("loading the program")??,
+            Some(update) = async { updates.as_mut()?.recv().await }, if updates.is_some() => {
+                let t = Instant::now();
+                let mut changes = Vec::new();
+                update.apply(
+                    &mut shared.write().unwrap_or_else(PoisonError::into_inner),
+                    &mut changes,
+                );
+                first_table += t.elapsed();
+            }
+        }
+    };
+    let maps_open_ms = started.elapsed().as_millis();
     let mut node = Node::start(
         &args.pin_dir,
         &plan,
@@ -473,7 +494,9 @@ async fn serve_with_maps(
         let soa = syncer.write_soa(&shared.read().unwrap_or_else(PoisonError::into_inner))?;
         log::info!("{soa} SOA entries written");
     }
+    let t = Instant::now();
     let stats = syncer.sync_new(&mut shared.write().unwrap_or_else(PoisonError::into_inner))?;
+    let mut first_writes = t.elapsed();
     log::info!(
         "maps synced: {} names, {} answers written, {} names taken over as they were ({stats:?})",
         syncer.names_installed(),
@@ -523,11 +546,48 @@ async fn serve_with_maps(
     // What the first lists cost in writes (with adopted maps: only what
     // differs).
     let mut first = stats;
+    // Where the first sync's time goes (logged with it): when the program
+    // was loaded and the maps open, the time in table updates (before and
+    // after that) and in map writes.
+    let first_sync_log = |syncer: &Syncer<BpfMaps>,
+                          names: usize,
+                          first: &crate::maps::SyncStats,
+                          table: std::time::Duration,
+                          writes: std::time::Duration| {
+        log::info!(
+            "first lists synced: {names} names, {} ms after start; \
+             {} names in the maps, answer slots in use {:?}; \
+             {} names written, {} taken over as they were, {} removed; \
+             maps open at {maps_open_ms} ms, table updates {} ms, map writes {} ms",
+            started.elapsed().as_millis(),
+            syncer.names_installed(),
+            syncer.slots_in_use(),
+            first.names_written,
+            first.names_adopted,
+            first.names_removed,
+            table.as_millis(),
+            writes.as_millis(),
+        );
+    };
+    let mut early_complete = false;
     if updates.is_none() {
         become_synced(&mut syncer, &mut node, args, metrics);
         synced = true;
-    } else if adopt && was.answering != 0 {
-        mark_ready(args, metrics, "the kernel answers from the adopted maps");
+    } else {
+        if adopt && was.answering != 0 {
+            mark_ready(args, metrics, "the kernel answers from the adopted maps");
+        }
+        // The lists may have been complete before the program was loaded.
+        let (names, complete) = {
+            let t = shared.read().unwrap_or_else(PoisonError::into_inner);
+            (t.len(), t.is_complete())
+        };
+        if complete {
+            early_complete = true;
+            first_sync_log(&syncer, names, &first, first_table, first_writes);
+            become_synced(&mut syncer, &mut node, args, metrics);
+            synced = true;
+        }
     }
     log::info!(
         "kernel answers for {addrs:?} on {} interfaces{}",
@@ -550,6 +610,11 @@ async fn serve_with_maps(
     // Syncer::refresh_soa).
     let mut soa_due: Option<Instant> = None;
     let mut layout = layout;
+    if early_complete {
+        // As after the update that completes the lists in the loop below.
+        let mut table = shared.write().unwrap_or_else(PoisonError::into_inner);
+        soa_due = refresh_soa(&mut syncer, &mut table, &mut layout, metrics);
+    }
     let handed_over = loop {
         tokio::select! {
             _ = term.recv() => break false,
@@ -561,8 +626,10 @@ async fn serve_with_maps(
             Some(update) = async { updates.as_mut()?.recv().await }, if updates.is_some() => {
                 let mut table = shared.write().unwrap_or_else(PoisonError::into_inner);
                 let mut changes = Vec::new();
+                let t = Instant::now();
                 update.apply(&mut table, &mut changes);
                 let n = changes.len();
+                let t_table = t.elapsed();
                 // A refused write passes its name up; it never stops the
                 // daemon (the kernel keeps what it had).
                 let stats = match syncer.apply(&mut table, changes) {
@@ -572,6 +639,10 @@ async fn serve_with_maps(
                         crate::maps::SyncStats { write_errors: 1, ..Default::default() }
                     }
                 };
+                if !synced {
+                    first_table += t_table;
+                    first_writes += t.elapsed() - t_table;
+                }
                 if table.is_complete() {
                     soa_due = refresh_soa(&mut syncer, &mut table, &mut layout, metrics);
                 }
@@ -586,17 +657,7 @@ async fn serve_with_maps(
                 }
                 if complete && !synced {
                     // With the figures an operator sizes the maps by.
-                    log::info!(
-                        "first lists synced: {names} names, {} ms after start; \
-                         {} names in the maps, answer slots in use {:?}; \
-                         {} names written, {} taken over as they were, {} removed",
-                        started.elapsed().as_millis(),
-                        syncer.names_installed(),
-                        syncer.slots_in_use(),
-                        first.names_written,
-                        first.names_adopted,
-                        first.names_removed,
-                    );
+                    first_sync_log(&syncer, names, &first, first_table, first_writes);
                     become_synced(&mut syncer, &mut node, args, metrics);
                     synced = true;
                 }

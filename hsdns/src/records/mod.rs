@@ -11,7 +11,7 @@
 //! [`RecordTable::set_objects`] are loops over it), so the table never
 //! depends on where the objects came from.
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Arc, RwLock};
 
 use anyhow::{Context as _, Result, bail};
@@ -22,9 +22,12 @@ use thin_vec::ThinVec;
 
 use crate::source::{Objects, SERVICE_NAME_LABEL, is_dns1123_label};
 
+mod addrs;
 mod pods;
+mod ptr;
 mod srv;
 mod view;
+pub use addrs::V4Addrs;
 pub use pods::{PodAnswer, PodMode};
 use srv::SrvModel;
 pub use view::{EndpointAddr, NamedPort, ServiceKind, ServiceView, SliceView};
@@ -227,7 +230,8 @@ impl Default for MapRefs {
 pub struct NameEntry {
     // Thin (one pointer, no allocation when empty): 150,000 pods' names
     // are most of the table, and a `Vec` pair made each entry 64 bytes.
-    pub a: ThinVec<Ipv4Addr>,
+    // One IPv4 address (most names) is held inline (see addrs.rs).
+    pub a: V4Addrs,
     pub aaaa: ThinVec<Ipv6Addr>,
     /// Boxed so the common entry (a pod name: addresses only) pays one
     /// pointer for it.
@@ -293,13 +297,6 @@ impl Target {
     }
 }
 
-/// One PTR record: a target under `service_names[service]`.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct PtrTarget {
-    service: u32,
-    target: Target,
-}
-
 impl NameEntry {
     fn push(&mut self, ip: IpAddr) {
         match ip {
@@ -309,9 +306,7 @@ impl NameEntry {
     }
 
     fn finish(&mut self) {
-        self.a.sort_unstable();
-        self.a.dedup();
-        self.a.shrink_to_fit();
+        self.a.finish();
         self.aaaa.sort_unstable();
         self.aaaa.dedup();
         self.aaaa.shrink_to_fit();
@@ -398,16 +393,19 @@ pub struct RecordTable {
     /// Keys are lowercase FQDNs; `Name`'s ordering ignores case, so lookups
     /// with a query's mixed-case name (0x20 encoding) find them directly.
     names: BTreeMap<Key, NameEntry>,
+    /// During [`Self::update_services`]: the names of services new to the
+    /// table, merged into `names` in one bulk build at its end (see there).
+    /// Empty outside it.
+    fresh: Option<BTreeMap<Key, NameEntry>>,
     /// What each service with a valid name contributed besides its names.
     services: HashMap<ServiceKey, ServiceState>,
     /// Service names the PTR targets are relative to, by index; a freed
     /// index is reused.
     service_names: Vec<Option<Name>>,
     free_indexes: Vec<u32>,
-    /// Address to PTR targets, in no order ([`Self::ptr_targets`] sorts).
-    /// Boxed slices, not vectors: nearly every address has one target, and
-    /// a vector's spare capacity would cost megabytes at 150,000 pods.
-    ptr: HashMap<IpAddr, Box<[PtrTarget]>>,
+    /// Address to PTR targets, in no order ([`Self::ptr_targets`] sorts);
+    /// compact, see `ptr.rs`.
+    ptr: ptr::PtrIndex,
     /// Services (and the Namespace object, when known) per namespace
     /// name (`<ns>.svc.<zone>`): the name exists while one does.
     namespaces: HashMap<Key, u32>,
@@ -477,10 +475,17 @@ impl PartialEq for RecordTable {
             && self.ptr.len() == o.ptr.len()
             && self
                 .ptr
-                .keys()
-                .all(|ip| self.ptr_targets(*ip) == o.ptr_targets(*ip))
+                .addresses()
+                .all(|ip| self.ptr_targets(ip) == o.ptr_targets(ip))
     }
 }
+
+/// New names of one [`RecordTable::update_services`] are merged by a bulk
+/// build (a walk of the whole table) when they are at least this share of
+/// the table, so the merges cost a bounded multiple of the names they add;
+/// fewer are inserted one by one. (In tests every batch is merged, so the
+/// incremental = full build proptest covers the merge.)
+const FRESH_BULK_SHARE: usize = 8;
 
 /// Under `svc.<zone>`, names with at least this many labels before `svc`
 /// (services, and names below them) that are not in the table get NXDOMAIN;
@@ -602,10 +607,11 @@ impl RecordTable {
             zone,
             serial,
             names: b.names,
+            fresh: None,
             services: HashMap::new(),
             service_names: Vec::new(),
             free_indexes: Vec::new(),
-            ptr: HashMap::new(),
+            ptr: ptr::PtrIndex::default(),
             namespaces: HashMap::new(),
             namespace_objects: HashSet::new(),
             namespaces_known: false,
@@ -671,6 +677,7 @@ impl RecordTable {
             }
         }
         let mut seen: HashSet<(&str, &str)> = HashSet::new();
+        let mut listed: Vec<(&str, &str, ServiceView, Vec<&SliceView>)> = Vec::new();
         for svc in &objects.services {
             let (Some(ns), Some(name)) = (
                 svc.metadata.namespace.as_deref(),
@@ -681,8 +688,14 @@ impl RecordTable {
             };
             seen.insert((ns, name));
             let own: Vec<&SliceView> = slices.get(&(ns, name)).into_iter().flatten().collect();
-            self.update_service(ns, name, Some(&svc.into()), &own, changes);
+            listed.push((ns, name, svc.into(), own));
         }
+        self.update_services(
+            listed
+                .iter()
+                .map(|(ns, name, svc, own)| (*ns, *name, Some(svc), own.clone())),
+            changes,
+        );
         let gone: Vec<ServiceKey> = self
             .services
             .keys()
@@ -700,6 +713,42 @@ impl RecordTable {
     /// Brings one service's names to `svc` (None: deleted) and its
     /// EndpointSlices; `changes` receives the names whose entries differ.
     /// An unchanged name keeps its entry and map references.
+    /// [`Self::update_service`] for each of `services` (namespace, name,
+    /// Service, slices). The names of services new to the table are
+    /// collected apart and merged in at the end in one bulk build
+    /// (`BTreeMap::append`), when there are enough of them: B-tree nodes
+    /// filled by inserts in key order stay about half full, a bulk-built
+    /// tree's are full. At 150,000 pods the first lists come in batches of
+    /// 500 new services at most (README, "Memory at cluster scale", for
+    /// what this bought); a merge costs a walk of the table, so a batch with
+    /// few new names is inserted as before.
+    pub fn update_services<'a>(
+        &mut self,
+        services: impl IntoIterator<
+            Item = (
+                &'a str,
+                &'a str,
+                Option<&'a ServiceView>,
+                Vec<&'a SliceView>,
+            ),
+        >,
+        changes: &mut Vec<Change>,
+    ) {
+        self.fresh = Some(BTreeMap::new());
+        for (ns, name, svc, slices) in services {
+            self.update_service(ns, name, svc, &slices, changes);
+        }
+        let Some(mut fresh) = self.fresh.take() else {
+            return;
+        };
+        if cfg!(test) || fresh.len() * FRESH_BULK_SHARE >= self.names.len() {
+            // Keys in `fresh` are in ranges that were empty in `names`.
+            self.names.append(&mut fresh);
+        } else {
+            self.names.extend(fresh);
+        }
+    }
+
     pub fn update_service(
         &mut self,
         ns: &str,
@@ -763,24 +812,23 @@ impl RecordTable {
                     .collect();
                 ips.sort_unstable();
                 ips.dedup();
-                for ip in &ips {
-                    if let Some(targets) = self.ptr.get_mut(ip) {
-                        if targets.iter().all(|t| t.service == *index) {
-                            self.ptr.remove(ip);
-                        } else {
-                            *targets = targets
-                                .iter()
-                                .filter(|t| t.service != *index)
-                                .cloned()
-                                .collect();
-                        }
-                    }
+                for ip in ips {
+                    self.ptr.remove_service(ip, *index);
                 }
                 self.service_names[*index as usize] = None;
                 self.free_indexes.push(*index);
             }
         }
 
+        // A service new to the table whose range is empty: its names go
+        // into the bulk-built batch, if one is being collected.
+        let fresh = match (&old, &svc_name, self.fresh.is_some()) {
+            (None, Some(n), true) => {
+                let range = svc_key(n).subtree();
+                self.names.range(range).next().is_none()
+            }
+            _ => false,
+        };
         // New names in, unchanged ones keeping their map references.
         let mut old_iter = old_names.into_iter().peekable();
         for (n, mut entry) in b.names {
@@ -802,7 +850,10 @@ impl RecordTable {
                     old: None,
                 }),
             }
-            self.names.insert(n, entry);
+            match &mut self.fresh {
+                Some(batch) if fresh => batch.insert(n, entry),
+                _ => self.names.insert(n, entry),
+            };
         }
         for (gone, e) in old_iter {
             changes.push(Change {
@@ -819,12 +870,7 @@ impl RecordTable {
                 });
                 self.service_names[index as usize] = Some(svc_name.clone());
                 for (ip, target) in b.ptr {
-                    let t = PtrTarget {
-                        service: index,
-                        target,
-                    };
-                    let slot = self.ptr.entry(ip).or_default();
-                    *slot = slot.iter().cloned().chain([t]).collect();
+                    self.ptr.add(ip, ptr::PtrTarget::new(ip, index, target));
                 }
                 index
             });
@@ -1025,16 +1071,16 @@ impl RecordTable {
 
     /// The PTR targets for `ip`, or `None` when it has none.
     pub fn ptr_targets(&self, ip: IpAddr) -> Option<Vec<Name>> {
-        let targets = self.ptr.get(&ip)?;
+        let targets = self.ptr.get(ip)?.as_slice();
         // CoreDNS (plugin/kubernetes/reverse.go) answers a service address
         // with the service alone, even if some endpoint shares it.
-        let service_only = targets.iter().any(|t| t.target == Target::Service);
+        let service_only = targets.iter().any(|t| t.is_service());
         let mut names: Vec<Name> = targets
             .iter()
-            .filter(|t| !service_only || t.target == Target::Service)
+            .filter(|t| !service_only || t.is_service())
             .filter_map(|t| {
                 let service = self.service_names.get(t.service as usize)?.as_ref()?;
-                t.target.under(service)
+                t.under(ip, service)
             })
             .collect();
         names.sort_unstable();
@@ -1170,6 +1216,7 @@ mod incremental_tests;
 mod tests {
     use super::*;
     use crate::source::{embedded_seed, parse_manifests};
+    use std::net::Ipv4Addr;
 
     fn name(s: &str) -> Name {
         Name::from_ascii(s).unwrap()

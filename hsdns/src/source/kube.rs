@@ -69,16 +69,13 @@ impl Update {
     pub fn apply(&self, table: &mut RecordTable, changes: &mut Vec<crate::records::Change>) {
         match self {
             Update::Changed(services) => {
-                for s in services {
-                    let slices: Vec<&SliceView> = s.slices.iter().map(|s| &**s).collect();
-                    table.update_service(
-                        &s.namespace,
-                        &s.name,
-                        s.service.as_deref(),
-                        &slices,
-                        changes,
-                    );
-                }
+                table.update_services(
+                    services.iter().map(|s| {
+                        let slices: Vec<&SliceView> = s.slices.iter().map(|s| &**s).collect();
+                        (&*s.namespace, &*s.name, s.service.as_deref(), slices)
+                    }),
+                    changes,
+                );
             }
             Update::Namespaces(list) => {
                 // The live source always lists Namespaces.
