@@ -569,7 +569,6 @@ async fn serve_with_maps(
             writes.as_millis(),
         );
     };
-    let mut early_complete = false;
     if updates.is_none() {
         become_synced(&mut syncer, &mut node, args, metrics);
         synced = true;
@@ -583,7 +582,6 @@ async fn serve_with_maps(
             (t.len(), t.is_complete())
         };
         if complete {
-            early_complete = true;
             first_sync_log(&syncer, names, &first, first_table, first_writes);
             become_synced(&mut syncer, &mut node, args, metrics);
             synced = true;
@@ -610,11 +608,6 @@ async fn serve_with_maps(
     // Syncer::refresh_soa).
     let mut soa_due: Option<Instant> = None;
     let mut layout = layout;
-    if early_complete {
-        // As after the update that completes the lists in the loop below.
-        let mut table = shared.write().unwrap_or_else(PoisonError::into_inner);
-        soa_due = refresh_soa(&mut syncer, &mut table, &mut layout, metrics);
-    }
     let handed_over = loop {
         tokio::select! {
             _ = term.recv() => break false,
