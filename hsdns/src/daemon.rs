@@ -423,28 +423,7 @@ async fn serve_with_maps(
         lock,
     } = start;
     let mut lock = Some(lock);
-    // The first lists stream in while the program loads: the table is
-    // built from them meanwhile (nothing is in the maps yet, so their
-    // changes need no writes of their own: `sync_new` below writes every
-    // name the table has by then).
-    let mut load = load;
-    let mut first_table = std::time::Duration::ZERO;
-    let mut ebpf = loop {
-        tokio::select! {
-            biased;
-            r = &mut load => break r.context("loading the program")??,
-            Some(update) = async { updates.as_mut()?.recv().await }, if updates.is_some() => {
-                let t = Instant::now();
-                let mut changes = Vec::new();
-                update.apply(
-                    &mut shared.write().unwrap_or_else(PoisonError::into_inner),
-                    &mut changes,
-                );
-                first_table += t.elapsed();
-            }
-        }
-    };
-    let maps_open_ms = started.elapsed().as_millis();
+    let mut ebpf = load.await.context("loading the program")??;
     let mut node = Node::start(
         &args.pin_dir,
         &plan,
@@ -494,9 +473,7 @@ async fn serve_with_maps(
         let soa = syncer.write_soa(&shared.read().unwrap_or_else(PoisonError::into_inner))?;
         log::info!("{soa} SOA entries written");
     }
-    let t = Instant::now();
     let stats = syncer.sync_new(&mut shared.write().unwrap_or_else(PoisonError::into_inner))?;
-    let mut first_writes = t.elapsed();
     log::info!(
         "maps synced: {} names, {} answers written, {} names taken over as they were ({stats:?})",
         syncer.names_installed(),
@@ -546,46 +523,16 @@ async fn serve_with_maps(
     // What the first lists cost in writes (with adopted maps: only what
     // differs).
     let mut first = stats;
-    // Where the first sync's time goes (logged with it): when the program
-    // was loaded and the maps open, the time in table updates (before and
-    // after that) and in map writes.
-    let first_sync_log = |syncer: &Syncer<BpfMaps>,
-                          names: usize,
-                          first: &crate::maps::SyncStats,
-                          table: std::time::Duration,
-                          writes: std::time::Duration| {
-        log::info!(
-            "first lists synced: {names} names, {} ms after start; \
-             {} names in the maps, answer slots in use {:?}; \
-             {} names written, {} taken over as they were, {} removed; \
-             maps open at {maps_open_ms} ms, table updates {} ms, map writes {} ms",
-            started.elapsed().as_millis(),
-            syncer.names_installed(),
-            syncer.slots_in_use(),
-            first.names_written,
-            first.names_adopted,
-            first.names_removed,
-            table.as_millis(),
-            writes.as_millis(),
-        );
-    };
+    // Where the first sync's time goes (logged with it): the program is
+    // loaded and the maps open now; then table updates and map writes.
+    let maps_open_ms = started.elapsed().as_millis();
+    let (mut first_table, mut first_writes) =
+        (std::time::Duration::ZERO, std::time::Duration::ZERO);
     if updates.is_none() {
         become_synced(&mut syncer, &mut node, args, metrics);
         synced = true;
-    } else {
-        if adopt && was.answering != 0 {
-            mark_ready(args, metrics, "the kernel answers from the adopted maps");
-        }
-        // The lists may have been complete before the program was loaded.
-        let (names, complete) = {
-            let t = shared.read().unwrap_or_else(PoisonError::into_inner);
-            (t.len(), t.is_complete())
-        };
-        if complete {
-            first_sync_log(&syncer, names, &first, first_table, first_writes);
-            become_synced(&mut syncer, &mut node, args, metrics);
-            synced = true;
-        }
+    } else if adopt && was.answering != 0 {
+        mark_ready(args, metrics, "the kernel answers from the adopted maps");
     }
     log::info!(
         "kernel answers for {addrs:?} on {} interfaces{}",
@@ -650,7 +597,20 @@ async fn serve_with_maps(
                 }
                 if complete && !synced {
                     // With the figures an operator sizes the maps by.
-                    first_sync_log(&syncer, names, &first, first_table, first_writes);
+                    log::info!(
+                        "first lists synced: {names} names, {} ms after start; \
+                         {} names in the maps, answer slots in use {:?}; \
+                         {} names written, {} taken over as they were, {} removed; \
+                         maps open at {maps_open_ms} ms, table updates {} ms, map writes {} ms",
+                        started.elapsed().as_millis(),
+                        syncer.names_installed(),
+                        syncer.slots_in_use(),
+                        first.names_written,
+                        first.names_adopted,
+                        first.names_removed,
+                        first_table.as_millis(),
+                        first_writes.as_millis(),
+                    );
                     become_synced(&mut syncer, &mut node, args, metrics);
                     synced = true;
                 }
