@@ -166,3 +166,22 @@ pub fn headless_yaml(ns: &str, name: &str, n: usize) -> String {
          addressType: IPv4\nports: [{{name: web, port: 80}}]\nendpoints:\n{eps}"
     )
 }
+
+/// A UDP socket and a TCP listener on the same loopback port, for a test's
+/// stand-in upstream. The UDP socket picks the port; its TCP twin can be
+/// the local port of a client connection in TIME_WAIT (a full test run
+/// leaves thousands), so another port is tried, a few times.
+pub async fn loopback_udp_tcp() -> (tokio::net::UdpSocket, tokio::net::TcpListener) {
+    let mut last = None;
+    for _ in 0..16 {
+        let udp = tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("binding a loopback UDP socket");
+        let addr = udp.local_addr().expect("its address");
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(tcp) => return (udp, tcp),
+            Err(e) => last = Some(e),
+        }
+    }
+    panic!("no loopback port free for both UDP and TCP: {last:?}");
+}

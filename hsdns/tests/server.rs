@@ -21,7 +21,7 @@ use hsdns::{
 };
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
-    net::{TcpListener, TcpStream, UdpSocket},
+    net::{TcpStream, UdpSocket},
 };
 
 /// A fake upstream: `<n>.example.test` has A 169.254.99.n (TTL from
@@ -83,9 +83,8 @@ fn upstream_reply(q: &Message, ttl: u32, over_tcp: bool) -> Message {
 }
 
 async fn upstream(ttl: u32) -> Upstream {
-    let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let (udp, tcp) = hsdns::testing::loopback_udp_tcp().await;
     let addr = udp.local_addr().unwrap();
-    let tcp = TcpListener::bind(addr).await.unwrap();
     let queries = Arc::new(AtomicUsize::new(0));
     let tcp_queries = Arc::new(AtomicUsize::new(0));
     let silent = Arc::new(AtomicBool::new(false));

@@ -244,9 +244,7 @@ impl Server {
             tcp: vec![],
         };
         for addr in &self.cfg.listen {
-            let udp = listen::udp(*addr)?;
-            let at = udp.local_addr()?;
-            let tcp = listen::tcp(at, 1024)?;
+            let (udp, tcp) = bind_pair(*addr)?;
             b.udp.push(Arc::new(UdpSocket::from_std(udp)?));
             b.tcp.push(tokio::net::TcpListener::from_std(tcp)?);
         }
@@ -702,4 +700,29 @@ impl Drop for ServerRuntime {
             rt.shutdown_background();
         }
     }
+}
+
+/// UDP and TCP on one port. With port 0 the UDP socket picks the port and
+/// the TCP port of that number can be taken by someone else (a busy test
+/// host): then try another port, a few times, before giving up.
+fn bind_pair(addr: SocketAddr) -> Result<(std::net::UdpSocket, std::net::TcpListener)> {
+    const TRIES: usize = 16;
+    for _ in 1..TRIES {
+        let udp = listen::udp(addr)?;
+        let at = udp.local_addr()?;
+        match listen::tcp(at, 1024) {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e) if addr.port() == 0 && in_use(&e) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    let udp = listen::udp(addr)?;
+    let tcp = listen::tcp(udp.local_addr()?, 1024)?;
+    Ok((udp, tcp))
+}
+
+fn in_use(e: &anyhow::Error) -> bool {
+    e.chain()
+        .filter_map(|c| c.downcast_ref::<std::io::Error>())
+        .any(|io| io.kind() == std::io::ErrorKind::AddrInUse)
 }

@@ -222,13 +222,9 @@ pub fn resolver(seed: u64, n: u64) -> Report {
 /// ID, for another question, truncated (then garbage over TCP), huge,
 /// random bytes, absent, or a right one with records of any TTL.
 async fn lying_upstream(seed: u64) -> SocketAddr {
-    use tokio::{
-        io::{AsyncReadExt as _, AsyncWriteExt as _},
-        net::{TcpListener, UdpSocket},
-    };
-    let udp = UdpSocket::bind("127.0.0.1:0").await.expect("upstream UDP");
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let (udp, tcp) = hsdns::testing::loopback_udp_tcp().await;
     let addr = udp.local_addr().expect("address");
-    let tcp = TcpListener::bind(addr).await.expect("upstream TCP");
     tokio::spawn(async move {
         let mut buf = vec![0u8; 65535];
         let mut i = 0u64;
