@@ -336,7 +336,7 @@ mod prog {
 
     /// Swaps MACs, IPv4 addresses and UDP ports at fixed offsets and sets
     /// QR: the least any responder on this hook does, with no parsing and
-    /// no map. Returns the packet's end, or 0 when it is too short.
+    /// no map. False when the packet is too short to hold those headers.
     #[inline(always)]
     fn reflect(start: usize, end: usize) -> bool {
         if start + ETH_HLEN + IPV4_HLEN + UDP_HLEN + DNS_HLEN > end {

@@ -748,35 +748,18 @@ pub fn run_program(
         data_out: Some(&mut out),
         ..Default::default()
     };
-    let r = match (hook, floor) {
-        (Hook::Xdp, false) => {
-            let p: &Xdp = ebpf
-                .program(hsdns_common::PROGRAM_NAME)
-                .context("program")?
-                .try_into()?;
-            p.test_run(opts)
-        }
-        (Hook::Xdp, true) => {
-            let p: &Xdp = ebpf
-                .program(PROGRAM_FLOOR_XDP)
-                .context("floor")?
-                .try_into()?;
-            p.test_run(opts)
-        }
-        (Hook::Tc, false) => {
-            let p: &SchedClassifier = ebpf
-                .program(hsdns_common::PROGRAM_TC)
-                .context("program")?
-                .try_into()?;
-            p.test_run(opts)
-        }
-        (Hook::Tc, true) => {
-            let p: &SchedClassifier = ebpf
-                .program(PROGRAM_FLOOR_TC)
-                .context("floor")?
-                .try_into()?;
-            p.test_run(opts)
-        }
+    let name = match (hook, floor) {
+        (Hook::Xdp, false) => hsdns_common::PROGRAM_NAME,
+        (Hook::Xdp, true) => PROGRAM_FLOOR_XDP,
+        (Hook::Tc, false) => hsdns_common::PROGRAM_TC,
+        (Hook::Tc, true) => PROGRAM_FLOOR_TC,
+    };
+    let prog = ebpf
+        .program(name)
+        .with_context(|| format!("no program {name}"))?;
+    let r = match hook {
+        Hook::Xdp => <&Xdp>::try_from(prog)?.test_run(opts),
+        Hook::Tc => <&SchedClassifier>::try_from(prog)?.test_run(opts),
     }
     .context("BPF_PROG_TEST_RUN")?;
     out.truncate(r.data_size_out as usize);
