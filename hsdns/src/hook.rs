@@ -123,19 +123,11 @@ pub fn attach_tc(
     prog: &mut SchedClassifier,
     iface: &str,
 ) -> Result<(TcMode, SchedClassifierLinkId)> {
-    let tcx = prog.attach_with_options(
-        iface,
-        TcAttachType::Ingress,
-        TcAttachOptions::TcxOrder(LinkOrder::default()),
-    );
-    let tcx_err = match tcx {
-        Ok(id) => {
-            log::info!("attached to {iface} at tc ingress (tcx link)");
-            return Ok((TcMode::Tcx, id));
-        }
+    let tcx_err = match attach_tcx(prog, iface) {
+        Ok(id) => return Ok((TcMode::Tcx, id)),
         Err(e) => e,
     };
-    log::info!("{iface}: no tcx ({tcx_err}); using a clsact qdisc");
+    log::info!("{iface}: no tcx ({tcx_err:#}); using a clsact qdisc");
     // EEXIST: the qdisc is there already (a CNI's, or ours from before).
     if let Err(e) = tc::qdisc_add_clsact(iface) {
         let exists = matches!(&e, tc::TcError::NetlinkError(n)
@@ -150,7 +142,7 @@ pub fn attach_tc(
             TcAttachType::Ingress,
             TcAttachOptions::Netlink(NlOptions::default()),
         )
-        .with_context(|| format!("attaching to {iface} at tc ingress (tcx: {tcx_err})"))?;
+        .with_context(|| format!("attaching to {iface} at tc ingress (tcx: {tcx_err:#})"))?;
     log::info!("attached to {iface} at tc ingress (clsact)");
     Ok((TcMode::Clsact, id))
 }

@@ -68,7 +68,7 @@ pub fn load_pinned(caps: &Capacities, map_dir: &Path) -> Result<Ebpf> {
 
 fn load_with(caps: &Capacities, map_dir: Option<&Path>, object: &[u8]) -> Result<Ebpf> {
     if object.is_empty() {
-        bail!("this hsdns was built with AYA_BUILD_SKIP=1 and carries no XDP program");
+        bail!("this hsdns was built with AYA_BUILD_SKIP=1 and carries no eBPF program");
     }
     let mut loader = EbpfLoader::new();
     for (name, n) in MAP_NAMES.iter().zip(caps.names) {
@@ -85,7 +85,7 @@ fn load_with(caps: &Capacities, map_dir: Option<&Path>, object: &[u8]) -> Result
     }
     let mut ebpf = loader
         .load(object)
-        .context("loading the hsdns XDP object")?;
+        .context("loading the hsdns eBPF object")?;
     program(&mut ebpf)?
         .load()
         .context("the kernel rejected the XDP program")?;
@@ -152,7 +152,7 @@ impl std::fmt::Display for MapSpec {
 /// must be for this program to use them.
 pub fn expected_maps(caps: &Capacities) -> Result<Vec<(&'static str, MapSpec)>> {
     if OBJECT.is_empty() {
-        bail!("this hsdns was built with AYA_BUILD_SKIP=1 and carries no XDP program");
+        bail!("this hsdns was built with AYA_BUILD_SKIP=1 and carries no eBPF program");
     }
     let obj = aya_obj::Object::parse(OBJECT).context("parsing the hsdns XDP object")?;
     PINNED_MAPS
