@@ -5,8 +5,9 @@
 //! maps keyed by an 8-byte keyed hash of the name ([`NameHash`]); the value
 //! holds the full name (as dotted text, so bpftool prints it) for the
 //! kernel to verify before any answer, and references to answers. Values
-//! come in three sizes by name length, so a typical 50-byte pod name costs
-//! a 64-byte name field, not a 256-byte one. Answers live in array maps of
+//! come in three sizes by name length, so a typical 40-byte pod name costs
+//! a 48-byte name field, not a 256-byte one (see [`NAME_TIERS`] for why
+//! these sizes). Answers live in array maps of
 //! three size classes, so the common one-address answer costs 40 bytes
 //! while a 76-address headless service still fits.
 #![no_std]
@@ -27,9 +28,23 @@ pub const DNS_PORT: u16 = 53;
 
 /// Name field sizes of the three name maps. A name of wire length `n`
 /// lives in the first tier with `n <= tier`, NUL padded.
-pub const NAME_TIERS: [usize; 3] = [64, 128, 256];
+///
+/// The sizes follow the kernel's allocator, not round numbers. A name map
+/// is a hash map without preallocation: each element is one kmalloc of a
+/// 48-byte element header, the 8-byte key, the value (the name field plus
+/// 16 bytes of references) and an 8-byte free-list node, so a tier of `t`
+/// bytes allocates `t + 80` bytes, rounded up to a kmalloc size class
+/// (96, 128, 192, 256, 512). 48 is the largest tier in the 128-byte class
+/// (a pod or endpoint name such as `web-0.nginx.default.svc.cluster.local`
+/// is under 48 bytes), 112 the largest in the 192-byte class (where a
+/// 64-byte tier used to be: names of 49-112 bytes cost what 49-64 did),
+/// and 256 holds the longest legal name (512-byte class, as before).
+pub const NAME_TIERS: [usize; 3] = [48, 112, 256];
 
-/// Map names, as pinned under [`PIN_DIR`].
+/// Map names, as pinned under [`PIN_DIR`]. The names are older than the
+/// tiers' sizes ([`NAME_TIERS`]: `names_64` holds names up to 48 bytes,
+/// `names_128` up to 112): pins are an interface (operators' `bpftool`
+/// commands), so they were kept.
 pub const MAP_NAMES: [&str; 3] = ["names_64", "names_128", "names_256"];
 pub const MAP_ANSWERS: [&str; 3] = ["answers_s", "answers_m", "answers_l"];
 pub const MAP_SOA: &str = "soa";
@@ -197,8 +212,8 @@ macro_rules! name_record {
         }
     };
 }
-name_record!(NameRecord64, 64);
-name_record!(NameRecord128, 128);
+name_record!(NameRecord48, 48);
+name_record!(NameRecord112, 112);
 name_record!(NameRecord256, 256);
 
 /// Largest answer section of each answer class, in bytes. A record with a
@@ -429,8 +444,10 @@ pub const LAYOUT_MAGIC: u64 = u64::from_be_bytes(*b"hsdnsLAY");
 /// version 1 would ignore a flipped bank and copy a stale SOA). 3: names
 /// keyed by a keyed hash with the dotted name in the value, the verdict
 /// table, answers no longer stored twice for rotation, SOA banks without
-/// zones.
-pub const TYPES_VERSION: u64 = 3;
+/// zones. 4: name tiers of 48, 112 and 256 bytes (kmalloc size classes,
+/// see [`NAME_TIERS`]); the tiers and record sizes are hashed too, the
+/// bump says so for a reader of this list.
+pub const TYPES_VERSION: u64 = 4;
 
 /// A hash of every type and constant the kernel and the daemon share
 /// through the maps: sizes, alignments, field offsets, tiers and classes.
@@ -442,15 +459,15 @@ pub const TYPES_HASH: u64 = {
     let words: &[u64] = &[
         TYPES_VERSION,
         size_of::<NameHash>() as u64,
-        size_of::<NameRecord64>() as u64,
-        size_of::<NameRecord128>() as u64,
+        size_of::<NameRecord48>() as u64,
+        size_of::<NameRecord112>() as u64,
         size_of::<NameRecord256>() as u64,
-        align_of::<NameRecord64>() as u64,
-        offset_of!(NameRecord64, a_slot) as u64,
-        offset_of!(NameRecord64, aaaa_slot) as u64,
-        offset_of!(NameRecord64, check) as u64,
-        offset_of!(NameRecord64, a_class) as u64,
-        offset_of!(NameRecord64, aaaa_class) as u64,
+        align_of::<NameRecord48>() as u64,
+        offset_of!(NameRecord48, a_slot) as u64,
+        offset_of!(NameRecord48, aaaa_slot) as u64,
+        offset_of!(NameRecord48, check) as u64,
+        offset_of!(NameRecord48, a_class) as u64,
+        offset_of!(NameRecord48, aaaa_class) as u64,
         size_of::<AnswerS>() as u64,
         size_of::<AnswerM>() as u64,
         size_of::<AnswerL>() as u64,
@@ -489,7 +506,7 @@ pub const TYPES_HASH: u64 = {
         ZONE_MAX as u64,
         name::MAX_LABELS as u64,
         name::HASH_KEYS as u64,
-        offset_of!(NameRecord64, name) as u64,
+        offset_of!(NameRecord48, name) as u64,
         offset_of!(Layout, types_hash) as u64,
         offset_of!(Layout, serial) as u64,
         offset_of!(Layout, zone) as u64,
@@ -556,8 +573,8 @@ pub const fn csum_fold(mut sum: u32) -> u16 {
 mod user {
     use super::*;
     unsafe impl aya::Pod for NameHash {}
-    unsafe impl aya::Pod for NameRecord64 {}
-    unsafe impl aya::Pod for NameRecord128 {}
+    unsafe impl aya::Pod for NameRecord48 {}
+    unsafe impl aya::Pod for NameRecord112 {}
     unsafe impl aya::Pod for NameRecord256 {}
     unsafe impl aya::Pod for AnswerS {}
     unsafe impl aya::Pod for AnswerM {}

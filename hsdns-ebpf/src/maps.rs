@@ -14,9 +14,9 @@ use crate::name::{KEY_WORDS, Q_WORDS};
 const NO_PREALLOC: usize = BPF_F_NO_PREALLOC as usize;
 
 #[btf_map(name = "names_64")]
-pub static NAMES_64: HashMap<NameHash, NameRecord64, 65536, NO_PREALLOC> = HashMap::new();
+pub static NAMES_64: HashMap<NameHash, NameRecord48, 65536, NO_PREALLOC> = HashMap::new();
 #[btf_map(name = "names_128")]
-pub static NAMES_128: HashMap<NameHash, NameRecord128, 16384, NO_PREALLOC> = HashMap::new();
+pub static NAMES_128: HashMap<NameHash, NameRecord112, 16384, NO_PREALLOC> = HashMap::new();
 #[btf_map(name = "names_256")]
 pub static NAMES_256: HashMap<NameHash, NameRecord256, 1024, NO_PREALLOC> = HashMap::new();
 #[btf_map(name = "answers_s")]

@@ -53,8 +53,8 @@ const SERVICES: usize = 10_000;
 const PODS: usize = 150_000;
 /// Map capacities for this cluster (the defaults are sized for smaller
 /// ones), with about 20% to spare: 160,504 names (the 50,000 endpoints of
-/// ClusterIP services are named too, as CoreDNS names them), nearly all up
-/// to 64 bytes; as many small answers; one large answer (50 addresses) per
+/// ClusterIP services are named too, as CoreDNS names them), all up to
+/// 48 bytes (the first tier); as many small answers; one large answer (50 addresses) per
 /// headless service, plus the slots that changed answers keep in
 /// quarantine for a while. The daemon logs what it uses ("first lists
 /// synced"); the benchmark fails if any map was full.

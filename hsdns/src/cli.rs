@@ -264,7 +264,7 @@ pub struct RunArgs {
     /// Where the maps are pinned for bpftool.
     #[arg(long, default_value = PIN_DIR, env = "HSDNS_PIN_DIR")]
     pub pin_dir: PathBuf,
-    /// Capacity of the three name maps (names up to 64, 128, 255 bytes),
+    /// Capacity of the three name maps (names up to 48, 112, 255 bytes),
     /// comma-separated.
     #[arg(long, value_name = "N,N,N", default_value = "65536,16384,1024", value_parser = parse_three, env = "HSDNS_NAME_CAPACITY")]
     pub name_capacity: [u32; 3],

@@ -509,7 +509,7 @@ fn ips(msg: &Message) -> Vec<IpAddr> {
 fn names_replaced_and_reinserted_never_cross() {
     require_root();
     let caps = Capacities {
-        names: [1024, 64, 64],
+        names: [1024, 256, 64],
         answers: [4096, 64, 64],
     };
     let mut ebpf = loader::load(&caps).expect("load");
@@ -672,7 +672,7 @@ fn refs(a: u32) -> NameRefs {
 fn batch_writes_equal_single_writes() {
     require_root();
     let caps = Capacities {
-        names: [1024, 64, 64],
+        names: [1024, 256, 64],
         answers: [1024, 64, 64],
     };
     let take = || BpfMaps::take(&mut loader::load(&caps).expect("load")).unwrap();
@@ -713,7 +713,10 @@ fn batch_writes_equal_single_writes() {
             replace: false,
         })
         .collect();
-    for (i, len) in [100, 128, 129, 200, 255].into_iter().enumerate() {
+    for (i, len) in [48, 49, 100, 112, 113, 128, 129, 200, 255]
+        .into_iter()
+        .enumerate()
+    {
         names.push(NameWrite {
             key: wire_key(len, b'q'),
             refs: refs(1000 + i as u32),

@@ -15,7 +15,7 @@ use aya::{
 use hsdns_common::{
     AnswerL, AnswerM, AnswerS, Authority, Config, Counters, DnsAddr, HashKey, Layout, MAP_ANSWERS,
     MAP_CONFIG, MAP_COUNTERS, MAP_DNS_ADDRS, MAP_LAYOUT, MAP_NAMES, MAP_SOA, NameHash,
-    NameRecord64, NameRecord128, NameRecord256, NameRefs, ZONE_MAX, csum_add_bytes, csum_fold,
+    NameRecord48, NameRecord112, NameRecord256, NameRefs, ZONE_MAX, csum_add_bytes, csum_fold,
     dotted, name_hash,
 };
 
@@ -29,8 +29,8 @@ macro_rules! record {
 }
 
 pub struct BpfMaps {
-    names64: HashMap<MapData, NameHash, NameRecord64>,
-    names128: HashMap<MapData, NameHash, NameRecord128>,
+    names64: HashMap<MapData, NameHash, NameRecord48>,
+    names128: HashMap<MapData, NameHash, NameRecord112>,
     names256: HashMap<MapData, NameHash, NameRecord256>,
     answers_s: Array<MapData, AnswerS>,
     answers_m: Array<MapData, AnswerM>,
@@ -284,7 +284,7 @@ impl BpfMaps {
     ) -> Result<()> {
         let (h, _) = self.key_of(key)?;
         let (_, d) = self.key_of(stored)?;
-        let mut rec = record!(NameRecord64, &d, h, refs)?;
+        let mut rec = record!(NameRecord48, &d, h, refs)?;
         if let Some(c) = check {
             rec.check = c;
         }
@@ -594,7 +594,7 @@ impl Backend for BpfMaps {
             &by_tier[0],
             |n| {
                 let (h, d) = self.key_of(&n.key)?;
-                Ok((h, record!(NameRecord64, &d, h, n.refs)?))
+                Ok((h, record!(NameRecord48, &d, h, n.refs)?))
             },
             &mut failed,
         );
@@ -604,7 +604,7 @@ impl Backend for BpfMaps {
             &by_tier[1],
             |n| {
                 let (h, d) = self.key_of(&n.key)?;
-                Ok((h, record!(NameRecord128, &d, h, n.refs)?))
+                Ok((h, record!(NameRecord112, &d, h, n.refs)?))
             },
             &mut failed,
         );
@@ -628,10 +628,10 @@ impl Backend for BpfMaps {
         let r = match tier(key.len()) {
             0 => self
                 .names64
-                .insert(h, record!(NameRecord64, &d, h, refs)?, flags),
+                .insert(h, record!(NameRecord48, &d, h, refs)?, flags),
             1 => self
                 .names128
-                .insert(h, record!(NameRecord128, &d, h, refs)?, flags),
+                .insert(h, record!(NameRecord112, &d, h, refs)?, flags),
             _ => self
                 .names256
                 .insert(h, record!(NameRecord256, &d, h, refs)?, flags),

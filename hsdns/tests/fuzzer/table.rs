@@ -17,8 +17,10 @@ const SERIAL: u32 = 2024;
 ///   (the medium class holds 6 AAAA records);
 /// - a ClusterIP service (IPv4 and IPv6), an ExternalName service (a CNAME:
 ///   userspace only), a headless service without ready endpoints (no name);
-/// - pod names whose wire length is 63, 64, 65, 127, 128, 129 and the
-///   longest the Kubernetes name rules allow (211), around the name tiers.
+/// - pod names whose wire length is 47, 48, 49, 111, 112, 113 (around the
+///   name tiers), 63, 64, 65, 127, 128, 129 (around the tiers before
+///   TYPES_VERSION 4) and the longest the Kubernetes name rules allow
+///   (211).
 pub fn table() -> RecordTable {
     RecordTable::build(&ZoneConfig::default(), &objects(), SERIAL)
 }
@@ -45,11 +47,11 @@ pub fn objects() -> Objects {
     let svc63 = format!("s{}", "v".repeat(62));
     add(
         "tiers",
-        &hostnames("tiers", "t", &[35, 36, 37], 1, "169.254.40"),
+        &hostnames("tiers", "t", &[19, 20, 21, 35, 36, 37], 1, "169.254.40"),
     );
     add(
         "tiers2",
-        &hostnames(&ns63, "t2", &[40, 41, 42], 1, "169.254.41"),
+        &hostnames(&ns63, "t2", &[24, 25, 26, 40, 41, 42], 1, "169.254.41"),
     );
     add("tiers3", &hostnames(&ns63, &svc63, &[63], 1, "169.254.42"));
     objects
