@@ -528,6 +528,8 @@ async fn serve_with_maps(
     let maps_open_ms = started.elapsed().as_millis();
     let (mut first_table, mut first_writes) =
         (std::time::Duration::ZERO, std::time::Duration::ZERO);
+    // Returns what a burst of table work freed (see crate::heap).
+    let mut trimmer = crate::heap::Trimmer::default();
     if updates.is_none() {
         become_synced(&mut syncer, &mut node, args, metrics);
         synced = true;
@@ -570,6 +572,7 @@ async fn serve_with_maps(
                 update.apply(&mut table, &mut changes);
                 let n = changes.len();
                 let t_table = t.elapsed();
+                trimmer.note(n + update.objects());
                 // A refused write passes its name up; it never stops the
                 // daemon (the kernel keeps what it had).
                 let stats = match syncer.apply(&mut table, changes) {
@@ -656,6 +659,7 @@ async fn serve_with_maps(
                 }
             }
             _ = heartbeat.tick(), if synced => {
+                trimmer.on_quiet();
                 if let Err(e) = syncer.backend_mut().set_heartbeat(lifecycle::sys::boot_ns(), true) {
                     log::warn!("heartbeat: {e:#}");
                     metrics.state.lock().expect("metrics lock").map_write_errors += 1;

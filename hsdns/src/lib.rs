@@ -11,6 +11,7 @@ pub mod cni;
 pub mod daemon;
 pub mod dns;
 pub mod frontend;
+pub mod heap;
 pub mod hook;
 pub mod http;
 pub mod kernel_cases;

@@ -65,6 +65,17 @@ pub enum Update {
 }
 
 impl Update {
+    /// How many objects it carries (services, namespaces, pod addresses):
+    /// a measure of the work behind it, changed names or not.
+    pub fn objects(&self) -> usize {
+        match self {
+            Update::Changed(v) => v.len(),
+            Update::Namespaces(v) => v.len(),
+            Update::Pods(v) => v.len(),
+            Update::Complete => 0,
+        }
+    }
+
     /// Applies the update to `table`; `changes` receives what differs.
     pub fn apply(&self, table: &mut RecordTable, changes: &mut Vec<crate::records::Change>) {
         match self {
