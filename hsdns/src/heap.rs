@@ -17,14 +17,14 @@
 /// single-pod churn (100 changes a second trim every 25 s or so).
 pub const TRIM_AFTER_CHANGES: usize = 5_000;
 
-/// Counts changed names and says when to trim.
+/// Counts the objects and names that went by and says when to trim.
 #[derive(Debug, Default)]
 pub struct Trimmer {
     changed: usize,
 }
 
 impl Trimmer {
-    /// `n` names changed in the table.
+    /// `n` more objects received or names changed.
     pub fn note(&mut self, n: usize) {
         self.changed = self.changed.saturating_add(n);
     }
