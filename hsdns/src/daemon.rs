@@ -108,12 +108,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             Err(e) => return Err(e).with_context(|| format!("removing {}", f.display())),
         }
     }
-    // The event loop (table updates, map writes) runs on this thread;
-    // spawned tasks, the live source's lists and watches among them (the
-    // JSON parsing), on one worker: at start the two work at the same time
-    // instead of taking turns.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     rt.block_on(serve(args, Instant::now()))
@@ -404,32 +399,6 @@ fn refresh_soa(
     due
 }
 
-/// The first complete sync, with the figures an operator sizes the maps by
-/// and where the start went (`ms`: maps open, table updates, map writes).
-fn log_first_sync(
-    names: usize,
-    started: Instant,
-    syncer: &Syncer<BpfMaps>,
-    first: &crate::maps::SyncStats,
-    ms: [u128; 3],
-) {
-    log::info!(
-        "first lists synced: {names} names, {} ms after start; \
-         {} names in the maps, answer slots in use {:?}; \
-         {} names written, {} taken over as they were, {} removed; \
-         maps open at {} ms, table updates {} ms, map writes {} ms",
-        started.elapsed().as_millis(),
-        syncer.names_installed(),
-        syncer.slots_in_use(),
-        first.names_written,
-        first.names_adopted,
-        first.names_removed,
-        ms[0],
-        ms[1],
-        ms[2],
-    );
-}
-
 fn ns(d: std::time::Duration) -> u64 {
     d.as_nanos().min(u128::from(u64::MAX)) as u64
 }
@@ -454,17 +423,7 @@ async fn serve_with_maps(
         lock,
     } = start;
     let mut lock = Some(lock);
-    // The lists and the table need no program: until it is loaded, the
-    // live source's updates go into the table, and sync_new below writes
-    // all of it.
-    let (loaded, preload_table) = match updates.as_mut() {
-        Some(rx) => crate::startup::fill_until_loaded(&shared, rx, load).await,
-        None => (load.await, std::time::Duration::ZERO),
-    };
-    let mut ebpf = loaded.context("loading the program")??;
-    // Where the first sync's time goes (logged with it): the program is
-    // loaded and the maps open now; then table updates and map writes.
-    let maps_open_ms = started.elapsed().as_millis();
+    let mut ebpf = load.await.context("loading the program")??;
     let mut node = Node::start(
         &args.pin_dir,
         &plan,
@@ -514,9 +473,7 @@ async fn serve_with_maps(
         let soa = syncer.write_soa(&shared.read().unwrap_or_else(PoisonError::into_inner))?;
         log::info!("{soa} SOA entries written");
     }
-    let t_sync = Instant::now();
     let stats = syncer.sync_new(&mut shared.write().unwrap_or_else(PoisonError::into_inner))?;
-    let sync_new_time = t_sync.elapsed();
     log::info!(
         "maps synced: {} names, {} answers written, {} names taken over as they were ({stats:?})",
         syncer.names_installed(),
@@ -566,36 +523,12 @@ async fn serve_with_maps(
     // What the first lists cost in writes (with adopted maps: only what
     // differs).
     let mut first = stats;
-    let (mut first_table, mut first_writes) = (preload_table, sync_new_time);
-    // When the SOA's serial may next follow the table (see
-    // Syncer::refresh_soa).
-    let mut soa_due: Option<Instant> = None;
-    let mut layout = layout;
-    let complete_at_open = shared
-        .read()
-        .unwrap_or_else(PoisonError::into_inner)
-        .is_complete();
+    // Where the first sync's time goes (logged with it): the program is
+    // loaded and the maps open now; then table updates and map writes.
+    let maps_open_ms = started.elapsed().as_millis();
+    let (mut first_table, mut first_writes) =
+        (std::time::Duration::ZERO, std::time::Duration::ZERO);
     if updates.is_none() {
-        become_synced(&mut syncer, &mut node, args, metrics);
-        synced = true;
-    } else if complete_at_open {
-        // The first lists were in before the program was loaded: sync_new
-        // has written all of them.
-        let mut table = shared.write().unwrap_or_else(PoisonError::into_inner);
-        soa_due = refresh_soa(&mut syncer, &mut table, &mut layout, metrics);
-        let names = table.len();
-        drop(table);
-        log_first_sync(
-            names,
-            started,
-            &syncer,
-            &first,
-            [
-                maps_open_ms,
-                first_table.as_millis(),
-                first_writes.as_millis(),
-            ],
-        );
         become_synced(&mut syncer, &mut node, args, metrics);
         synced = true;
     } else if adopt && was.answering != 0 {
@@ -618,6 +551,10 @@ async fn serve_with_maps(
     let mut heartbeat = tokio::time::interval(lifecycle::heartbeat_interval(&bounds));
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut takeover = tokio::time::interval(std::time::Duration::from_millis(100));
+    // When the SOA's serial may next follow the table (see
+    // Syncer::refresh_soa).
+    let mut soa_due: Option<Instant> = None;
+    let mut layout = layout;
     let handed_over = loop {
         tokio::select! {
             _ = term.recv() => break false,
@@ -659,7 +596,21 @@ async fn serve_with_maps(
                     first.names_adopted += stats.names_adopted;
                 }
                 if complete && !synced {
-                    log_first_sync(names, started, &syncer, &first, [maps_open_ms, first_table.as_millis(), first_writes.as_millis()]);
+                    // With the figures an operator sizes the maps by.
+                    log::info!(
+                        "first lists synced: {names} names, {} ms after start; \
+                         {} names in the maps, answer slots in use {:?}; \
+                         {} names written, {} taken over as they were, {} removed; \
+                         maps open at {maps_open_ms} ms, table updates {} ms, map writes {} ms",
+                        started.elapsed().as_millis(),
+                        syncer.names_installed(),
+                        syncer.slots_in_use(),
+                        first.names_written,
+                        first.names_adopted,
+                        first.names_removed,
+                        first_table.as_millis(),
+                        first_writes.as_millis(),
+                    );
                     become_synced(&mut syncer, &mut node, args, metrics);
                     synced = true;
                 }

@@ -23,6 +23,5 @@ pub mod query;
 pub mod records;
 pub mod server;
 pub mod source;
-pub mod startup;
 pub mod stats;
 pub mod testing;

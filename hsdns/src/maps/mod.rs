@@ -164,9 +164,6 @@ struct NameUndo {
     old: MapRefs,
 }
 
-/// Names [`Syncer::sync_new`] takes from the table at a time.
-const SYNC_NEW_CHUNK: usize = 4096;
-
 /// Name writes held back at most: one bpf(2) call's worth per tier, and
 /// a bound on the bytes waiting.
 const PENDING_MAX: usize = 1024;
@@ -385,23 +382,9 @@ impl<B: Backend> Syncer<B> {
 
     /// Installs every name of a table this syncer has not written before
     /// (a fresh syncer, or maps emptied of names).
-    ///
-    /// One sync, in chunks of [`SYNC_NEW_CHUNK`] names: a list of every
-    /// name at once (a key copy and an entry slot each) cost about 8 MiB of
-    /// peak RSS at 150,000 pods, now that the whole first list can be in
-    /// the table before the maps are open (see `startup`).
     pub fn sync_new(&mut self, table: &mut RecordTable) -> Result<SyncStats> {
-        let now = Instant::now();
-        let mut stats = self.begin(now, !table.is_empty());
-        let mut after = None;
-        loop {
-            let changes = table.changes_after(after.as_ref(), SYNC_NEW_CHUNK);
-            let Some(last) = changes.last() else { break };
-            after = Some(last.key.clone());
-            self.install_changes(table, changes, now, &mut stats)?;
-        }
-        self.finish(table, now, &mut stats)?;
-        Ok(stats)
+        let changes = table.all_changes();
+        self.apply(table, changes)
     }
 
     /// Writes `changes` (just made to `table`) into the maps.
@@ -416,33 +399,13 @@ impl<B: Backend> Syncer<B> {
         changes: Vec<Change>,
         now: Instant,
     ) -> Result<SyncStats> {
-        let mut stats = self.begin(now, !changes.is_empty());
-        self.install_changes(table, changes, now, &mut stats)?;
-        self.finish(table, now, &mut stats)?;
-        Ok(stats)
-    }
-
-    /// The start of a sync: slots out of quarantine, the SOA's serial due
-    /// if anything changes.
-    fn begin(&mut self, now: Instant, changes: bool) -> SyncStats {
         for p in &mut self.pools {
             p.mature(now);
         }
-        if changes {
+        if !changes.is_empty() {
             self.soa_stale = true;
         }
-        SyncStats::default()
-    }
-
-    /// Installs or removes each of `changes`; what is held back goes out
-    /// with [`Self::finish`] at the latest.
-    fn install_changes(
-        &mut self,
-        table: &mut RecordTable,
-        changes: Vec<Change>,
-        now: Instant,
-        stats: &mut SyncStats,
-    ) -> Result<()> {
+        let mut stats = SyncStats::default();
         // A namespace's name is the one name two services share: one
         // batch can take it out (its last service deleted) and put it back
         // (another one added). The first change's `old` is what the maps
@@ -462,40 +425,29 @@ impl<B: Backend> Syncer<B> {
                 if let Some(r) = old {
                     // After the writes before it: one of them may be the
                     // same name.
-                    self.flush(table, now, stats)?;
-                    self.remove(&key, r, now, stats)?;
+                    self.flush(table, now, &mut stats)?;
+                    self.remove(&key, r, now, &mut stats)?;
                 }
                 continue;
             };
-            let refs = self.install(zone, &key, entry, old, now, stats)?;
+            let refs = self.install(zone, &key, entry, old, now, &mut stats)?;
             if refs == MapRefs::NONE {
                 self.missing += 1;
             }
             entry.refs = refs;
             if self.names_pending.len() >= PENDING_MAX {
-                self.flush(table, now, stats)?;
+                self.flush(table, now, &mut stats)?;
             }
         }
-        Ok(())
-    }
-
-    /// The end of a sync: the held-back writes, the sweep of adopted maps
-    /// once the table is complete, negative answers on or off.
-    fn finish(
-        &mut self,
-        table: &mut RecordTable,
-        now: Instant,
-        stats: &mut SyncStats,
-    ) -> Result<()> {
-        self.flush(table, now, stats)?;
+        self.flush(table, now, &mut stats)?;
         if self.adopting && table.is_complete() {
-            self.sweep(table, now, stats)?;
+            self.sweep(table, now, &mut stats)?;
         }
         // While adopting, the maps hold the last complete table (with what
         // this one changed so far): negative answers stay as they were.
         let complete =
             self.missing == 0 && (table.is_complete() || (self.adopting && self.nxdomain_on));
-        self.apply_nxdomain(self.nxdomain_wanted && complete, table.zone(), stats);
+        self.apply_nxdomain(self.nxdomain_wanted && complete, table.zone(), &mut stats);
         if stats.names_full + stats.answers_full > 0 {
             // Once per sync, not per name: at scale a full map would flood.
             log::warn!(
@@ -508,7 +460,7 @@ impl<B: Backend> Syncer<B> {
                 self.pools.iter().map(|p| p.cap).collect::<Vec<_>>(),
             );
         }
-        Ok(())
+        Ok(stats)
     }
 
     /// Tells the kernel; a refused write is counted and tried again at

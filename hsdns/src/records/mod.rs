@@ -637,21 +637,6 @@ impl RecordTable {
             .collect()
     }
 
-    /// [`Self::all_changes`] a part at a time: at most `n`, in key order,
-    /// from after `after` (from the first with `None`).
-    pub fn changes_after(&self, after: Option<&Key>, n: usize) -> Vec<Change> {
-        use std::ops::Bound;
-        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
-        self.names
-            .range((from, Bound::Unbounded))
-            .take(n)
-            .map(|(key, _)| Change {
-                key: key.clone(),
-                old: None,
-            })
-            .collect()
-    }
-
     /// Whether the table holds every object of its source.
     pub fn is_complete(&self) -> bool {
         self.complete
