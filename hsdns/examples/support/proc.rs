@@ -72,3 +72,25 @@ pub fn map_bytes_by_name() -> Result<Vec<(String, u64)>> {
     out.sort();
     Ok(out)
 }
+
+/// User and system CPU time (ms) a process has used so far, its finished
+/// threads included (`/proc/<pid>/stat` utime and stime, in clock ticks of
+/// 10 ms); `None` is this process.
+pub fn cpu_ms(pid: Option<u32>) -> (u64, u64) {
+    let path = match pid {
+        Some(p) => format!("/proc/{p}/stat"),
+        None => "/proc/self/stat".into(),
+    };
+    let s = fs::read_to_string(path).unwrap_or_default();
+    // Fields after the command (which may hold spaces) in parentheses.
+    let rest = s.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(0))
+        .collect();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    let ms = |i: usize| f.get(i).copied().unwrap_or(0) * 1000 / hz;
+    // utime and stime are fields 14 and 15; `rest` starts at field 3.
+    (ms(11), ms(12))
+}
