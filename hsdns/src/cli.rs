@@ -266,7 +266,7 @@ pub struct RunArgs {
     pub pin_dir: PathBuf,
     /// Capacity of the three name maps (names up to 48, 112, 255 bytes),
     /// comma-separated.
-    #[arg(long, value_name = "N,N,N", default_value = "65536,16384,1024", value_parser = parse_three, env = "HSDNS_NAME_CAPACITY")]
+    #[arg(long, value_name = "N,N,N", default_value = "65536,65536,1024", value_parser = parse_three, env = "HSDNS_NAME_CAPACITY")]
     pub name_capacity: [u32; 3],
     /// Capacity of the three answer maps (answers up to 32, 192, 1216
     /// bytes), comma-separated.

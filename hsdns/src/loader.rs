@@ -40,7 +40,7 @@ pub struct Capacities {
 impl Default for Capacities {
     fn default() -> Self {
         Self {
-            names: [65_536, 16_384, 1_024],
+            names: [65_536, 65_536, 1_024],
             answers: [65_536, 8_192, 1_024],
         }
     }
