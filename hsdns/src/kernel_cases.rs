@@ -742,17 +742,60 @@ pub fn run_program(
     floor: bool,
     pkt: &[u8],
 ) -> Result<(u32, Vec<u8>, Duration)> {
-    let mut out = vec![0u8; 4096];
-    let opts = TestRunOptions {
-        data_in: Some(pkt),
-        data_out: Some(&mut out),
-        ..Default::default()
-    };
     let name = match (hook, floor) {
         (Hook::Xdp, false) => hsdns_common::PROGRAM_NAME,
         (Hook::Xdp, true) => PROGRAM_FLOOR_XDP,
         (Hook::Tc, false) => hsdns_common::PROGRAM_TC,
         (Hook::Tc, true) => PROGRAM_FLOOR_TC,
+    };
+    run_named(ebpf, hook, name, pkt)
+}
+
+/// The benchmark's lower bounds, per hook: the floor plus the least a
+/// program answering from the names map must do (see hsdns-ebpf's
+/// main.rs): (row name, XDP program, tc program).
+pub const BOUNDS: [(&str, &str, &str); 2] = [
+    (
+        "bound: floor + name lookup",
+        "bound_lookup_xdp",
+        "bound_lookup_tc",
+    ),
+    (
+        "bound: floor + lookup, resize, store",
+        "bound_answer_xdp",
+        "bound_answer_tc",
+    ),
+];
+
+/// The frame the lower bounds answer: a query whose question starts with
+/// the names map key of [`POD`] (the bound programs read their key there).
+pub fn bound_frame(k: &Kernel) -> Result<Vec<u8>> {
+    let cfg = k.syncer.backend().config();
+    use hickory_proto::serialize::binary::BinEncodable as _;
+    let wire = hickory_proto::rr::Name::from_ascii(POD)?
+        .to_lowercase()
+        .to_bytes()?;
+    let mut d = vec![0u8; wire.len()];
+    let len = hsdns_common::dotted(&wire, &mut d).context("dotted name")?;
+    let hash = hsdns_common::name_hash(&cfg.hash_key, &d, len);
+    let mut f = Frame::v4(query(POD, RecordType::A, None)).bytes();
+    // Ethernet, IPv4 without options, UDP, the DNS header.
+    f[54..62].copy_from_slice(&hash.to_le_bytes());
+    Ok(f)
+}
+
+/// One test run of the program called `name`, of `hook`'s type.
+pub fn run_named(
+    ebpf: &Ebpf,
+    hook: Hook,
+    name: &str,
+    pkt: &[u8],
+) -> Result<(u32, Vec<u8>, Duration)> {
+    let mut out = vec![0u8; 4096];
+    let opts = TestRunOptions {
+        data_in: Some(pkt),
+        data_out: Some(&mut out),
+        ..Default::default()
     };
     let prog = ebpf
         .program(name)
@@ -778,5 +821,16 @@ pub fn load_floors(ebpf: &mut Ebpf) -> Result<()> {
         .context("floor")?
         .try_into()?;
     p.load()?;
+    Ok(())
+}
+
+/// Loads the lower bounds ([`BOUNDS`]) into a loaded object.
+pub fn load_bounds(ebpf: &mut Ebpf) -> Result<()> {
+    for (_, xdp, tc) in BOUNDS {
+        let p: &mut Xdp = ebpf.program_mut(xdp).context("bound")?.try_into()?;
+        p.load()?;
+        let p: &mut SchedClassifier = ebpf.program_mut(tc).context("bound")?.try_into()?;
+        p.load()?;
+    }
     Ok(())
 }
