@@ -706,14 +706,20 @@ fn dns_addrs_fill_refuse_and_free_slots() {
         .backend_mut()
         .set_dns_addrs(&too_many, true)
         .unwrap_err();
-    assert!(format!("{e:#}").contains(&format!("at most {slots}")), "{e:#}");
+    assert!(
+        format!("{e:#}").contains(&format!("at most {slots}")),
+        "{e:#}"
+    );
     assert_eq!(k.syncer.backend().dns_addrs().unwrap(), before);
 
     // A removed address goes up; its slot takes the refused one.
     k.syncer.backend_mut().remove_dns_addr(extra[5]).unwrap();
     assert!(passed(&k, extra[5]), "a removed address is still answered");
     k.syncer.backend_mut().add_dns_addr(one_more).unwrap();
-    assert!(answered(&k, one_more), "an address in a freed slot is not answered");
+    assert!(
+        answered(&k, one_more),
+        "an address in a freed slot is not answered"
+    );
     assert!(answered(&k, extra[6]) && answered(&k, IpAddr::V6(DNS6)));
 
     // An exact set replaces the rest.
