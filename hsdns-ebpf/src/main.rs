@@ -22,6 +22,8 @@
 #[cfg(target_arch = "bpf")]
 mod checksum;
 #[cfg(target_arch = "bpf")]
+mod clock;
+#[cfg(target_arch = "bpf")]
 mod lookup;
 #[cfg(target_arch = "bpf")]
 mod maps;
@@ -47,8 +49,7 @@ mod prog {
     use aya_ebpf::{
         bindings::xdp_action,
         helpers::generated::{
-            bpf_ktime_get_boot_ns, bpf_redirect_peer, bpf_skb_change_tail, bpf_skb_store_bytes,
-            bpf_xdp_adjust_tail,
+            bpf_redirect_peer, bpf_skb_change_tail, bpf_skb_store_bytes, bpf_xdp_adjust_tail,
         },
         macros::{classifier, xdp},
         programs::{TcContext, XdpContext},
@@ -59,6 +60,7 @@ mod prog {
     };
 
     use crate::{
+        clock,
         lookup::{self, Found},
         maps::{ANSWERS_L, ANSWERS_M, ANSWERS_S, CONFIG, NAMES_64, SCRATCH, SOA, count},
         mem::{ld64, st64},
@@ -120,12 +122,14 @@ mod prog {
         if cfg.answering == 0 {
             return Err(Verdict::NotReady);
         }
+        let s = SCRATCH.get_ptr_mut(0).ok_or(Verdict::Internal)?;
+        // SAFETY: the per-CPU scratch value is this run's alone.
+        let s = unsafe { &mut *s };
         // The daemon's heartbeat bounds what a kernel left alone may say.
         // (The clock is read only when a bound is set.)
         let mut nxdomain_fresh = true;
         if cfg.stale_pass_ns != 0 || cfg.stale_nxdomain_ns != 0 {
-            // SAFETY: a helper without arguments.
-            let age = cfg.heartbeat_age(unsafe { bpf_ktime_get_boot_ns() });
+            let age = cfg.heartbeat_age(clock::boot_ns(s));
             if Config::past(cfg.stale_pass_ns, age) {
                 return Err(Verdict::Stale);
             }
@@ -134,9 +138,6 @@ mod prog {
         if !h.plain_query() {
             return Err(Verdict::UnsupportedQuery);
         }
-        let s = SCRATCH.get_ptr_mut(0).ok_or(Verdict::Internal)?;
-        // SAFETY: the per-CPU scratch value is this run's alone.
-        let s = unsafe { &mut *s };
         // One range for each header offset, whatever the path (VLAN or
         // not, IPv4 with options or IPv6): every packet access after this
         // is checked against the end again, and the verifier walks the

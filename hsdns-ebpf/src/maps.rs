@@ -67,6 +67,10 @@ pub struct Scratch {
     /// The reply's headers, Ethernet to DNS, put together before they are
     /// stored (see `reply`).
     pub hdr: [u64; 16],
+    /// The jiffy of `clock_ns`, see `clock`.
+    pub clock_jiffies: u64,
+    /// CLOCK_BOOTTIME ns read at `clock_jiffies`.
+    pub clock_ns: u64,
     /// Round-robin position for rotating multi-record answers.
     pub rot: u32,
     pub _pad: u32,

@@ -670,6 +670,8 @@ pub struct Kernel {
     pub syncer: Syncer<BpfMaps>,
     pub table: RecordTable,
     setup: Setup,
+    /// Whether `setup` has been written to the maps.
+    fresh: bool,
 }
 
 impl Kernel {
@@ -692,19 +694,23 @@ impl Kernel {
         syncer.write_soa(&table)?;
         syncer.sync_new(&mut table)?;
         syncer.backend_mut().set_answering(true)?;
-        Ok(Self {
+        let mut k = Self {
             ebpf,
             syncer,
             table,
             setup: Setup::default(),
-        })
+            fresh: false,
+        };
+        k.apply(Setup::default())?;
+        Ok(k)
     }
 
     /// Puts the kernel in the state `setup` describes.
     pub fn apply(&mut self, setup: Setup) -> Result<()> {
-        if setup == self.setup {
+        if setup == self.setup && self.fresh {
             return Ok(());
         }
+        self.fresh = true;
         self.syncer.set_nxdomain(setup.nxdomain);
         // The syncer applies the switch with its next sync.
         let mut changes = Vec::new();
@@ -712,14 +718,18 @@ impl Kernel {
         self.syncer
             .apply(&mut self.table, std::mem::take(&mut changes))?;
         let maps = self.syncer.backend_mut();
-        // Heartbeat at boot time zero: older than any bound of 1 ns.
-        let (nx, pass) = match setup.stale {
-            None => (0, 0),
-            Some(Staleness::Nxdomain) => (1, 0),
-            Some(Staleness::Pass) => (0, 1),
+        // Stale: a heartbeat at boot time zero, older than any bound of
+        // 1 ns. Fresh: bounds set and a heartbeat of now, as a deployed
+        // daemon keeps them (so the kernel reads its clock as it does
+        // there; the bounds are long enough for any test).
+        const HOUR: u64 = 3_600_000_000_000;
+        let (nx, pass, heartbeat) = match setup.stale {
+            None => (HOUR, 24 * HOUR, crate::lifecycle::sys::boot_ns()),
+            Some(Staleness::Nxdomain) => (1, 0, 0),
+            Some(Staleness::Pass) => (0, 1, 0),
         };
         maps.set_stale_bounds(nx, pass)?;
-        maps.set_heartbeat(0, !setup.not_ready)?;
+        maps.set_heartbeat(heartbeat, !setup.not_ready)?;
         self.setup = setup;
         Ok(())
     }
