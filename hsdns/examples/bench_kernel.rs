@@ -128,8 +128,7 @@ fn main() -> Result<()> {
         for (name, xdp, tc) in kernel_cases::BOUNDS {
             let bound = if hook == Hook::Xdp { xdp } else { tc };
             time(&k, hook, bound, &bound_pkt, answer, runs / 10 + 1)?;
-            let (mean, median) = time(&k, hook, bound, &bound_pkt, answer, runs)
-                .with_context(|| format!("{name}"))?;
+            let (mean, median) = time(&k, hook, bound, &bound_pkt, answer, runs).context(name)?;
             println!(
                 "{{\"hook\":\"{}\",\"case\":\"{name}\",\"runs\":{runs},\"mean_ns\":{mean:.1},\"median_ns\":{median},\"ratio\":{:.2}}}",
                 hook.name(),
