@@ -55,14 +55,14 @@ mod prog {
         programs::{TcContext, XdpContext},
     };
     use hsdns_common::{
-        ANSWER_CLASSES, AnswerClass, Config, EDNS_UDP_SIZE, NameHash, PLAIN_UDP_SIZE,
+        ANSWER_CLASSES, AnswerClass, Config, EDNS_UDP_SIZE, NameHash, PLAIN_UDP_SIZE, SOA_BYTES,
         SOA_ENTRIES_PER_BANK, Verdict,
     };
 
     use crate::{
         clock,
         lookup::{self, Found},
-        maps::{ANSWERS_L, ANSWERS_M, ANSWERS_S, CONFIG, NAMES_64, SCRATCH, SOA, count},
+        maps::{ANSWERS_L, ANSWERS_M, ANSWERS_S, CONFIG, NAMES_64, SCRATCH, SOA, Scratch, count},
         mem::{ld64, st64},
         name::{self, Q_COPY, q_be16, q_byte},
         packet::Packet,
@@ -234,7 +234,7 @@ mod prog {
                     return Err(Verdict::UnknownName);
                 }
                 plan.verdict = Verdict::AnsweredNxdomain;
-                plan.section = soa(cfg, len)?;
+                plan.section = soa(s, cfg, len)?;
                 plan.authority = true;
                 plan.rcode = RCODE_NXDOMAIN;
             }
@@ -275,7 +275,7 @@ mod prog {
                     c if c == AnswerClass::Nodata as u8 => {
                         plan.verdict = Verdict::AnsweredNodata;
                         plan.authority = true;
-                        soa(cfg, len)?
+                        soa(s, cfg, len)?
                     }
                     c if c == AnswerClass::Userspace as u8 => {
                         return Err(Verdict::UserspaceOnly);
@@ -333,10 +333,26 @@ mod prog {
     /// bytes, from the SOA bank in use (the daemon writes a new serial into
     /// the other bank and then flips `soa_bank`, so no reply copies a
     /// half-written SOA).
+    ///
+    /// Its bytes are copied into scratch here, a fixed number of words
+    /// (no helper call: `bpf_probe_read_kernel` costs a call on every
+    /// negative answer).
     #[inline(always)]
-    fn soa(cfg: &Config, len: usize) -> Result<Section, Verdict> {
+    fn soa(s: &mut Scratch, cfg: &Config, len: usize) -> Result<Section, Verdict> {
         let idx = (cfg.soa_bank & 1) * SOA_ENTRIES_PER_BANK + len as u32;
-        Ok(section!(SOA.get_ptr(idx).ok_or(Verdict::Internal)?))
+        let a = SOA.get_ptr(idx).ok_or(Verdict::Internal)?;
+        let mut sec = section!(a);
+        // SAFETY: `bytes` of Authority sits at offset 8, SOA_BYTES (a
+        // multiple of 8) long; `out` holds more.
+        unsafe {
+            let src = (*a).bytes.as_ptr() as *const u64;
+            let dst = s.out.as_mut_ptr();
+            for i in 0..SOA_BYTES / 8 {
+                core::ptr::write_volatile(dst.add(i), core::ptr::read_volatile(src.add(i)));
+            }
+        }
+        sec.addr = 0;
+        Ok(sec)
     }
 
     /// Swaps MACs, IPv4 addresses and UDP ports at fixed offsets and sets
