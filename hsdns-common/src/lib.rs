@@ -275,8 +275,21 @@ pub const SOA_BANKS: u32 = 2;
 pub const SOA_ENTRIES: u32 = SOA_BANKS * SOA_ENTRIES_PER_BANK;
 answer_class!(Authority, 184);
 
-/// Key of `dns_addrs`: an address the program answers for, with its family
-/// so that an IPv6 packet to `::ffff:a.b.c.d` never matches an IPv4 entry.
+/// Slots of `dns_addrs`: the addresses the kernel answers for (the
+/// node-local address, the cluster DNS ClusterIPs, their IPv6 forms, any
+/// `--intercept-addr`). An array the program scans, not a hash map: array
+/// lookups are inlined by the verifier, a hash lookup is a kernel function
+/// call on every UDP/53 packet (20-30 ns on CPUs with return thunks). More
+/// addresses than slots: the daemon refuses the configured ones at start
+/// and leaves discovered ones to userspace, counted as map write errors.
+pub const DNS_ADDR_SLOTS: u32 = 16;
+
+/// A slot of `dns_addrs`: an address the program answers for, with its
+/// family so that an IPv6 packet to `::ffff:a.b.c.d` never matches an IPv4
+/// entry. Family 0: an empty slot. The daemon changes a slot in two writes
+/// that each change only one part (the address while the family is 0, then
+/// the family), so a program reading a slot mid-write never sees a mixture
+/// of two addresses as a valid entry.
 #[repr(C)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub struct DnsAddr {
@@ -287,6 +300,11 @@ pub struct DnsAddr {
 }
 
 impl DnsAddr {
+    /// An empty slot.
+    pub const EMPTY: Self = Self {
+        family: 0,
+        addr: [0; 16],
+    };
     pub const fn v4(octets: [u8; 4]) -> Self {
         let mut addr = [0u8; 16];
         addr[0] = octets[0];
@@ -446,8 +464,10 @@ pub const LAYOUT_MAGIC: u64 = u64::from_be_bytes(*b"hsdnsLAY");
 /// table, answers no longer stored twice for rotation, SOA banks without
 /// zones. 4: name tiers of 48, 112 and 256 bytes (kmalloc size classes,
 /// see [`NAME_TIERS`]); the tiers and record sizes are hashed too, the
-/// bump says so for a reader of this list.
-pub const TYPES_VERSION: u64 = 4;
+/// bump says so for a reader of this list. 5: `dns_addrs` an array of
+/// [`DNS_ADDR_SLOTS`] slots holding [`DnsAddr`] values, scanned by the
+/// program (it was a hash map keyed by `DnsAddr`: same struct, another map).
+pub const TYPES_VERSION: u64 = 5;
 
 /// A hash of every type and constant the kernel and the daemon share
 /// through the maps: sizes, alignments, field offsets, tiers and classes.
@@ -479,6 +499,7 @@ pub const TYPES_HASH: u64 = {
         offset_of!(AnswerS, stride) as u64,
         offset_of!(AnswerS, bytes) as u64,
         size_of::<DnsAddr>() as u64,
+        DNS_ADDR_SLOTS as u64,
         size_of::<Config>() as u64,
         offset_of!(Config, answering) as u64,
         offset_of!(Config, nxdomain) as u64,

@@ -28,7 +28,7 @@ pub static ANSWERS_L: Array<AnswerL, 1024> = Array::new();
 #[btf_map(name = "soa")]
 pub static SOA: Array<Authority, { SOA_ENTRIES as usize }> = Array::new();
 #[btf_map(name = "dns_addrs")]
-pub static DNS_ADDRS: HashMap<DnsAddr, u32, 64> = HashMap::new();
+pub static DNS_ADDRS: Array<DnsAddr, { DNS_ADDR_SLOTS as usize }> = Array::new();
 #[btf_map(name = "config")]
 pub static CONFIG: Array<Config, 1> = Array::new();
 #[btf_map(name = "counters")]
@@ -67,6 +67,10 @@ pub struct Scratch {
     /// The reply's headers, Ethernet to DNS, put together before they are
     /// stored (see `reply`).
     pub hdr: [u64; 16],
+    /// The jiffy of `clock_ns`, see `clock`.
+    pub clock_jiffies: u64,
+    /// CLOCK_BOOTTIME ns read at `clock_jiffies`.
+    pub clock_ns: u64,
     /// Round-robin position for rotating multi-record answers.
     pub rot: u32,
     pub _pad: u32,

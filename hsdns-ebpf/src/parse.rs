@@ -4,9 +4,14 @@
 //! after a few reads at fixed offsets: that is the cost the pod's other
 //! traffic pays.
 
-use hsdns_common::{DNS_PORT, DnsAddr, Verdict};
+use hsdns_common::{DNS_ADDR_SLOTS, DNS_PORT, Verdict};
 
-use crate::{maps::DNS_ADDRS, packet::Packet, wire::*};
+use crate::{
+    maps::DNS_ADDRS,
+    mem::{ld32, ld64},
+    packet::Packet,
+    wire::*,
+};
 
 /// Where the headers are, and what the question needs from them.
 pub struct Headers {
@@ -64,6 +69,30 @@ fn byte(p: usize) -> u8 {
     unsafe { *(p as *const u8) }
 }
 
+/// Whether `dst` (a [`hsdns_common::DnsAddr`] as three little-endian words: family and
+/// the address's first four bytes, the next eight, the last four) is in
+/// `dns_addrs`. A scan of the array's slots: each slot's lookup is inlined
+/// by the verifier (a bounds check and an add), no call, where a hash map
+/// lookup would be a kernel function call on every UDP/53 packet. Empty
+/// slots (family 0) never match.
+#[inline(always)]
+fn ours(dst: &[u64; 3]) -> bool {
+    for i in 0..DNS_ADDR_SLOTS {
+        let Some(slot) = DNS_ADDRS.get_ptr(i) else {
+            return false;
+        };
+        let a = slot as usize;
+        // SAFETY: a `DnsAddr` (20 bytes) of the map's memory; the loads
+        // are single unaligned instructions (see `mem`).
+        unsafe {
+            if ld64(a) == dst[0] && ld64(a + 8) == dst[1] && ld32(a + 16) as u64 == dst[2] {
+                return true;
+            }
+        }
+    }
+    false
+}
+
 /// Reads Ethernet, IP and UDP; Ok only for UDP to port 53 of one of our
 /// addresses, with lengths that add up. The packet's length (a helper
 /// call on XDP) is asked only once the packet is UDP to port 53.
@@ -86,14 +115,8 @@ pub fn headers<P: Packet>(p: &P) -> Result<Headers, Verdict> {
         l2 = ETH_HLEN + VLAN_HLEN;
     }
     let ip = start + l2;
-    // The `dns_addrs` key, written as words: LLVM would turn a struct
-    // literal into a call to the byte-wise memset the BPF target links in.
-    let mut dst = core::mem::MaybeUninit::<[u32; 5]>::uninit();
-    let d = dst.as_mut_ptr() as *mut u32;
-    let set = |i: usize, v: u32| {
-        // SAFETY: i < 5, inside `dst`.
-        unsafe { core::ptr::write_volatile(d.add(i), v) }
-    };
+    // The destination as a `dns_addrs` slot reads (see `ours`).
+    let mut dst = [0u64; 3];
     let (l3_len, ip_len) = match ethertype {
         ETH_P_IP => {
             // 20 bytes readable, checked above for either l2.
@@ -112,11 +135,7 @@ pub fn headers<P: Packet>(p: &P) -> Result<Headers, Verdict> {
                 return Err(Verdict::Fragment);
             }
             let total = be16(ip + IPV4_TOT_LEN_OFF) as usize;
-            set(0, 4);
-            set(1, rd32(ip + IPV4_DADDR_OFF));
-            set(2, 0);
-            set(3, 0);
-            set(4, 0);
+            dst[0] = 4 | (rd32(ip + IPV4_DADDR_OFF) as u64) << 32;
             (ihl, total)
         }
         ETH_P_IPV6 => {
@@ -134,10 +153,10 @@ pub fn headers<P: Packet>(p: &P) -> Result<Headers, Verdict> {
                 });
             }
             let payload = be16(ip + IPV6_PLEN_OFF) as usize;
-            set(0, 6);
-            for i in 0..4 {
-                set(1 + i, rd32(ip + IPV6_DADDR_OFF + 4 * i));
-            }
+            let a = ip + IPV6_DADDR_OFF;
+            dst[0] = 6 | (rd32(a) as u64) << 32;
+            dst[1] = rd32(a + 4) as u64 | (rd32(a + 8) as u64) << 32;
+            dst[2] = rd32(a + 12) as u64;
             (IPV6_HLEN, IPV6_HLEN + payload)
         }
         _ => return Err(Verdict::NotDns),
@@ -160,14 +179,7 @@ pub fn headers<P: Packet>(p: &P) -> Result<Headers, Verdict> {
     if l2 + ip_len != pkt_len || ip_len < l3_len + UDP_HLEN {
         return Err(Verdict::Malformed);
     }
-    // The key lives on the stack; [u32; 5] has DnsAddr's layout (family,
-    // then 16 address bytes).
-    // SAFETY: every word was written on the paths that get here.
-    let dst = unsafe { dst.assume_init() };
-    // SAFETY: [u32; 5] has DnsAddr's size and alignment.
-    let key = unsafe { &*(dst.as_ptr() as *const DnsAddr) };
-    // SAFETY: a read-only lookup.
-    if unsafe { DNS_ADDRS.get(key) }.is_none() {
+    if !ours(&dst) {
         return Err(Verdict::NotOurAddr);
     }
     if be16(udp + UDP_SPORT_OFF) == 0 {
@@ -183,7 +195,7 @@ pub fn headers<P: Packet>(p: &P) -> Result<Headers, Verdict> {
     }
     Ok(Headers {
         l2,
-        v6: dst[0] == 6,
+        v6: dst[0] as u32 == 6,
         l3_len,
         l4,
         dns_len: udp_len - UDP_HLEN,

@@ -23,19 +23,21 @@ use hsdns::{
     loader::{self, Capacities},
     testing::{Frame, query},
 };
+use hsdns_common::{PROGRAM_FLOOR_TC, PROGRAM_FLOOR_XDP, PROGRAM_NAME, PROGRAM_TC};
 
-/// Mean and median of `runs` single runs, each checked to return `code`.
+/// Mean and median of `runs` single runs of the program called `prog`,
+/// each checked to return `code`.
 fn time(
     k: &Kernel,
     hook: Hook,
-    floor: bool,
+    prog: &str,
     pkt: &[u8],
     code: u32,
     runs: usize,
 ) -> Result<(f64, u64)> {
     let mut ns = Vec::with_capacity(runs);
     for _ in 0..runs {
-        let (rc, _, d) = kernel_cases::run_program(&k.ebpf, hook, floor, pkt)?;
+        let (rc, _, d) = kernel_cases::run_named(&k.ebpf, hook, prog, pkt)?;
         if rc != code {
             bail!("expected return code {code}, got {rc}");
         }
@@ -104,25 +106,43 @@ fn main() -> Result<()> {
 
     let mut k = Kernel::load()?;
     kernel_cases::load_floors(&mut k.ebpf)?;
+    kernel_cases::load_bounds(&mut k.ebpf)?;
     let cases = kernel_cases::cases();
     let floor_pkt = Frame::v4(query(kernel_cases::POD, RecordType::A, None)).bytes();
+    let bound_pkt = kernel_cases::bound_frame(&k)?;
     for hook in Hook::ALL {
         let answer = hook.code(hsdns_common::Action::Answer);
+        let (floor, prog) = match hook {
+            Hook::Xdp => (PROGRAM_FLOOR_XDP, PROGRAM_NAME),
+            Hook::Tc => (PROGRAM_FLOOR_TC, PROGRAM_TC),
+        };
         // Warm up caches and branch predictors on both programs.
-        time(&k, hook, true, &floor_pkt, answer, runs / 10 + 1)?;
-        let (floor_mean, floor_median) = time(&k, hook, true, &floor_pkt, answer, runs)?;
+        time(&k, hook, floor, &floor_pkt, answer, runs / 10 + 1)?;
+        let (floor_mean, floor_median) = time(&k, hook, floor, &floor_pkt, answer, runs)?;
         println!(
             "{{\"hook\":\"{}\",\"case\":\"floor: bare reflector\",\"runs\":{runs},\"mean_ns\":{floor_mean:.1},\"median_ns\":{floor_median},\"ratio\":1.0}}",
             hook.name()
         );
+        // The least any answer from the names map costs on this hook (the
+        // bound programs answer only on a hit: the code check proves it).
+        for (name, xdp, tc) in kernel_cases::BOUNDS {
+            let bound = if hook == Hook::Xdp { xdp } else { tc };
+            time(&k, hook, bound, &bound_pkt, answer, runs / 10 + 1)?;
+            let (mean, median) = time(&k, hook, bound, &bound_pkt, answer, runs).context(name)?;
+            println!(
+                "{{\"hook\":\"{}\",\"case\":\"{name}\",\"runs\":{runs},\"mean_ns\":{mean:.1},\"median_ns\":{median},\"ratio\":{:.2}}}",
+                hook.name(),
+                mean / floor_mean
+            );
+        }
         for case in cases.iter().filter(|c| c.bench.is_some()) {
             let name = case.bench.expect("filtered");
             k.apply(case.setup)?;
             let pkt = case.frame.bytes();
             let code = hook.code(case.verdict.action());
-            time(&k, hook, false, &pkt, code, runs / 10 + 1)?;
-            let (mean, median) = time(&k, hook, false, &pkt, code, runs)
-                .with_context(|| format!("case {name:?}"))?;
+            time(&k, hook, prog, &pkt, code, runs / 10 + 1)?;
+            let (mean, median) =
+                time(&k, hook, prog, &pkt, code, runs).with_context(|| format!("case {name:?}"))?;
             println!(
                 "{{\"hook\":\"{}\",\"case\":\"{name}\",\"runs\":{runs},\"mean_ns\":{mean:.1},\"median_ns\":{median},\"ratio\":{:.2}}}",
                 hook.name(),

@@ -644,6 +644,94 @@ fn the_verifier_budget_holds() {
     eprintln!("verified instructions: xdp {n_xdp}, tc {n_tc}; load and verify {load:?}");
     assert!(n_xdp < 100_000 && n_tc < 100_000, "xdp {n_xdp}, tc {n_tc}");
     kernel_cases::load_floors(&mut ebpf).unwrap();
+    kernel_cases::load_bounds(&mut ebpf).unwrap();
+}
+
+/// `dns_addrs` has a fixed number of slots: the kernel answers queries to
+/// every address in them, in any slot; one address more is refused with an
+/// error that says so (its queries go up, as to any other address), a
+/// configured set larger than the slots is refused before anything is
+/// written, and a removed address frees its slot for another.
+#[test]
+fn dns_addrs_fill_refuse_and_free_slots() {
+    let mut k = kernel();
+    let slots = hsdns_common::DNS_ADDR_SLOTS as usize;
+    // DNS4 and DNS6 are in; fill the rest.
+    let extra: Vec<IpAddr> = (0..slots - 2)
+        .map(|i| Ipv4Addr::new(169, 254, 30, i as u8).into())
+        .collect();
+    for a in &extra {
+        k.syncer.backend_mut().add_dns_addr(*a).unwrap();
+    }
+    let to = |dst: IpAddr| {
+        let mut f = if dst.is_ipv4() {
+            Frame::v4(query(kernel_cases::POD, RecordType::A, None))
+        } else {
+            Frame::v6(query(kernel_cases::POD, RecordType::A, None))
+        };
+        f.dst = dst;
+        f.bytes()
+    };
+    let code = |k: &Kernel, hook: Hook, dst: IpAddr| k.run(hook, &to(dst)).unwrap().0;
+    let answered = |k: &Kernel, dst: IpAddr| {
+        Hook::ALL
+            .iter()
+            .all(|h| code(k, *h, dst) == h.code(Action::Answer))
+    };
+    let passed = |k: &Kernel, dst: IpAddr| {
+        Hook::ALL
+            .iter()
+            .all(|h| code(k, *h, dst) == h.code(Action::Pass))
+    };
+    for a in extra.iter().chain(&[IpAddr::V4(DNS4), IpAddr::V6(DNS6)]) {
+        assert!(answered(&k, *a), "a query to {a} is not answered");
+    }
+    let one_more: IpAddr = Ipv4Addr::new(169, 254, 31, 1).into();
+    let e = k.syncer.backend_mut().add_dns_addr(one_more).unwrap_err();
+    assert!(
+        format!("{e:#}").contains(&format!("at most {slots}")),
+        "unclear error: {e:#}"
+    );
+    assert!(passed(&k, one_more), "an address refused is answered");
+    // Adding one already there takes no slot.
+    k.syncer.backend_mut().add_dns_addr(extra[3]).unwrap();
+
+    // A configured set over the slots: refused before any write.
+    let before = k.syncer.backend().dns_addrs().unwrap();
+    let too_many: Vec<IpAddr> = (0..=slots)
+        .map(|i| Ipv4Addr::new(169, 254, 32, i as u8).into())
+        .collect();
+    let e = k
+        .syncer
+        .backend_mut()
+        .set_dns_addrs(&too_many, true)
+        .unwrap_err();
+    assert!(
+        format!("{e:#}").contains(&format!("at most {slots}")),
+        "{e:#}"
+    );
+    assert_eq!(k.syncer.backend().dns_addrs().unwrap(), before);
+
+    // A removed address goes up; its slot takes the refused one.
+    k.syncer.backend_mut().remove_dns_addr(extra[5]).unwrap();
+    assert!(passed(&k, extra[5]), "a removed address is still answered");
+    k.syncer.backend_mut().add_dns_addr(one_more).unwrap();
+    assert!(
+        answered(&k, one_more),
+        "an address in a freed slot is not answered"
+    );
+    assert!(answered(&k, extra[6]) && answered(&k, IpAddr::V6(DNS6)));
+
+    // An exact set replaces the rest.
+    let set = [IpAddr::V6(DNS6), one_more];
+    k.syncer.backend_mut().set_dns_addrs(&set, true).unwrap();
+    let mut now = k.syncer.backend().dns_addrs().unwrap();
+    now.sort();
+    let mut want = set.to_vec();
+    want.sort();
+    assert_eq!(now, want);
+    assert!(passed(&k, IpAddr::V4(DNS4)) && passed(&k, extra[0]));
+    assert!(answered(&k, one_more) && answered(&k, IpAddr::V6(DNS6)));
 }
 
 /// A key of `len` wire bytes (one or more labels of `c`).

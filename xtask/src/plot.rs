@@ -183,7 +183,7 @@ fn kernel_chart(lines: &str, out: &Path) -> Result<()> {
         let (Some(s), Some(f)) = (stat(r, "mean_ns"), floor_of(&k[0])) else {
             continue;
         };
-        let color = if k[1].starts_with("floor") {
+        let color = if k[1].starts_with("floor") || k[1].starts_with("bound") {
             RGBColor(150, 150, 150)
         } else if k[1].starts_with("pass") {
             RGBColor(158, 202, 225)

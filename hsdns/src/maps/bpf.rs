@@ -13,10 +13,10 @@ use aya::{
     maps::{Array, HashMap, Map, MapData, PerCpuArray},
 };
 use hsdns_common::{
-    AnswerL, AnswerM, AnswerS, Authority, Config, Counters, DnsAddr, HashKey, Layout, MAP_ANSWERS,
-    MAP_CONFIG, MAP_COUNTERS, MAP_DNS_ADDRS, MAP_LAYOUT, MAP_NAMES, MAP_SOA, NameHash,
-    NameRecord48, NameRecord112, NameRecord256, NameRefs, ZONE_MAX, csum_add_bytes, csum_fold,
-    dotted, name_hash,
+    AnswerL, AnswerM, AnswerS, Authority, Config, Counters, DNS_ADDR_SLOTS, DnsAddr, HashKey,
+    Layout, MAP_ANSWERS, MAP_CONFIG, MAP_COUNTERS, MAP_DNS_ADDRS, MAP_LAYOUT, MAP_NAMES, MAP_SOA,
+    NameHash, NameRecord48, NameRecord112, NameRecord256, NameRefs, ZONE_MAX, csum_add_bytes,
+    csum_fold, dotted, name_hash,
 };
 
 use super::{AnswerWrite, Backend, NameWrite, tier};
@@ -37,7 +37,7 @@ pub struct BpfMaps {
     answers_l: Array<MapData, AnswerL>,
     soa: Array<MapData, Authority>,
     config: Array<MapData, Config>,
-    dns_addrs: HashMap<MapData, DnsAddr, u32>,
+    dns_addrs: Array<MapData, DnsAddr>,
     counters: PerCpuArray<MapData, Counters>,
     layout: Array<MapData, Layout>,
     /// What `config` holds: every change rewrites the whole entry. Its
@@ -233,29 +233,71 @@ impl BpfMaps {
         self.layout.set(0, *l, 0).context("writing layout")
     }
 
-    /// Adds `addrs` to `dns_addrs`; with `exact`, then removes the ones an
-    /// earlier daemon answered for that are no longer wanted.
+    /// Puts `addrs` into `dns_addrs`; with `exact`, first removes the ones
+    /// an earlier daemon answered for that are no longer wanted. More
+    /// addresses than the map has slots is an error, before any write.
     pub fn set_dns_addrs(&mut self, addrs: &[IpAddr], exact: bool) -> Result<()> {
-        let keys: Vec<DnsAddr> = addrs.iter().map(|a| dns_addr(*a)).collect();
-        for (addr, key) in addrs.iter().zip(&keys) {
-            self.dns_addrs
-                .insert(*key, 1, 0)
-                .with_context(|| format!("adding DNS address {addr}"))?;
+        let mut keys: Vec<DnsAddr> = Vec::new();
+        for k in addrs.iter().map(|a| dns_addr(*a)) {
+            if !keys.contains(&k) {
+                keys.push(k);
+            }
         }
-        if !exact {
-            return Ok(());
+        if keys.len() > DNS_ADDR_SLOTS as usize {
+            bail!(
+                "{} DNS addresses configured (--dns-addr and --intercept-addr), but the kernel \
+                 answers for at most {DNS_ADDR_SLOTS}",
+                keys.len()
+            );
         }
-        let stale: Vec<DnsAddr> = self
-            .dns_addrs
-            .keys()
-            .filter_map(|k| k.ok())
-            .filter(|k| !keys.contains(k))
-            .collect();
-        for k in stale {
-            self.dns_addrs
-                .remove(&k)
-                .context("removing a DNS address")?;
+        if exact {
+            for (i, slot) in self.dns_slots()?.into_iter().enumerate() {
+                if slot.family != 0 && !keys.contains(&slot) {
+                    self.clear_dns_slot(i as u32, slot)?;
+                }
+            }
         }
+        for addr in addrs {
+            self.add_dns_addr(*addr)?;
+        }
+        Ok(())
+    }
+
+    /// The addresses in `dns_addrs`, in slot order.
+    pub fn dns_addrs(&self) -> Result<Vec<IpAddr>> {
+        Ok(self
+            .dns_slots()?
+            .into_iter()
+            .filter_map(|a| match a.family {
+                4 => Some(IpAddr::from([a.addr[0], a.addr[1], a.addr[2], a.addr[3]])),
+                6 => Some(IpAddr::from(a.addr)),
+                _ => None,
+            })
+            .collect())
+    }
+
+    fn dns_slots(&self) -> Result<Vec<DnsAddr>> {
+        (0..DNS_ADDR_SLOTS)
+            .map(|i| self.dns_addrs.get(&i, 0).context("reading dns_addrs"))
+            .collect()
+    }
+
+    /// Writes `a` into the empty slot `i`: the address first, under family
+    /// 0, then the family (see `DnsAddr`: a reader never sees half of it).
+    fn put_dns_slot(&mut self, i: u32, a: DnsAddr) -> Result<()> {
+        self.dns_addrs.set(i, DnsAddr { family: 0, ..a }, 0)?;
+        self.dns_addrs.set(i, a, 0)?;
+        Ok(())
+    }
+
+    /// Empties slot `i`, which holds `a`: the family first, then the address.
+    fn clear_dns_slot(&mut self, i: u32, a: DnsAddr) -> Result<()> {
+        self.dns_addrs
+            .set(i, DnsAddr { family: 0, ..a }, 0)
+            .context("removing a DNS address")?;
+        self.dns_addrs
+            .set(i, DnsAddr::EMPTY, 0)
+            .context("removing a DNS address")?;
         Ok(())
     }
 
@@ -295,17 +337,33 @@ impl BpfMaps {
         self.config.set(0, self.shadow, 0).context("writing config")
     }
 
+    /// Adds `addr` to `dns_addrs` (nothing when it is there already). Fails
+    /// when every slot is taken: queries to `addr` then go up to userspace.
     pub fn add_dns_addr(&mut self, addr: IpAddr) -> Result<()> {
-        self.dns_addrs
-            .insert(dns_addr(addr), 1, 0)
+        let key = dns_addr(addr);
+        let slots = self.dns_slots()?;
+        if slots.contains(&key) {
+            return Ok(());
+        }
+        let Some(free) = slots.iter().position(|s| s.family == 0) else {
+            bail!(
+                "adding DNS address {addr}: the kernel answers for at most {DNS_ADDR_SLOTS} \
+                 addresses and all are taken; queries to {addr} go up to userspace"
+            );
+        };
+        self.put_dns_slot(free as u32, key)
             .with_context(|| format!("adding DNS address {addr}"))
     }
 
     pub fn remove_dns_addr(&mut self, addr: IpAddr) -> Result<()> {
-        match self.dns_addrs.remove(&dns_addr(addr)) {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-            Err(e) => Err(e).with_context(|| format!("removing DNS address {addr}")),
+        let key = dns_addr(addr);
+        for (i, slot) in self.dns_slots()?.into_iter().enumerate() {
+            if slot == key {
+                self.clear_dns_slot(i as u32, slot)
+                    .with_context(|| format!("removing DNS address {addr}"))?;
+            }
         }
+        Ok(())
     }
 
     /// The map key of a name (`wire` the lowercase wire-format name) and
