@@ -732,6 +732,35 @@ fn dns_addrs_fill_refuse_and_free_slots() {
     assert_eq!(now, want);
     assert!(passed(&k, IpAddr::V4(DNS4)) && passed(&k, extra[0]));
     assert!(answered(&k, one_more) && answered(&k, IpAddr::V6(DNS6)));
+
+    // A restart that keeps an earlier daemon's (discovered) addresses, with
+    // the slots full of them: the configured ones still get slots, the
+    // earlier ones make room (they are discovered again later).
+    for a in &extra[..slots - 2] {
+        k.syncer.backend_mut().add_dns_addr(*a).unwrap();
+    }
+    let configured = [IpAddr::V4(DNS4), Ipv4Addr::new(169, 254, 33, 1).into()];
+    k.syncer
+        .backend_mut()
+        .set_dns_addrs(&configured, false)
+        .unwrap();
+    for a in &configured {
+        assert!(answered(&k, *a), "configured {a} lost to earlier addresses");
+    }
+    // With room, earlier addresses stay.
+    k.syncer
+        .backend_mut()
+        .remove_dns_addr(configured[1])
+        .unwrap();
+    k.syncer.backend_mut().add_dns_addr(extra[0]).unwrap();
+    k.syncer
+        .backend_mut()
+        .set_dns_addrs(&configured[..1], false)
+        .unwrap();
+    assert!(
+        answered(&k, extra[0]),
+        "an earlier address with room is dropped"
+    );
 }
 
 /// A key of `len` wire bytes (one or more labels of `c`).

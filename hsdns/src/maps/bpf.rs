@@ -250,8 +250,15 @@ impl BpfMaps {
                 keys.len()
             );
         }
-        if exact {
-            for (i, slot) in self.dns_slots()?.into_iter().enumerate() {
+        let slots = self.dns_slots()?;
+        let others = slots
+            .iter()
+            .filter(|s| s.family != 0 && !keys.contains(s))
+            .count();
+        // Without `exact`, an earlier daemon's addresses stay, unless they
+        // would leave a configured one without a slot: configured first.
+        if exact || keys.len() + others > DNS_ADDR_SLOTS as usize {
+            for (i, slot) in slots.into_iter().enumerate() {
                 if slot.family != 0 && !keys.contains(&slot) {
                     self.clear_dns_slot(i as u32, slot)?;
                 }
