@@ -389,7 +389,8 @@ impl Default for Config {
 
 impl Config {
     /// How long ago (ns) the heartbeat was written, at `now` (boot-time ns).
-    /// A heartbeat from the future (cannot happen) counts as fresh.
+    /// A heartbeat from the future counts as fresh (the kernel reads a
+    /// clock up to one jiffy old, see hsdns-ebpf/src/clock.rs).
     #[inline(always)]
     pub const fn heartbeat_age(&self, now: u64) -> u64 {
         now.saturating_sub(self.heartbeat_ns)
