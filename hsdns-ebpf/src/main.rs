@@ -222,6 +222,10 @@ mod prog {
         if tail != avail {
             return Err(Verdict::Malformed);
         }
+        // With an OPT record or without: one unknown from here on (the
+        // flag is live to the rewrite; as a constant it doubled the states
+        // through the word pass, the lookup and the reply).
+        let has_opt = merge(s, 0, has_opt as u64) != 0;
 
         stop(5)?;
         let name = name::digest(s, len, labels, &cfg.hash_key)?;
