@@ -56,7 +56,7 @@ mod prog {
     };
     use hsdns_common::{
         ANSWER_CLASSES, AnswerClass, Config, EDNS_UDP_SIZE, NameHash, PLAIN_UDP_SIZE, SOA_BYTES,
-        SOA_ENTRIES_PER_BANK, Verdict,
+        SOA_ENTRIES_PER_BANK, VERDICT_COUNT, Verdict,
     };
 
     use crate::{
@@ -117,7 +117,6 @@ mod prog {
     fn answer<P: Packet>(p: &P) -> Result<Verdict, Verdict> {
         let h = parse::headers(p)?;
         stop(1)?;
-        let pkt_len = h.pkt_len;
         let cfg = CONFIG.get(0).ok_or(Verdict::Internal)?;
         if cfg.answering == 0 {
             return Err(Verdict::NotReady);
@@ -147,6 +146,14 @@ mod prog {
         h.l3_len = merge(s, 1, h.l3_len as u64) as usize;
         h.l4 = merge(s, 2, h.l4 as u64) as usize;
         h.dns_len = merge(s, 3, h.dns_len as u64) as usize;
+        // Values that are a different constant (or range) on each way here
+        // and live to the rewrite: the address family, the packet's length
+        // (its range follows the IP header's) and the staleness flag. Each
+        // would double the states the verifier carries through the name's
+        // loops.
+        h.v6 = merge(s, 4, h.v6 as u64) != 0;
+        let pkt_len = h.pkt_len;
+        let nxdomain_fresh = merge(s, 6, nxdomain_fresh as u64) != 0;
         if h.l2 > ETH_HLEN + VLAN_HLEN
             || h.l2 < ETH_HLEN
             || h.l3_len > IPV4_HLEN_MAX
@@ -166,12 +173,20 @@ mod prog {
         if avail < 1 || avail > u16::MAX as usize {
             return Err(Verdict::Malformed);
         }
-        let copy = if avail < Q_COPY { avail } else { Q_COPY };
+        // The comparisons below narrow the register they read, differently
+        // on each side (avail below or above Q_COPY, a copy of under 8
+        // bytes or not), so they read copies and what goes on is merged.
+        let a = merge(s, 1, avail as u64) as usize;
+        let copy = if a < Q_COPY { a } else { Q_COPY };
         let copy = merge(s, 1, copy as u64) as usize;
         if !(1..=Q_COPY).contains(&copy) {
             return Err(Verdict::Internal);
         }
         if !p.load::<Q_COPY>(qoff, s.q.as_mut_ptr().cast(), copy) {
+            return Err(Verdict::Internal);
+        }
+        let copy = merge(s, 1, copy as u64) as usize;
+        if !(1..=Q_COPY).contains(&copy) {
             return Err(Verdict::Internal);
         }
         stop(3)?;
@@ -207,6 +222,10 @@ mod prog {
         if tail != avail {
             return Err(Verdict::Malformed);
         }
+        // With an OPT record or without: one unknown from here on (the
+        // flag is live to the rewrite; as a constant it doubled the states
+        // through the word pass, the lookup and the reply).
+        let has_opt = merge(s, 0, has_opt as u64) != 0;
 
         stop(5)?;
         let name = name::digest(s, len, labels, &cfg.hash_key)?;
@@ -323,10 +342,32 @@ mod prog {
         plan.authority = flags & 2 != 0;
         plan.has_opt = flags & 4 != 0;
         plan.rcode = ((flags >> 8) & 0xf) as u16;
-        let verdict = plan.verdict;
+        // The verdict too: a different constant for each kind of answer,
+        // live to the counter, it had the verifier walk the rewrite once
+        // per kind.
+        let verdict = verdict_at(merge(s, 6, plan.verdict as u64) as usize)?;
         stop(8)?;
         reply::write(p, s, &h, qlen, name.sum_le, &plan, pkt_len)?;
         Ok(verdict)
+    }
+
+    /// The verdict of counter index `i` (`Verdict::from_index` would read
+    /// a table in .rodata, a map of its own).
+    #[inline(always)]
+    fn verdict_at(i: usize) -> Result<Verdict, Verdict> {
+        // Verdicts are numbered 0.. in counter order (see hsdns_common).
+        const _: () = {
+            let mut i = 0;
+            while i < VERDICT_COUNT {
+                assert!(Verdict::ALL[i] as usize == i);
+                i += 1;
+            }
+        };
+        if i >= VERDICT_COUNT {
+            return Err(Verdict::Internal);
+        }
+        // SAFETY: `Verdict` is `repr(u32)` and i is one of its values.
+        Ok(unsafe { core::mem::transmute::<u32, Verdict>(i as u32) })
     }
 
     /// The negative-answer authority section for a question name of `len`

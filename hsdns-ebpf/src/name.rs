@@ -25,7 +25,7 @@ const Q_MASK: usize = Q_WORDS * 8 - 1;
 /// The dotted name's buffer, with room for a word read at any offset
 /// below 256.
 pub const KEY_WORDS: usize = 40;
-const KEY_MASK: usize = 255;
+pub const KEY_MASK: usize = 255;
 
 const ONES: u64 = 0x0101_0101_0101_0101;
 const HIGHS: u64 = 0x8080_8080_8080_8080;
@@ -120,7 +120,7 @@ pub fn walk(s: &mut Scratch, avail: usize) -> Result<(usize, usize), Verdict> {
 /// A mask of the first `n` bytes of a word, for `n` in 1..=8 (no branch:
 /// each branch in the word loop would double the verifier's paths).
 #[inline(always)]
-fn first_bytes(n: usize) -> u64 {
+pub fn first_bytes(n: usize) -> u64 {
     u64::MAX >> (64 - 8 * (n as u32 & 15))
 }
 

@@ -621,8 +621,12 @@ fn names_replaced_and_reinserted_never_cross() {
     );
 }
 
-/// The verifier's budget: well under its million instructions (target
-/// 100k), so there is room to grow; and loading fast enough for a start.
+/// The verifier's budget: well under its million instructions (issue
+/// 12's target 100k), so there is room to grow; and loading fast enough
+/// for a start. The bound is tighter than the target: about 15,700
+/// processed instructions per entry point now, and a single value left
+/// unmerged before the name loops (see `verifier::merge`) costs 5-8k
+/// (the address family 23.4k, the OPT flag 20.7k). Raise it knowingly.
 #[test]
 fn the_verifier_budget_holds() {
     require_root();
@@ -642,7 +646,11 @@ fn the_verifier_budget_holds() {
         .unwrap();
     let n_tc = tc.info().unwrap().verified_instruction_count().unwrap();
     eprintln!("verified instructions: xdp {n_xdp}, tc {n_tc}; load and verify {load:?}");
-    assert!(n_xdp < 100_000 && n_tc < 100_000, "xdp {n_xdp}, tc {n_tc}");
+    assert!(
+        n_xdp < 20_000 && n_tc < 20_000,
+        "processed instructions xdp {n_xdp}, tc {n_tc}: over 20,000 \
+         (hsdns/examples/verifier_log.py shows where they go)"
+    );
     kernel_cases::load_floors(&mut ebpf).unwrap();
     kernel_cases::load_bounds(&mut ebpf).unwrap();
 }
