@@ -129,10 +129,11 @@ const _: () = assert!(TEMPLATE_MAX / (RECORD_PREFIX_LEN + 4) < 120);
 /// with, as hickory encodes them: taken from the encoding of a one-record
 /// section and kept per thread for the last TTL (the syncer's zone has one).
 fn record_prefix(zone: &ZoneConfig, qtype: RecordType) -> [u8; RECORD_PREFIX_LEN] {
+    /// A TTL and the prefix of records with it.
+    type Prefix = Option<(u32, [u8; RECORD_PREFIX_LEN])>;
     thread_local! {
-        /// Per type (A, AAAA): the TTL and its prefix.
-        static PREFIXES: std::cell::Cell<[Option<(u32, [u8; RECORD_PREFIX_LEN])>; 2]> =
-            const { std::cell::Cell::new([None; 2]) };
+        /// Per type: A, AAAA.
+        static PREFIXES: std::cell::Cell<[Prefix; 2]> = const { std::cell::Cell::new([None; 2]) };
     }
     let i = usize::from(qtype != RecordType::A);
     let mut cached = PREFIXES.get();
