@@ -62,16 +62,99 @@ pub fn entry_answer_section(
 /// owner in the section is the question's name, so the pointer 0xC00C, and
 /// A/AAAA RDATA hold no names. Encoded against the zone apex as the question.
 ///
-/// Equal to [`entry_answer_section`] for every section within 16 KiB of the
-/// question (as far as compression pointers reach; beyond, hickory writes
-/// owners in full). Sections that long fit no answer class, so the kernel
-/// never gets them from either.
+/// Equal to [`entry_answer_section`] for every section of up to 119 records
+/// (hickory compresses the first 120 names of a message; beyond, it writes
+/// owners in full, here the zone's). Sections that long fit no answer
+/// class, so the kernel never gets them from either.
 pub fn records_answer_section(
     zone: &ZoneConfig,
     entry: &NameEntry,
     qtype: RecordType,
 ) -> Option<Encoded> {
-    encode_section(&zone.zone, zone.ttl, entry, qtype)
+    let (count, rdata_len) = match qtype {
+        RecordType::A => (entry.a.len(), 4),
+        RecordType::AAAA => (entry.aaaa.len(), 16),
+        _ => return None,
+    };
+    if count == 0 {
+        return None;
+    }
+    let record_len = RECORD_PREFIX_LEN + rdata_len;
+    if count * record_len > TEMPLATE_MAX {
+        // Far beyond every answer class: hickory's own path, which also
+        // cuts a section too long for a message where a message would.
+        return encode_section(&zone.zone, zone.ttl, entry, qtype);
+    }
+    // Every record of the section is the same bytes up to its RDATA (the
+    // owner is the pointer 0xC00C, then type, class, TTL and RDLENGTH), so
+    // hickory encodes that prefix once per TTL and type and each record is
+    // the prefix and its address: one allocation per answer instead of
+    // hickory's record list, encoder and copies (most of the map sync's
+    // userspace time per name at 150,000 pods).
+    let prefix = record_prefix(zone, qtype);
+    let mut bytes = Vec::with_capacity(count * record_len);
+    match qtype {
+        RecordType::A => {
+            for ip in entry.a.iter() {
+                bytes.extend_from_slice(&prefix);
+                bytes.extend_from_slice(&ip.octets());
+            }
+        }
+        _ => {
+            for ip in entry.aaaa.iter() {
+                bytes.extend_from_slice(&prefix);
+                bytes.extend_from_slice(&ip.octets());
+            }
+        }
+    }
+    Some(Encoded {
+        bytes,
+        count: count as u16,
+    })
+}
+
+/// A record's bytes before its RDATA in an answer section: the compressed
+/// owner (2), TYPE, CLASS, TTL, RDLENGTH.
+const RECORD_PREFIX_LEN: usize = 12;
+/// Sections up to this size are built from [`record_prefix`]: the largest
+/// answer class, so every section the kernel stores; a longer one only
+/// needs its length (the kernel answers it with TC=1). Within it every
+/// owner is the pointer: hickory compresses only the first 120 names of a
+/// message (the question and 119 records), and a section this long holds
+/// fewer.
+const TEMPLATE_MAX: usize = hsdns_common::ANSWER_CLASSES[2];
+const _: () = assert!(TEMPLATE_MAX / (RECORD_PREFIX_LEN + 4) < 120);
+
+/// The bytes every A (or AAAA) record of a section with `zone`'s TTL starts
+/// with, as hickory encodes them: taken from the encoding of a one-record
+/// section and kept per thread for the last TTL (the syncer's zone has one).
+fn record_prefix(zone: &ZoneConfig, qtype: RecordType) -> [u8; RECORD_PREFIX_LEN] {
+    /// A TTL and the prefix of records with it.
+    type Prefix = Option<(u32, [u8; RECORD_PREFIX_LEN])>;
+    thread_local! {
+        /// Per type: A, AAAA.
+        static PREFIXES: std::cell::Cell<[Prefix; 2]> = const { std::cell::Cell::new([None; 2]) };
+    }
+    let i = usize::from(qtype != RecordType::A);
+    let mut cached = PREFIXES.get();
+    if let Some((ttl, p)) = cached[i]
+        && ttl == zone.ttl
+    {
+        return p;
+    }
+    let mut one = NameEntry::default();
+    match qtype {
+        RecordType::A => one.a = std::iter::once(std::net::Ipv4Addr::UNSPECIFIED).collect(),
+        _ => one.aaaa = std::iter::once(std::net::Ipv6Addr::UNSPECIFIED).collect(),
+    }
+    let enc = encode_section(&zone.zone, zone.ttl, &one, qtype)
+        .expect("one A/AAAA record under a valid name encodes");
+    let p: [u8; RECORD_PREFIX_LEN] = enc.bytes[..RECORD_PREFIX_LEN]
+        .try_into()
+        .expect("a record is longer than its prefix");
+    cached[i] = Some((zone.ttl, p));
+    PREFIXES.set(cached);
+    p
 }
 
 /// The answer section of a reply to (`owner`, `qtype`): what
@@ -329,6 +412,32 @@ mod tests {
                 let want = via_message(&zone, &name, &entry, qtype);
                 proptest::prop_assert_eq!(&entry_answer_section(&zone, &name, &entry, qtype), &want);
                 proptest::prop_assert_eq!(&records_answer_section(&zone, &entry, qtype), &want);
+            }
+        }
+    }
+
+    /// Either side of where the syncer's sections stop being built from a
+    /// record prefix and go through hickory whole (1216 bytes: 76 A or 43
+    /// AAAA records), up to where hickory stops compressing, and after a
+    /// TTL change (the prefix is cached per TTL).
+    #[test]
+    fn sections_equal_the_message_encoding_around_the_template_bound() {
+        let name = name("big.test.svc.cluster.local.");
+        for ttl in [5, 30, 5] {
+            let zone = ZoneConfig::new("cluster.local.", ttl).unwrap();
+            for n in [1, 2, 42, 43, 44, 75, 76, 77, 118, 119] {
+                let mut entry = NameEntry::default();
+                entry.a = (0..n).map(Ipv4Addr::from).collect();
+                entry.aaaa = (0..n)
+                    .map(|i| std::net::Ipv6Addr::from(u128::from(i) << 64))
+                    .collect();
+                for qtype in [RecordType::A, RecordType::AAAA] {
+                    assert_eq!(
+                        records_answer_section(&zone, &entry, qtype),
+                        via_message(&zone, &name, &entry, qtype),
+                        "{n} records of {qtype}, TTL {ttl}"
+                    );
+                }
             }
         }
     }

@@ -17,11 +17,11 @@ use anyhow::Result;
 use hickory_proto::{rr::Name, serialize::binary::BinDecodable as _};
 use hsdns_common::{ANSWER_CLASSES, AnswerRef, REF_NODATA, REF_PASS};
 
-use super::{AnswerWrite, Backend, MapRefs, NameUndo, NameWrite, SlotPool, SyncStats, Syncer};
+use super::{AnswerWrite, Backend, MapRefs, NameWrite, SlotPool, SyncStats, Syncer};
 use crate::{
     dns::answer::Encoded,
     maps::{slot_of, tier},
-    records::RecordTable,
+    records::{Key, RecordTable},
 };
 
 /// What the maps hold for a name this daemon has not written.
@@ -212,7 +212,6 @@ impl<B: Backend> Syncer<B> {
         e: anyhow::Error,
         answers: &[AnswerWrite],
         names: &mut [NameWrite],
-        undo: &[NameUndo],
         table: &mut RecordTable,
         now: Instant,
         stats: &mut SyncStats,
@@ -235,7 +234,7 @@ impl<B: Backend> Syncer<B> {
         );
         stats.write_errors += failed.len();
         stats.answers_written = stats.answers_written.saturating_sub(failed.len());
-        for (n, u) in names.iter_mut().zip(undo) {
+        for n in names.iter_mut() {
             let mut rec = n.refs;
             for r in [&mut rec.a, &mut rec.aaaa] {
                 if slot_of(*r).is_some_and(|s| failed.contains(&s)) {
@@ -248,7 +247,8 @@ impl<B: Backend> Syncer<B> {
             }
             // The table's record of the slots follows, unless a later
             // write of the same name has replaced them.
-            if let Some((_, entry)) = table.entry_mut(&u.key)
+            let key = Key::from_wire(&n.key).expect("written keys come from table keys");
+            if let Some((_, entry)) = table.entry_mut(&key)
                 && entry.refs.a == n.refs.a
                 && entry.refs.aaaa == n.refs.aaaa
             {

@@ -929,3 +929,46 @@ fn a_restart_writes_the_next_soa_into_the_bank_not_in_use() {
     assert_eq!((soa_serial(s.backend(), 0), t.serial()), (Some(2000), 2000));
     assert_eq!(soa_serial(s.backend(), 1), Some(1000));
 }
+
+/// The first sync walks the table in chunks of held-back writes
+/// (`PENDING_MAX`) instead of applying a change per name: across chunk
+/// boundaries it must write exactly what applying every name does, and
+/// the same slots.
+#[test]
+fn first_sync_in_chunks_equals_applying_every_name() {
+    let eps: Vec<(String, String)> = (0..2500u32)
+        .map(|i| {
+            (
+                format!("web-{i}"),
+                format!("169.254.{}.{}", i / 250, i % 250 + 1),
+            )
+        })
+        .collect();
+    let eps: Vec<(&str, &str)> = eps
+        .iter()
+        .map(|(h, ip)| (h.as_str(), ip.as_str()))
+        .collect();
+    let yaml = headless("app", "web", &eps);
+    let t0 = Instant::now();
+    let mut walked = table(&yaml);
+    assert!(walked.len() > 2 * PENDING_MAX, "spans several chunks");
+    let mut w = Syncer::new(Mem::default(), &Capacities::default());
+    let st_w = w.sync_new_at(&mut walked, t0).unwrap();
+    let mut applied = table(&yaml);
+    let mut a = Syncer::new(Mem::default(), &Capacities::default());
+    let all = applied.all_changes();
+    let st_a = a.apply_at(&mut applied, all, t0).unwrap();
+    assert_eq!(st_w, st_a);
+    assert_eq!(st_w.names_written, walked.len());
+    assert_eq!(w.names_installed(), walked.len());
+    assert_eq!(
+        w.backend().ops,
+        a.backend().ops,
+        "the same writes in the same order"
+    );
+    assert_eq!(w.backend().names, a.backend().names);
+    // The table records the slots the maps hold, name by name.
+    for ((k1, e1), (k2, e2)) in walked.keys().zip(applied.keys()) {
+        assert_eq!((k1, e1.refs), (k2, e2.refs));
+    }
+}

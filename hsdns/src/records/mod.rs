@@ -167,6 +167,31 @@ impl Key {
         n
     }
 
+    /// The key of a name in wire format (uncompressed, lowercase as
+    /// [`Self::wire`] gives it); `None` if it is not one.
+    pub fn from_wire(wire: &[u8]) -> Option<Key> {
+        let mut labels = Vec::new();
+        let mut rest = wire;
+        loop {
+            let (&len, tail) = rest.split_first()?;
+            if len == 0 {
+                break;
+            }
+            let label = tail.get(..usize::from(len))?;
+            if label.contains(&0) {
+                return None;
+            }
+            labels.push(label);
+            rest = &tail[usize::from(len)..];
+        }
+        let mut k = Vec::with_capacity(wire.len());
+        for label in labels.iter().rev() {
+            k.extend(label.iter().map(u8::to_ascii_lowercase));
+            k.push(0);
+        }
+        Some(Key(k.into_boxed_slice()))
+    }
+
     /// The name in wire format (lowercase, uncompressed): the kernel's key.
     pub fn wire(&self) -> Vec<u8> {
         let mut w = Vec::with_capacity(self.0.len() + 1);
@@ -965,6 +990,21 @@ impl RecordTable {
         Some((&self.zone, self.names.get_mut(key)?))
     }
 
+    /// The entries after `after` (all of them for `None`), in key order,
+    /// with the zone: the syncer's first sync walks the table with it,
+    /// without a key copy and a second lookup per name.
+    pub fn entries_after_mut(
+        &mut self,
+        after: Option<&Key>,
+    ) -> (
+        &ZoneConfig,
+        std::collections::btree_map::RangeMut<'_, Key, NameEntry>,
+    ) {
+        use std::ops::Bound;
+        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        (&self.zone, self.names.range_mut((from, Bound::Unbounded)))
+    }
+
     pub fn zone(&self) -> &ZoneConfig {
         &self.zone
     }
@@ -1236,6 +1276,17 @@ mod tests {
 
     fn v6(s: &str) -> Ipv6Addr {
         s.parse().unwrap()
+    }
+
+    /// The syncer finds a failed write's table entry from its wire key.
+    #[test]
+    fn keys_come_back_from_their_wire_form() {
+        for n in ["cluster.local.", "Web-0.web.App.svc.cluster.local.", "."] {
+            let k = Key::of(&name(n)).unwrap();
+            assert_eq!(Key::from_wire(&k.wire()), Some(k));
+        }
+        assert_eq!(Key::from_wire(&[3, b'a', b'b']), None, "cut short");
+        assert_eq!(Key::from_wire(&[1, 0, 0]), None, "a zero byte in a label");
     }
 
     #[test]
