@@ -59,11 +59,7 @@ fn main() -> Result<()> {
     let mut builds = Vec::new();
     for a in args {
         let (label, path) = a.split_once('=').context("label=object")?;
-        let bytes = if path == "builtin" {
-            loader::object().to_vec()
-        } else {
-            std::fs::read(path).with_context(|| format!("reading {path}"))?
-        };
+        let bytes = loader::object_named(path)?;
         builds.push((label.to_string(), bytes));
     }
     let caps = Capacities::default();

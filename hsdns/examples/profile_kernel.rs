@@ -64,11 +64,7 @@ fn main() -> Result<()> {
     let mut kernels = Vec::new();
     for a in args {
         let (label, path) = a.split_once('=').context("label=object")?;
-        let bytes = if path == "builtin" {
-            loader::object().to_vec()
-        } else {
-            std::fs::read(path).with_context(|| format!("reading {path}"))?
-        };
+        let bytes = loader::object_named(path)?;
         let mut k = Kernel::load_object(&bytes).with_context(|| format!("loading {label}"))?;
         kernel_cases::load_floors(&mut k.ebpf)?;
         let xdp: &Xdp = k.ebpf.program(PROGRAM_NAME).context("xdp")?.try_into()?;

@@ -28,6 +28,16 @@ pub fn object() -> &'static [u8] {
     OBJECT
 }
 
+/// An object named on a command line (the profiling and load-time
+/// examples): `builtin` is this build's, anything else a file (a build of
+/// another commit, or with a stage stop).
+pub fn object_named(path: &str) -> Result<Vec<u8>> {
+    if path == "builtin" {
+        return Ok(object().to_vec());
+    }
+    std::fs::read(path).with_context(|| format!("reading {path}"))
+}
+
 /// Map capacities. Hash maps are created without preallocation, so unused
 /// name capacity costs only hash buckets; answer arrays are preallocated and
 /// cost `capacity * value size` whether used or not.
