@@ -515,7 +515,7 @@ mod prog {
         if start + BOUND_KEY_OFF + BOUND_ANSWER > end {
             return xdp_action::XDP_PASS;
         }
-        // SAFETY: 16 bytes of the record's name field (64 bytes) into 16
+        // SAFETY: 16 bytes of the record's name field (48 bytes) into 16
         // bytes of the packet checked above.
         unsafe {
             st64(start + BOUND_KEY_OFF, ld64(rec as usize));

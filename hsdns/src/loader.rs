@@ -103,7 +103,7 @@ fn load_with(caps: &Capacities, map_dir: Option<&Path>, object: &[u8]) -> Result
 /// Loads the XDP and the tc entry point at the same time, each on its own
 /// thread: BPF_PROG_LOAD verifies in the calling thread, privileged loads
 /// take no lock across verification, and the two programs are verified
-/// independently (about 70 ms each here), so on two cores the load costs
+/// independently (about 13 ms each here), so on two cores the load costs
 /// one verification instead of two. Both are loaded always: `hsdns query`,
 /// blue/green upgrades and the pins (`prog_xdp`, `prog_tc`) use both.
 fn load_both(ebpf: &mut Ebpf) -> Result<()> {

@@ -167,29 +167,11 @@ impl Key {
         n
     }
 
-    /// The key of a name in wire format (uncompressed, lowercase as
-    /// [`Self::wire`] gives it); `None` if it is not one.
+    /// The key of a name in wire format (uncompressed, as [`Self::wire`]
+    /// gives it); `None` if it is not one.
     pub fn from_wire(wire: &[u8]) -> Option<Key> {
-        let mut labels = Vec::new();
-        let mut rest = wire;
-        loop {
-            let (&len, tail) = rest.split_first()?;
-            if len == 0 {
-                break;
-            }
-            let label = tail.get(..usize::from(len))?;
-            if label.contains(&0) {
-                return None;
-            }
-            labels.push(label);
-            rest = &tail[usize::from(len)..];
-        }
-        let mut k = Vec::with_capacity(wire.len());
-        for label in labels.iter().rev() {
-            k.extend(label.iter().map(u8::to_ascii_lowercase));
-            k.push(0);
-        }
-        Some(Key(k.into_boxed_slice()))
+        use hickory_proto::serialize::binary::BinDecodable as _;
+        Key::of(&Name::from_bytes(wire).ok()?)
     }
 
     /// The name in wire format (lowercase, uncompressed): the kernel's key.
