@@ -29,10 +29,10 @@ pub struct FuzzArgs {
 }
 
 pub fn fuzz(args: &FuzzArgs) -> Result<()> {
-    let mut c = super::cargo();
+    let mut c = crate::cmd::cargo();
     c.args(["build", "--release", "-p", "hsdns", "--example", "fuzz"]);
-    super::run(c, "building the fuzzer (release)")?;
-    let mut c = Command::new(super::target_dir().join("release/examples/fuzz"));
+    crate::cmd::run(c, "building the fuzzer (release)")?;
+    let mut c = Command::new(crate::cmd::target_dir().join("release/examples/fuzz"));
     c.args(["--packets", &args.packets.to_string()])
         .args(["--userspace", &args.userspace.to_string()]);
     if let Some(entry) = &args.entry {
