@@ -29,7 +29,8 @@ pub const BENCH_PACKAGES: [(&str, &str); 3] = [
 pub fn bench(runs: usize, repeats: usize, only: &[String]) -> Result<()> {
     let results = workspace().join("results");
     std::fs::create_dir_all(&results)?;
-    let exe = target_dir().join("release/examples");
+    // The binaries of BENCH_PACKAGE, built by `compile::build`.
+    let exe = target_dir().join("release");
     let repeat = |name: &str, arg: Option<String>| -> Result<String> {
         let mut all = String::new();
         for i in 0..repeats {

@@ -9,6 +9,11 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
+/// The crate of the benchmark binaries (and the fuzzer): built by `cargo
+/// xtask build`, run by `cargo xtask bench` and `cargo xtask fuzz` from
+/// target/release/<name>. `demo` stays hsdns's one example.
+pub const BENCH_PACKAGE: &str = "hsdns-bench";
+
 pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()

@@ -3,10 +3,21 @@
 
 use anyhow::Result;
 
-use crate::cmd::{cargo, run};
+use crate::cmd::{BENCH_PACKAGE, cargo, run};
 
 pub fn build() -> Result<()> {
     let mut c = cargo();
-    c.args(["build", "--release", "-p", "hsdns", "--bins", "--examples"]);
-    run(c, "building hsdns (release)")
+    c.args([
+        "build",
+        "--release",
+        "-p",
+        "hsdns",
+        "--bins",
+        "--example",
+        "demo",
+    ]);
+    run(c, "building hsdns (release)")?;
+    let mut c = cargo();
+    c.args(["build", "--release", "-p", BENCH_PACKAGE, "--bins"]);
+    run(c, "building the benchmarks (release)")
 }

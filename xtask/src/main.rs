@@ -39,7 +39,8 @@ enum Cmd {
     /// need (rust-src, bpf-linker on the toolchain's own LLVM, bpftool,
     /// dnsperf, dig, iproute2). Idempotent.
     Setup,
-    /// Setup, then build the daemon (with its XDP object) and the examples.
+    /// Setup, then build the daemon (with its XDP object), the demo and the
+    /// benchmarks.
     Build,
     /// Setup, build, and run the demo: network namespaces, the seed
     /// scenario, answers from the kernel. Needs root.
