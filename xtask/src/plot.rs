@@ -64,7 +64,6 @@ type Area<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
 
 /// One horizontal bar per row (top to bottom in `rows` order), the bar at
 /// the median, a whisker from min to max, the median written beside it.
-#[allow(clippy::too_many_arguments)]
 fn hbars(
     area: &Area,
     caption: &str,
