@@ -7,9 +7,9 @@
 //! kernel to verify before any answer, and references to answers. Values
 //! come in three sizes by name length, so a typical 40-byte pod name costs
 //! a 48-byte name field, not a 256-byte one (see [`NAME_TIERS`] for why
-//! these sizes). Answers live in array maps of
-//! three size classes, so the common one-address answer costs 40 bytes
-//! while a 76-address headless service still fits.
+//! these sizes). Answers live in array maps of three size classes, so the
+//! common one-address answer costs 40 bytes while a 76-address headless
+//! service still fits.
 #![no_std]
 
 pub mod name;
