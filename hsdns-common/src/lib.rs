@@ -7,9 +7,9 @@
 //! kernel to verify before any answer, and references to answers. Values
 //! come in three sizes by name length, so a typical 40-byte pod name costs
 //! a 48-byte name field, not a 256-byte one (see [`NAME_TIERS`] for why
-//! these sizes). Answers live in array maps of
-//! three size classes, so the common one-address answer costs 40 bytes
-//! while a 76-address headless service still fits.
+//! these sizes). Answers live in array maps of three size classes, so the
+//! common one-address answer costs 40 bytes while a 76-address headless
+//! service still fits.
 #![no_std]
 
 pub mod name;
@@ -594,16 +594,34 @@ pub const fn csum_fold(mut sum: u32) -> u16 {
 #[cfg(feature = "user")]
 mod user {
     use super::*;
-    unsafe impl aya::Pod for NameHash {}
-    unsafe impl aya::Pod for NameRecord48 {}
-    unsafe impl aya::Pod for NameRecord112 {}
-    unsafe impl aya::Pod for NameRecord256 {}
-    unsafe impl aya::Pod for AnswerS {}
-    unsafe impl aya::Pod for AnswerM {}
-    unsafe impl aya::Pod for AnswerL {}
-    unsafe impl aya::Pod for Authority {}
-    unsafe impl aya::Pod for DnsAddr {}
-    unsafe impl aya::Pod for Config {}
-    unsafe impl aya::Pod for Counters {}
-    unsafe impl aya::Pod for Layout {}
+
+    /// The map keys and values, which aya copies to and from the kernel as
+    /// bytes.
+    macro_rules! pod {
+        ($($t:ty),* $(,)?) => {$(
+            // SAFETY: repr(C), Copy, and made of integers and integer arrays
+            // only, with every gap an explicit `_pad` field, so no byte is
+            // uninitialised padding. The one field that not every byte
+            // value fits is a name record's `AnswerClass` (0..=5); the
+            // name maps' only writer is the daemon, which writes
+            // `AnswerClass` values, and pinned maps of another layout are
+            // never adopted (`Layout`).
+            unsafe impl aya::Pod for $t {}
+        )*};
+    }
+
+    pod!(
+        NameHash,
+        NameRecord48,
+        NameRecord112,
+        NameRecord256,
+        AnswerS,
+        AnswerM,
+        AnswerL,
+        Authority,
+        DnsAddr,
+        Config,
+        Counters,
+        Layout,
+    );
 }

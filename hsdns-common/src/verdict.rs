@@ -13,7 +13,8 @@ pub enum Action {
     /// The packet was rewritten into the reply: XDP_TX, or a redirect into
     /// the pod on the tc hook.
     Answer,
-    /// Up the stack as it came (XDP_PASS, TC_ACT_OK).
+    /// Up the stack as it came: XDP_PASS, or TC_ACT_UNSPEC on tc, so the
+    /// programs after this one (a CNI's) run as they would without it.
     Pass,
     /// Dropped: the rewrite had begun when a helper failed.
     Drop,

@@ -155,6 +155,9 @@ fn verdicts_and_counters_line_up() {
         assert_eq!(c.fields()[i].0, v.name());
     }
     // The kernel counts by index into the struct: field i is verdict i.
+    // SAFETY: `Counters` is repr(C) with VERDICT_COUNT u64 fields and no
+    // padding (its size is asserted below), and `c` stays borrowed while
+    // `words` lives.
     let words =
         unsafe { std::slice::from_raw_parts_mut(&mut c as *mut _ as *mut u64, Verdict::ALL.len()) };
     words[Verdict::AnsweredNxdomain as usize] += 3;

@@ -17,9 +17,10 @@ use crate::maps::Scratch;
 /// CLOCK_BOOTTIME in ns, as of at most one jiffy ago.
 #[inline(always)]
 pub fn boot_ns(s: &mut Scratch) -> u64 {
-    // SAFETY: helpers without arguments.
+    // SAFETY: a helper without arguments, callable from any program.
     let j = unsafe { bpf_jiffies64() };
     if j != s.clock_jiffies {
+        // SAFETY: as above.
         s.clock_ns = unsafe { bpf_ktime_get_boot_ns() };
         s.clock_jiffies = j;
     }

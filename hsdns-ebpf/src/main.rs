@@ -454,7 +454,8 @@ mod prog {
     #[classifier]
     pub fn floor_tc(ctx: TcContext) -> i32 {
         if reflect(ctx.data(), ctx.data_end()) {
-            // SAFETY: a plain helper call.
+            // SAFETY: `skb` is the context the kernel passed to this run,
+            // valid until it returns; the helper takes only integers.
             unsafe { bpf_redirect_peer((*ctx.skb.skb).ifindex, 0) as i32 }
         } else {
             0
@@ -507,7 +508,8 @@ mod prog {
         if !reflect(start, end) {
             return xdp_action::XDP_PASS;
         }
-        // SAFETY: the program's own context.
+        // SAFETY: the context the kernel passed to this run, valid until it
+        // returns; the packet's bounds are read again after the call.
         if unsafe { bpf_xdp_adjust_tail(ctx.ctx, BOUND_ANSWER as i32) } != 0 {
             return xdp_action::XDP_PASS;
         }
@@ -529,7 +531,8 @@ mod prog {
     pub fn bound_lookup_tc(ctx: TcContext) -> i32 {
         let (start, end) = (ctx.data(), ctx.data_end());
         if bound_lookup(start, end).is_some() && reflect(start, end) {
-            // SAFETY: a plain helper call.
+            // SAFETY: `skb` is the context the kernel passed to this run,
+            // valid until it returns; the helper takes only integers.
             unsafe { bpf_redirect_peer((*ctx.skb.skb).ifindex, 0) as i32 }
         } else {
             0
@@ -550,8 +553,9 @@ mod prog {
             return 0;
         }
         let len = ctx.len();
-        // SAFETY: the program's own context; the source is 16 bytes of a
-        // map value.
+        // SAFETY: the context the kernel passed to this run, valid until it
+        // returns; the source is 16 bytes of a map value (the record's name
+        // field, 48 bytes).
         unsafe {
             if bpf_skb_change_tail(ctx.skb.skb, len + BOUND_ANSWER as u32, 0) != 0
                 || bpf_skb_store_bytes(ctx.skb.skb, len, rec as *const _, BOUND_ANSWER as u32, 0)

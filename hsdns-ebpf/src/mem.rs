@@ -16,7 +16,8 @@ macro_rules! load {
         #[inline(always)]
         pub unsafe fn $name(a: usize) -> $t {
             let v: u64;
-            // SAFETY: the caller's.
+            // SAFETY: `a` points to readable bytes, this function's
+            // contract; the instruction reads those and writes only `v`.
             unsafe {
                 asm!(concat!("{0} = *(", $w, " *)({1} + 0)"), out(reg) v, in(reg) a,
                     options(readonly, nostack, preserves_flags));
@@ -31,7 +32,8 @@ macro_rules! store {
         /// A store at any alignment; `a` must point to writable bytes.
         #[inline(always)]
         pub unsafe fn $name(a: usize, v: $t) {
-            // SAFETY: the caller's.
+            // SAFETY: `a` points to writable bytes, this function's
+            // contract; the instruction writes those and nothing else.
             unsafe {
                 asm!(concat!("*(", $w, " *)({0} + 0) = {1}"), in(reg) a, in(reg) v as u64,
                     options(nostack, preserves_flags));

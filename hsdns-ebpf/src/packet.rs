@@ -88,8 +88,9 @@ impl Packet for XdpContext {
     #[inline(always)]
     fn resize(&self, old_len: usize, new_len: usize) -> Result<(), Verdict> {
         let delta = new_len as i32 - old_len as i32;
-        // SAFETY: the program's own context; no packet pointer is held
-        // across the call.
+        // SAFETY: the context the kernel passed to this run, valid until it
+        // returns; no packet pointer is used across the call (the verifier
+        // rejects one that is).
         if unsafe { bpf_xdp_adjust_tail(self.ctx, delta) } != 0 {
             // Generic (skb) XDP gives the frame only the skb's tailroom.
             return Err(Verdict::NoRoom);
@@ -125,7 +126,9 @@ impl Packet for TcContext {
         }
         let len = self.len() as usize;
         let n = if n < len { n } else { len };
-        // SAFETY: the program's own context.
+        // SAFETY: the context the kernel passed to this run, valid until it
+        // returns. The helper may move the packet; no packet pointer is
+        // used across the call (the verifier rejects one that is).
         unsafe { bpf_skb_pull_data(self.skb.skb, n as u32) == 0 }
     }
 
@@ -158,7 +161,7 @@ impl Packet for TcContext {
     fn resize(&self, _old_len: usize, new_len: usize) -> Result<(), Verdict> {
         // Grows the skb to any size (reallocating it if needed), unlike
         // generic XDP on a veth.
-        // SAFETY: the program's own context.
+        // SAFETY: as in `make_readable`.
         if unsafe { bpf_skb_change_tail(self.skb.skb, new_len as u32, 0) } != 0 {
             return Err(Verdict::Internal);
         }
@@ -170,7 +173,8 @@ impl Packet for TcContext {
         match action {
             // Straight into the ingress of the veth's peer, the pod's end:
             // no backlog queue, no second pass through the host's stack.
-            // SAFETY: a plain helper call.
+            // SAFETY: `skb` is the context the kernel passed to this run,
+            // valid until it returns; the helper takes only integers.
             Action::Answer => unsafe { bpf_redirect_peer((*self.skb.skb).ifindex, 0) as i32 },
             // "Next": the programs after this one (a CNI's) run as they
             // would without it, and the packet goes up as it came.

@@ -1,10 +1,12 @@
 //! Stage stops for profiling, compiled out of every shipped build.
 //!
-//! Built by hand with `HSDNS_STOP_AFTER=<stage>` (see
-//! `hsdns/examples/profile_kernel.rs`), the program returns right after that
-//! stage, so test runs of the variants show what each stage costs. Unset
-//! (always, in builds through `hsdns/build.rs`, which clears it), `STOP_AFTER`
-//! is 0 and every check is a constant `false` that LLVM removes.
+//! Built by hand with `HSDNS_STOP_AFTER=<stage>` (the benchmarks'
+//! `profile_kernel.sh` builds one object per stage, and their
+//! `profile_kernel` runs them side by side), the program returns right
+//! after that stage, so test runs of the variants show what each stage
+//! costs. Unset (always, in builds through `hsdns/build.rs`, which clears
+//! it), `STOP_AFTER` is 0 and every check is a constant `false` that LLVM
+//! removes.
 
 use hsdns_common::Verdict;
 

@@ -1,12 +1,15 @@
-//! `cargo xtask fuzz`: builds the fuzzer (hsdns/examples/fuzz.rs) in
-//! release mode and runs it: the differential fuzzer of the kernel path
-//! through BPF_PROG_TEST_RUN (10^6 packets by default, a fresh seed unless
-//! one is given), then the userspace parsers. Failing kernel inputs land
-//! in hsdns/tests/fuzz-corpus, which `cargo xtask test` replays.
+//! `cargo xtask fuzz`: builds the fuzzer (the `fuzz` binary of the bench
+//! crate) in release mode and runs it: the differential fuzzer of the
+//! kernel path through BPF_PROG_TEST_RUN (10^6 packets by default, a fresh
+//! seed unless one is given), then the userspace parsers. Failing kernel
+//! inputs land in hsdns/tests/fuzz-corpus, which `cargo xtask test`
+//! replays.
 
 use std::process::Command;
 
 use anyhow::{Result, bail};
+
+use crate::cmd::{BENCH_PACKAGE, cargo, run, target_dir};
 
 /// The flags `cargo xtask fuzz` passes through.
 #[derive(clap::Args)]
@@ -29,10 +32,10 @@ pub struct FuzzArgs {
 }
 
 pub fn fuzz(args: &FuzzArgs) -> Result<()> {
-    let mut c = super::cargo();
-    c.args(["build", "--release", "-p", "hsdns", "--example", "fuzz"]);
-    super::run(c, "building the fuzzer (release)")?;
-    let mut c = Command::new(super::target_dir().join("release/examples/fuzz"));
+    let mut c = cargo();
+    c.args(["build", "--release", "-p", BENCH_PACKAGE, "--bin", "fuzz"]);
+    run(c, "building the fuzzer (release)")?;
+    let mut c = Command::new(target_dir().join("release/fuzz"));
     c.args(["--packets", &args.packets.to_string()])
         .args(["--userspace", &args.userspace.to_string()]);
     if let Some(entry) = &args.entry {

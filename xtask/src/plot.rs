@@ -14,24 +14,35 @@ use plotters::{
     },
 };
 
-use crate::{Stat, groups, stat};
+use crate::bench::{Stat, groups, stat, undisturbed};
+
+/// The plots' font (plotters draws text with ab_glyph from a font file).
+pub const PLOT_PACKAGES: [(&str, &str); 1] = [(
+    "fonts-dejavu-core",
+    "DejaVu Sans, the font of the benchmark plots",
+)];
+const PLOT_FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
 
 const FONT: &str = "sans-serif";
 
 /// Registers DejaVu Sans as plotters' "sans-serif" (ab_glyph draws from
 /// the file's bytes; no fontconfig).
 fn font() -> Result<()> {
-    let bytes = std::fs::read(crate::PLOT_FONT).with_context(|| {
-        format!(
-            "reading {} (Debian package fonts-dejavu-core)",
-            crate::PLOT_FONT
-        )
-    })?;
+    let bytes = std::fs::read(PLOT_FONT)
+        .with_context(|| format!("reading {} (Debian package fonts-dejavu-core)", PLOT_FONT))?;
     plotters::style::register_font(FONT, FontStyle::Normal, Box::leak(bytes.into_boxed_slice()))
-        .map_err(|_| anyhow!("{} is not a usable font", crate::PLOT_FONT))
+        .map_err(|_| anyhow!("{} is not a usable font", PLOT_FONT))
 }
 
-pub fn plot(results: &Path) -> Result<Vec<String>> {
+/// Draws results/*.png from results/*.jsonl.
+pub fn redraw(results: &Path) -> Result<()> {
+    for f in plot(results)? {
+        eprintln!("xtask: wrote {f}");
+    }
+    Ok(())
+}
+
+fn plot(results: &Path) -> Result<Vec<String>> {
     font()?;
     let mut written = Vec::new();
     let read = |f: &str| {
@@ -53,7 +64,6 @@ type Area<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
 
 /// One horizontal bar per row (top to bottom in `rows` order), the bar at
 /// the median, a whisker from min to max, the median written beside it.
-#[allow(clippy::too_many_arguments)]
 fn hbars(
     area: &Area,
     caption: &str,
@@ -261,7 +271,7 @@ fn e2e_color(k: &[String]) -> RGBColor {
 }
 
 fn e2e_chart(lines: &str, out: &Path) -> Result<()> {
-    let (lines, _) = crate::undisturbed(lines);
+    let (lines, _) = undisturbed(lines);
     let g = groups(&lines, &["server", "mix", "cores"]);
     let rate = g
         .first()
