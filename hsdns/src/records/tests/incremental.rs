@@ -12,7 +12,7 @@ use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use proptest::prelude::*;
 
-use super::*;
+use crate::records::*;
 use crate::source::{Objects, SERVICE_NAME_LABEL};
 
 /// One service of the generated cluster.
