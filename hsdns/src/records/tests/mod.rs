@@ -24,6 +24,7 @@ mod spec_2_1_definitions;
 mod spec_2_2_schema_version;
 mod spec_2_3_cluster_ip;
 mod spec_2_4_headless;
+mod spec_2_5_external_name;
 mod table;
 
 fn name(s: &str) -> Name {

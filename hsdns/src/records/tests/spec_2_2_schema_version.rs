@@ -10,7 +10,7 @@
 //! their own (the table's completeness invariant needs them listed).
 
 use super::name;
-use crate::records::{RecordTable, ZoneConfig};
+use crate::records::{DNS_SCHEMA_VERSION, DNS_VERSION_TTL, RecordTable, ZoneConfig};
 use crate::source::embedded_seed;
 
 #[test]
@@ -40,4 +40,19 @@ fn fixed_names_exist_without_addresses() {
     // Only names under the zone are iterated (PTR names are apart).
     assert!(t.iter().all(|(n, _)| t.zone().zone.zone_of(&n)));
     assert_eq!(t.ptr_len(), 6);
+}
+
+#[test]
+fn dns_version_announces_schema_1_1_0_in_any_zone_before_any_object() {
+    assert_eq!(DNS_SCHEMA_VERSION, "1.1.0");
+    // The spec's example TTL, CoreDNS's.
+    assert_eq!(DNS_VERSION_TTL, 28800);
+    let zone = ZoneConfig::new("Example.Internal", 30).unwrap();
+    // A table with no object yet (the live source's first lists still
+    // coming in) has the record all the same.
+    let t = RecordTable::new(&zone, 1);
+    let v = t.get(&name("DNS-Version.example.internal.")).unwrap();
+    assert_eq!(v.txt(), Some("1.1.0"));
+    assert!(v.a.is_empty() && v.aaaa.is_empty() && v.cname().is_none());
+    assert!(t.get(&name("dns-version.cluster.local.")).is_none());
 }
