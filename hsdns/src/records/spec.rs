@@ -7,7 +7,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use super::entry::Other;
 use super::srv::SrvModel;
-use super::{EndpointAddr, Key, NameEntry, SliceView};
+use super::{EndpointAddr, Key, NameEntry, ServiceKind, ServiceView, SliceView};
 use crate::source::{SERVICE_NAME_LABEL, is_dns1123_label};
 
 /// A target name relative to a service: the service itself, or an endpoint
@@ -56,18 +56,18 @@ impl Builder {
     }
 
     /// Adds a name that exists without records of its own, unless present.
-    pub(super) fn exists(&mut self, name: Name) {
+    fn exists(&mut self, name: Name) {
         self.entry(name);
     }
 
-    pub(super) fn other(&mut self, name: Name, other: Other) {
+    fn other(&mut self, name: Name, other: Other) {
         *self.entry(name) = NameEntry::with(other);
     }
 
     /// The SRV names of the model's named ports (`_<port>._<proto>.<svc>`,
     /// when some address serves that port) and the empty non-terminals
     /// `_<proto>.<svc>` above them. Their records are the model's.
-    pub(super) fn srv_names(&mut self, svc_name: &Name, model: &SrvModel) {
+    fn srv_names(&mut self, svc_name: &Name, model: &SrvModel) {
         for (port, proto) in model.named_ports() {
             let Some(proto_name) = svc_name.prepend_label(format!("_{proto}").as_bytes()).ok()
             else {
@@ -101,6 +101,77 @@ pub fn dashed(ip: IpAddr) -> String {
     }
 }
 
+/// The names every zone has before any object: the apex, `svc.<zone>`,
+/// `pod.<zone>`, `ns.dns.<zone>` (the SOA's server, answered upstream) and
+/// `dns-version.<zone>` (spec 2.2).
+pub(super) fn zone_names(zone: &Name) -> BTreeMap<Key, NameEntry> {
+    let under = |labels: &[&str]| {
+        Name::from_labels(labels.iter().map(|l| l.as_bytes()))
+            .and_then(|n| n.append_domain(zone))
+            .expect("a zone leaves room for its fixed names")
+    };
+    let mut b = Builder::default();
+    b.exists(zone.clone());
+    b.exists(under(&["svc"]));
+    // CoreDNS answers NODATA for `pod.<zone>` whatever its pod mode.
+    b.exists(under(&["pod"]));
+    // `dns.<zone>` stays out, as in CoreDNS (NXDOMAIN): in the table,
+    // its NODATA answer's SOA would compress against the question
+    // ("ns" + pointer) unlike the kernel's precomputed authority bytes.
+    b.other(under(&["ns", "dns"]), Other::Upstream);
+    b.other(under(&["dns-version"]), Other::SchemaVersion);
+    b.names
+}
+
+/// What the spec gives one service, from its own objects alone (`svc`
+/// None: deleted): its name `<svc>.<ns>.svc.<zone>` (None when it has
+/// none: deleted, no valid DNS name, or no name by the spec's rules), the
+/// names at and under it with their records and PTR records, and the model
+/// its SRV records are computed from. The table merges the result
+/// ([`super::RecordTable::update_service`]); nothing here reads the table,
+/// so the same objects always give the same names.
+pub(super) fn service_records(
+    zone: &Name,
+    ns: &str,
+    name: &str,
+    svc: Option<&ServiceView>,
+    slices: &[&SliceView],
+) -> (Option<Name>, Builder, Option<Box<SrvModel>>) {
+    let mut b = Builder::default();
+    let mut model: Option<Box<SrvModel>> = None;
+    let svc_name = svc.and_then(|svc| {
+        let svc_name = service_name(name, ns, zone);
+        if svc_name.is_none() {
+            log::warn!("service {ns}/{name}: no valid DNS name in zone {}", zone);
+        }
+        let svc_name = svc_name?;
+        let published = |ep: &&EndpointAddr| svc.publish_not_ready || ep.ready;
+        match &svc.kind {
+            ServiceKind::Headless => {
+                if add_headless(&mut b, &svc_name, slices, published) {
+                    model = SrvModel::headless(slices, published);
+                }
+            }
+            ServiceKind::ClusterIp(ips) => {
+                add_cluster_ip(&mut b, &svc_name, ips, slices, published);
+                model = SrvModel::cluster_ip(ips, &svc.ports, slices, published);
+            }
+            ServiceKind::ExternalName(target) => {
+                b.other(svc_name.clone(), Other::Cname(target.clone()))
+            }
+            ServiceKind::Other => {}
+        }
+        if let Some(m) = &model {
+            b.srv_names(&svc_name, m);
+        }
+        Some(svc_name)
+    });
+    for entry in b.names.values_mut() {
+        entry.finish();
+    }
+    (svc_name, b, model)
+}
+
 /// The service an EndpointSlice belongs to: its namespace and its
 /// `kubernetes.io/service-name` label.
 pub fn slice_service(slice: &EndpointSlice) -> Option<(&str, &str)> {
@@ -125,7 +196,7 @@ pub(super) fn namespace_name(ns: &str, zone: &Name) -> Option<Name> {
 }
 
 /// `<svc>.<ns>.svc.<zone>`
-pub(super) fn service_name(name: &str, ns: &str, zone: &Name) -> Option<Name> {
+fn service_name(name: &str, ns: &str, zone: &Name) -> Option<Name> {
     if !is_dns1123_label(name) || !is_dns1123_label(ns) {
         return None;
     }
@@ -137,7 +208,7 @@ pub(super) fn service_name(name: &str, ns: &str, zone: &Name) -> Option<Name> {
 /// A ClusterIP service (spec 2.3): its addresses and a PTR per address;
 /// and, as CoreDNS serves them, its published endpoints by name
 /// (`<hostname or dashed address>.<svc>`) with their PTR records.
-pub(super) fn add_cluster_ip<'a>(
+fn add_cluster_ip<'a>(
     b: &mut Builder,
     svc_name: &Name,
     ips: &[IpAddr],
@@ -156,7 +227,7 @@ pub(super) fn add_cluster_ip<'a>(
 
 /// The published endpoints' names under the service, with their PTR
 /// records; returns their addresses, every one published.
-pub(super) fn add_endpoints<'a>(
+fn add_endpoints<'a>(
     b: &mut Builder,
     svc_name: &Name,
     slices: &[&'a SliceView],
@@ -197,7 +268,7 @@ pub(super) fn add_endpoints<'a>(
 /// the service and under each endpoint's name (its hostname, else its
 /// dashed address), and a PTR per endpoint address. Without a published
 /// endpoint the service has no name (and false is returned).
-pub(super) fn add_headless<'a>(
+fn add_headless<'a>(
     b: &mut Builder,
     svc_name: &Name,
     slices: &[&'a SliceView],

@@ -4,15 +4,9 @@ use std::sync::{Arc, RwLock};
 
 use hickory_proto::rr::Name;
 
-use super::entry::Other;
-use super::spec::{
-    Builder, add_cluster_ip, add_headless, namespace_name, service_name, slice_service, svc_key,
-};
+use super::spec::{namespace_name, service_records, slice_service, svc_key, zone_names};
 use super::srv::SrvModel;
-use super::{
-    EndpointAddr, Key, MapRefs, NameEntry, ServiceKind, ServiceView, SliceView, TableOptions,
-    ZoneConfig, pods, ptr,
-};
+use super::{Key, MapRefs, NameEntry, ServiceView, SliceView, TableOptions, ZoneConfig, pods, ptr};
 use crate::source::Objects;
 
 /// Every name of the cluster zone, with its records, and the reverse
@@ -177,25 +171,11 @@ impl RecordTable {
         let mut zone = cfg.zone.to_lowercase();
         zone.set_fqdn(true);
         let zone = ZoneConfig { zone, ttl: cfg.ttl };
-        let under = |labels: &[&str]| {
-            Name::from_labels(labels.iter().map(|l| l.as_bytes()))
-                .and_then(|n| n.append_domain(&zone.zone))
-                .expect("a zone leaves room for its fixed names")
-        };
-        let mut b = Builder::default();
-        b.exists(zone.zone.clone());
-        b.exists(under(&["svc"]));
-        // CoreDNS answers NODATA for `pod.<zone>` whatever its pod mode.
-        b.exists(under(&["pod"]));
-        // `dns.<zone>` stays out, as in CoreDNS (NXDOMAIN): in the table,
-        // its NODATA answer's SOA would compress against the question
-        // ("ns" + pointer) unlike the kernel's precomputed authority bytes.
-        b.other(under(&["ns", "dns"]), Other::Upstream);
-        b.other(under(&["dns-version"]), Other::SchemaVersion);
+        let names = zone_names(&zone.zone);
         RecordTable {
             zone,
             serial,
-            names: b.names,
+            names,
             fresh: None,
             services: HashMap::new(),
             service_names: Vec::new(),
@@ -348,41 +328,7 @@ impl RecordTable {
     ) {
         let key = (ns.to_string(), name.to_string());
         let old = self.services.remove(&key);
-        let mut b = Builder::default();
-        let mut model: Option<Box<SrvModel>> = None;
-        let svc_name = svc.and_then(|svc| {
-            let svc_name = service_name(name, ns, &self.zone.zone);
-            if svc_name.is_none() {
-                log::warn!(
-                    "service {ns}/{name}: no valid DNS name in zone {}",
-                    self.zone.zone
-                );
-            }
-            let svc_name = svc_name?;
-            let published = |ep: &&EndpointAddr| svc.publish_not_ready || ep.ready;
-            match &svc.kind {
-                ServiceKind::Headless => {
-                    if add_headless(&mut b, &svc_name, slices, published) {
-                        model = SrvModel::headless(slices, published);
-                    }
-                }
-                ServiceKind::ClusterIp(ips) => {
-                    add_cluster_ip(&mut b, &svc_name, ips, slices, published);
-                    model = SrvModel::cluster_ip(ips, &svc.ports, slices, published);
-                }
-                ServiceKind::ExternalName(target) => {
-                    b.other(svc_name.clone(), Other::Cname(target.clone()))
-                }
-                ServiceKind::Other => {}
-            }
-            if let Some(m) = &model {
-                b.srv_names(&svc_name, m);
-            }
-            Some(svc_name)
-        });
-        for entry in b.names.values_mut() {
-            entry.finish();
-        }
+        let (svc_name, b, model) = service_records(&self.zone.zone, ns, name, svc, slices);
 
         // The old names: the whole range under the old service name.
         let mut old_names: Vec<(Key, NameEntry)> = Vec::new();
