@@ -1,3 +1,9 @@
+//! What the table holds per name. Kept apart from the rules that fill it
+//! (`spec`) and the table that orders it (`table`): the syncer and the
+//! answer encoders read entries and nothing else, and at 150,000 pods the
+//! entry's size is most of the table's memory, so its layout is this
+//! file's one concern.
+
 use std::net::{IpAddr, Ipv6Addr};
 
 use hickory_proto::rr::Name;
@@ -62,13 +68,14 @@ impl PartialEq for NameEntry {
 impl Eq for NameEntry {}
 
 /// Records other than A/AAAA, stored in a form the records are derived from
-/// on demand (see [`RecordTable::srv`]): rendering them for every name of a
-/// 150,000-pod cluster would cost more than the rest of the table.
+/// on demand (see [`RecordTable::srv`](super::RecordTable::srv)):
+/// rendering them for every name of a 150,000-pod cluster would cost more
+/// than the rest of the table.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) enum Other {
     /// `_<port>._<proto>.<svc>.<ns>.svc.<zone>`: its SRV records, and its
     /// A/AAAA records (the targets' addresses, as CoreDNS answers them),
-    /// are computed from the service's [`SrvModel`].
+    /// are computed from the service's [`SrvModel`](super::srv::SrvModel).
     Srv,
     /// An ExternalName service (spec 2.5): the CNAME target.
     Cname(Name),
@@ -131,7 +138,8 @@ impl NameEntry {
         }
     }
 
-    /// Whether the name has SRV records ([`RecordTable::srv`] renders them).
+    /// Whether the name has SRV records
+    /// ([`RecordTable::srv`](super::RecordTable::srv) renders them).
     pub fn has_srv(&self) -> bool {
         matches!(self.other.as_deref(), Some(Other::Srv))
     }

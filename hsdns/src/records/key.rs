@@ -1,3 +1,8 @@
+//! How the table orders and finds names. Everything the incremental table
+//! does by range (a service's names, a namespace, a name's subtree) rests
+//! on one property of this key: byte order is DNS canonical order, so a
+//! name's subtree is a contiguous range.
+
 use hickory_proto::rr::Name;
 
 /// A name as the table keys it: its labels lowercase, from the root down,

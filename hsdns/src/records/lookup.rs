@@ -1,3 +1,10 @@
+//! Reading the table: what the userspace server and the kernel's
+//! precomputation ask of it. Kept apart from the updates because these are
+//! the rules both answer paths share: a name is found case-insensitively,
+//! and a name absent from a complete table is NXDOMAIN by exactly the rule
+//! the kernel applies (`hsdns_common::Config::nxdomain`), never by a
+//! second, drifting copy of it.
+
 use std::net::IpAddr;
 
 use hickory_proto::rr::Name;

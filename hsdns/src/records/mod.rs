@@ -1,6 +1,27 @@
 //! The record table: a pure function from Kubernetes objects (plus zone
 //! configuration) to the names the responder answers, following the
 //! Kubernetes DNS-Based Service Discovery specification (schema 1.1.0).
+//! It is the one source of truth: the kernel's maps and the userspace
+//! server both answer from it, so their replies agree byte for byte.
+//!
+//! Data flow, a module per step:
+//!
+//! ```text
+//! Service, EndpointSlice, Namespace objects (crate::source)
+//!   view     what the table reads of them (ServiceView, SliceView)
+//!   spec     the names and records the spec gives one service: pure
+//!   table    RecordTable: merges one service's names, reports a Change
+//!            per name whose entry differs
+//!   lookup   what the answer paths ask: get, NXDOMAIN, PTR
+//!   pods,    answers computed per question instead of stored
+//!   srv      (pod names, SRV records)
+//! crate::maps::Syncer writes each Change into the kernel's maps;
+//! crate::dns builds answers from entries
+//! ```
+//!
+//! The types they share: `zone` (ZoneConfig, TableOptions), `key` (Key:
+//! canonical order as bytes), `entry` (NameEntry, MapRefs), and the
+//! compact stores `addrs` and `ptr`.
 //!
 //! The table is kept up to date one service at a time
 //! ([`RecordTable::update_service`]): a service's names are exactly the
@@ -10,6 +31,8 @@
 //! both feed that one function ([`RecordTable::build`] and
 //! [`RecordTable::set_objects`] are loops over it), so the table never
 //! depends on where the objects came from.
+//!
+//! The tests are in `tests/`, one file per section of the specification.
 
 mod addrs;
 mod entry;

@@ -1,3 +1,17 @@
+//! The Kubernetes DNS specification's rules (and CoreDNS's, where it
+//! leaves room): which names and records a Service and its EndpointSlices
+//! produce. Pure functions of the objects: [`service_records`] reads no
+//! table, so the same objects always give the same names, whatever came
+//! before; merging the result into the table is `table`'s job.
+//!
+//! - 2.2: `dns-version.<zone>` among the zone's own names ([`zone_names`]);
+//! - 2.3: a ClusterIP service's addresses and PTR records, and, as CoreDNS
+//!   serves them, its endpoints by name ([`add_cluster_ip`]);
+//! - 2.4: a headless service's ready endpoints, under the service and each
+//!   under its hostname or dashed address ([`add_headless`], [`dashed`]);
+//! - 2.5: an ExternalName service's CNAME;
+//! - SRV names from the service's model (`srv.rs` renders the records).
+
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;

@@ -1,3 +1,10 @@
+//! The incremental table: every name, kept equal to the spec's function
+//! of the current objects one service at a time. A service's names are one
+//! contiguous key range, so an update takes the old range out, merges the
+//! new names in, and reports each name whose entry differs ([`Change`]):
+//! that diff is all the syncer writes to the kernel, so it must be exact
+//! (the incremental = full build proptest in `tests/incremental.rs`).
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::{Arc, RwLock};

@@ -1,3 +1,9 @@
+//! The zone the table answers for and how it answers beyond the spec:
+//! configuration, read once at start. Also what the zone says about itself:
+//! its SOA (the authority of every negative answer, which the kernel
+//! precomputes per question length, so its timers live here, once) and the
+//! schema version `dns-version.<zone>` announces.
+
 use anyhow::{Context as _, Result, bail};
 use hickory_proto::rr::Name;
 use hickory_proto::rr::rdata::SOA;
@@ -36,7 +42,8 @@ pub const SOA_EXPIRE: i32 = 86400;
 /// The cluster zone and the TTL of every record in it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ZoneConfig {
-    /// Fully qualified and lowercase ([`RecordTable::build`] normalises it),
+    /// Fully qualified and lowercase
+    /// ([`RecordTable::build`](super::RecordTable::build) normalises it),
     /// short enough that `hostmaster.<zone>` is a legal name
     /// ([`ZoneConfig::new`] checks).
     pub zone: Name,
