@@ -14,7 +14,7 @@
 //! - a write the kernel refuses is counted and its name passed up, never a
 //!   reason to stop (see [`SyncStats::write_errors`]).
 //!
-//! A restarted daemon adopts the maps its predecessor filled ([`adopt`]).
+//! A restarted daemon adopts the maps its predecessor filled (`adopt.rs`).
 mod adopt;
 mod backend;
 pub mod bpf;
