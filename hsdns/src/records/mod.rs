@@ -43,6 +43,7 @@ mod ptr;
 mod spec;
 mod srv;
 mod table;
+mod target;
 mod view;
 mod zone;
 pub use addrs::V4Addrs;
@@ -50,8 +51,9 @@ pub use entry::{MapRefs, NameEntry};
 pub use key::Key;
 pub use lookup::NXDOMAIN_MIN_LABELS_BEFORE_SVC;
 pub use pods::{PodAnswer, PodMode};
-pub use spec::{dashed, slice_service};
+pub use spec::slice_service;
 pub use table::{Change, RecordTable, ServiceKey, SharedTable};
+pub use target::dashed;
 pub use view::{EndpointAddr, NamedPort, ServiceKind, ServiceView, SliceView};
 pub use zone::{
     DNS_SCHEMA_VERSION, DNS_VERSION_TTL, SOA_EXPIRE, SOA_REFRESH, SOA_RETRY, TableOptions,

@@ -8,51 +8,22 @@
 //! - 2.3: a ClusterIP service's addresses and PTR records, and, as CoreDNS
 //!   serves them, its endpoints by name ([`add_cluster_ip`]);
 //! - 2.4: a headless service's ready endpoints, under the service and each
-//!   under its hostname or dashed address ([`add_headless`], [`dashed`]);
+//!   under its hostname or dashed address ([`add_headless`],
+//!   [`dashed`](super::dashed));
 //! - 2.5: an ExternalName service's CNAME;
 //! - SRV names from the service's model (`srv.rs` renders the records).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
-use std::sync::Arc;
 
 use hickory_proto::rr::Name;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use super::entry::Other;
 use super::srv::SrvModel;
+use super::target::Target;
 use super::{EndpointAddr, Key, NameEntry, ServiceKind, ServiceView, SliceView};
 use crate::source::{SERVICE_NAME_LABEL, is_dns1123_label};
-
-/// A target name relative to a service: the service itself, or an endpoint
-/// under it (`<label>.<svc>.<ns>.svc.<zone>`).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub(super) enum Target {
-    Service,
-    /// An endpoint with a hostname: the view's own string, shared, so
-    /// 100,000 pods' hostnames are held once (by the source's index and the
-    /// PTR and SRV targets alike).
-    Host(Arc<str>),
-    /// An endpoint without one, named after its address ([`dashed`]).
-    Ip(IpAddr),
-}
-
-impl Target {
-    pub(super) fn endpoint(host: Option<&Arc<str>>, ip: IpAddr) -> Self {
-        match host {
-            Some(h) => Target::Host(h.clone()),
-            None => Target::Ip(ip),
-        }
-    }
-
-    pub(super) fn under(&self, service: &Name) -> Option<Name> {
-        match self {
-            Target::Service => Some(service.clone()),
-            Target::Host(h) => service.prepend_label(h.as_bytes()).ok(),
-            Target::Ip(ip) => service.prepend_label(dashed(*ip).as_bytes()).ok(),
-        }
-    }
-}
 
 /// Collects the records of one service.
 #[derive(Default)]
@@ -93,24 +64,6 @@ impl Builder {
             };
             self.exists(proto_name);
             self.other(srv_name, Other::Srv);
-        }
-    }
-}
-
-/// The label CoreDNS gives an endpoint without a hostname
-/// (plugin/kubernetes `endpointHostname`): the address with `-` for `.` and
-/// `:`, and a trailing `0` when the IPv6 text ends in `::`. The address is
-/// in its canonical text form (RFC 5952), as the EndpointSlice controller
-/// writes it.
-pub fn dashed(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V4(v4) => v4.to_string().replace('.', "-"),
-        IpAddr::V6(v6) => {
-            let mut s = v6.to_string().replace([':', '.'], "-");
-            if s.ends_with('-') {
-                s.push('0');
-            }
-            s
         }
     }
 }

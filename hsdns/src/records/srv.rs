@@ -29,7 +29,7 @@ use hickory_proto::rr::Name;
 use hickory_proto::rr::rdata::SRV;
 
 use super::entry::Other;
-use super::spec::{Target, dashed};
+use super::target::{Target, dashed};
 use super::{EndpointAddr, NamedPort, RecordTable, ServiceKey, SliceView};
 
 /// What one service's SRV records are computed from.
