@@ -15,6 +15,13 @@
 //!   reason to stop (see [`SyncStats::write_errors`]).
 //!
 //! A restarted daemon adopts the maps its predecessor filled (`adopt.rs`).
+//!
+//! The syncer (here) enforces those invariants against a [`Backend`]
+//! (`backend.rs`: the writes, and how the kernel's maps are addressed), so
+//! the in-memory backend of the tests runs the very code that writes the
+//! kernel's maps; `slots.rs` hands out answer slots and holds freed ones in
+//! quarantine; `bpf` is the backend over the loaded program's maps.
+
 mod adopt;
 mod backend;
 pub mod bpf;
