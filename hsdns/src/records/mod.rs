@@ -20,8 +20,9 @@
 //! ```
 //!
 //! The types they share: `zone` (ZoneConfig, TableOptions), `key` (Key:
-//! canonical order as bytes), `entry` (NameEntry, MapRefs), and the
-//! compact stores `addrs` and `ptr`.
+//! canonical order as bytes), `entry` (NameEntry, MapRefs), `target` (how
+//! an endpoint is named under its service), and the compact stores `addrs`
+//! and `ptr`.
 //!
 //! The table is kept up to date one service at a time
 //! ([`RecordTable::update_service`]): a service's names are exactly the
