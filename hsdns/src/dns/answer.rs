@@ -18,7 +18,8 @@ use crate::records::{NameEntry, RecordTable, ZoneConfig};
 pub const HEADER_LEN: usize = 12;
 /// QTYPE and QCLASS after the question name.
 const QUESTION_TAIL: usize = 4;
-/// Root name, TYPE, CLASS, TTL, RDLENGTH, no options.
+/// Root name, TYPE, CLASS, TTL, RDLENGTH: an OPT record without options,
+/// the shortest a query may carry and the one every reply of ours carries.
 pub const OPT_RECORD_LEN: usize = 11;
 
 /// An encoded answer section.

@@ -208,7 +208,7 @@ fn s2_3_2_srv_records_in_every_spelling_coredns_accepts() {
 }
 
 #[test]
-fn s2_3_4_ptr_and_coredns_endpoint_names_of_cluster_ip_services() {
+fn s2_3_3_ptr_and_coredns_endpoint_names_of_cluster_ip_services() {
     let t = table();
     let m = ask(&t, "1.7.254.169.in-addr.arpa.", RecordType::PTR);
     assert_eq!(answers(&m), ["PTR api.shop.svc.cluster.local."]);

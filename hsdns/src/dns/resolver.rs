@@ -14,9 +14,14 @@
 //!    more than 32 labels: unsupported name (in the order a walk over the
 //!    labels meets them);
 //! 4. QCLASS≠IN, or QTYPE other than A/AAAA: unsupported type;
-//! 5. with ARCOUNT=1, fewer than 11 bytes left: malformed; that record not
-//!    an OPT with root owner and EDNS version 0: unsupported query; its
-//!    RDLENGTH not ending the message: malformed;
+//! 5. with ARCOUNT=1, fewer than 11 bytes left (an OPT record without
+//!    options): malformed; that record not an OPT with root owner and EDNS
+//!    version 0: unsupported query; its RDLENGTH not ending the message:
+//!    malformed. An OPT that carries options (a client COOKIE, padding,
+//!    ECS) is accepted on both sides: the options are skipped unread, and
+//!    the reply's own OPT carries none, as RFC 6891 (options not
+//!    understood are ignored) and RFC 7873 (a server without cookies)
+//!    allow; any flags (DO among them) are accepted and not echoed;
 //! 6. bytes after the last record: malformed;
 //! 7. a label holding a `.` or NUL byte: unsupported name (the kernel keys
 //!    names by their dotted form, which cannot tell such a label apart);

@@ -14,27 +14,35 @@
 //! - a write the kernel refuses is counted and its name passed up, never a
 //!   reason to stop (see [`SyncStats::write_errors`]).
 //!
-//! A restarted daemon adopts the maps its predecessor filled ([`adopt`]).
+//! A restarted daemon adopts the maps its predecessor filled (`adopt.rs`).
+//!
+//! The syncer (here) enforces those invariants against a [`Backend`]
+//! (`backend.rs`: the writes, and how the kernel's maps are addressed), so
+//! the in-memory backend of the tests runs the very code that writes the
+//! kernel's maps; `slots.rs` hands out answer slots and holds freed ones in
+//! quarantine; `bpf` is the backend over the loaded program's maps.
 
 mod adopt;
+mod backend;
 pub mod bpf;
+mod slots;
 
 pub use adopt::AdoptStats;
 use adopt::Adopted;
+use backend::CLASSES;
+pub use backend::{AnswerWrite, Backend, NameWrite, StoredAnswer, name_key, slot_of, tier};
+use slots::SlotPool;
 
 use std::{
-    collections::{HashSet, VecDeque},
+    collections::HashSet,
     time::{Duration, Instant},
 };
 
 use anyhow::Result;
-use hickory_proto::{
-    rr::{Name, RecordType},
-    serialize::binary::BinEncodable as _,
-};
+use hickory_proto::rr::RecordType;
 use hsdns_common::{
-    ANSWER_CLASSES, AnswerClass, AnswerRef, MAX_NAME_LEN, NameRefs, REF_NODATA, REF_PASS,
-    REF_TRUNCATED, SOA_BYTES, ZONE_MAX, answer_ref, ref_class, ref_slot,
+    ANSWER_CLASSES, AnswerRef, MAX_NAME_LEN, NameRefs, REF_NODATA, REF_PASS, REF_TRUNCATED,
+    SOA_BYTES, ZONE_MAX, answer_ref,
 };
 
 use crate::{
@@ -47,73 +55,6 @@ use crate::{
 /// take microseconds; this is orders of magnitude beyond any RCU grace
 /// period a reader could still be inside.
 pub const QUARANTINE: Duration = Duration::from_secs(2);
-
-/// Where the bytes go. The BPF implementation is [`bpf::BpfMaps`]; tests use
-/// an in-memory one.
-pub trait Backend {
-    /// `stride` is the size of each record when the kernel may rotate them
-    /// (see `hsdns_common::AnswerS::stride`), else 0.
-    fn put_answer(
-        &mut self,
-        class: usize,
-        slot: u32,
-        bytes: &[u8],
-        count: u16,
-        stride: u16,
-    ) -> Result<()>;
-    /// `key` is the lowercase wire-format name. `replace`: the name is in
-    /// the maps already (a new name must not overwrite another's entry).
-    fn put_name(&mut self, key: &[u8], refs: NameRefs, replace: bool) -> Result<()>;
-    /// Writes every answer, as [`Self::put_answer`] each. All go into
-    /// fresh slots, so their order does not matter.
-    fn put_answers(&mut self, answers: &[AnswerWrite]) -> Result<()> {
-        for a in answers {
-            self.put_answer(a.class, a.slot, &a.bytes, a.count, a.stride)?;
-        }
-        Ok(())
-    }
-    /// Writes the names in order, as [`Self::put_name`] each, and returns
-    /// the positions of those it did not write, ascending. Of a name that
-    /// failed, no later write of the same key may have happened: the caller
-    /// writes them again one at a time, in order.
-    fn put_names(&mut self, names: &[NameWrite]) -> Vec<usize> {
-        (0..names.len())
-            .filter(|&i| {
-                let n = &names[i];
-                self.put_name(&n.key, n.refs, n.replace).is_err()
-            })
-            .collect()
-    }
-    fn remove_name(&mut self, key: &[u8]) -> Result<()>;
-    fn put_soa(&mut self, index: u32, bytes: &[u8]) -> Result<()>;
-    /// Makes negative answers use SOA bank `bank` (see
-    /// `hsdns_common::Config::soa_bank`).
-    fn set_soa_bank(&mut self, bank: u32) -> Result<()>;
-    /// Turns the kernel's NXDOMAIN answers for provably missing names on or
-    /// off (see `hsdns_common::Config::nxdomain`); `zone` is the zone's
-    /// lowercase wire-format name.
-    fn set_nxdomain(&mut self, on: bool, zone: &[u8]) -> Result<()>;
-    /// Calls `f` with every name in the maps (lowercase wire format) and
-    /// its answer references: what a daemon that adopts pinned maps finds
-    /// in them.
-    fn for_each_name(&self, f: &mut dyn FnMut(&[u8], NameRefs)) -> Result<()>;
-    /// A name's answer references in the maps.
-    fn get_name(&self, key: &[u8]) -> Result<Option<NameRefs>>;
-    /// What an answer slot holds.
-    fn get_answer(&self, class: usize, slot: u32) -> Result<StoredAnswer>;
-}
-
-/// What an answer slot holds, as written by [`Backend::put_answer`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StoredAnswer {
-    pub len: u16,
-    pub count: u16,
-    pub csum: u16,
-    pub stride: u16,
-    /// The whole slot: the answer, then zeros.
-    pub bytes: Vec<u8>,
-}
-
 /// What one sync changed.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct SyncStats {
@@ -134,27 +75,6 @@ pub struct SyncStats {
     /// over without a write.
     pub names_adopted: usize,
 }
-
-/// One answer for [`Backend::put_answers`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AnswerWrite {
-    pub class: usize,
-    pub slot: u32,
-    pub bytes: Vec<u8>,
-    pub count: u16,
-    pub stride: u16,
-}
-
-/// One name for [`Backend::put_names`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NameWrite {
-    /// The lowercase wire-format name.
-    pub key: Vec<u8>,
-    pub refs: NameRefs,
-    /// The name is in the maps already.
-    pub replace: bool,
-}
-
 /// What a name write held back for [`Syncer::flush`] needs if it fails
 /// (the table's key comes from the write's wire key then: no copy per name).
 struct NameUndo {
@@ -167,53 +87,6 @@ struct NameUndo {
 /// Name writes held back at most: one bpf(2) call's worth per tier, and
 /// a bound on the bytes waiting.
 const PENDING_MAX: usize = 1024;
-
-struct SlotPool {
-    next: u32,
-    cap: u32,
-    free: Vec<u32>,
-    quarantine: VecDeque<(Instant, u32)>,
-}
-
-impl SlotPool {
-    fn new(cap: u32) -> Self {
-        Self {
-            next: 0,
-            cap,
-            free: Vec::new(),
-            quarantine: VecDeque::new(),
-        }
-    }
-
-    fn alloc(&mut self) -> Option<u32> {
-        if let Some(s) = self.free.pop() {
-            return Some(s);
-        }
-        (self.next < self.cap).then(|| {
-            self.next += 1;
-            self.next - 1
-        })
-    }
-
-    fn release(&mut self, slot: u32, now: Instant) {
-        self.quarantine.push_back((now, slot));
-    }
-
-    fn mature(&mut self, now: Instant) {
-        while let Some(&(t, s)) = self.quarantine.front() {
-            if now.duration_since(t) < QUARANTINE {
-                break;
-            }
-            self.quarantine.pop_front();
-            self.free.push(s);
-        }
-    }
-
-    fn in_use(&self) -> u32 {
-        self.next - self.free.len() as u32 - self.quarantine.len() as u32
-    }
-}
-
 /// Keeps the BPF maps equal to the record table, one change at a time.
 ///
 /// Memory matters at 150,000 pods, so the syncer keeps no copy of what it
@@ -251,30 +124,6 @@ pub struct Syncer<B> {
     soa_flipped: Option<Instant>,
     /// Names changed since the SOA was last written: its serial is due.
     soa_stale: bool,
-}
-
-/// The answer map classes, by index.
-const CLASSES: [AnswerClass; 3] = [AnswerClass::Small, AnswerClass::Medium, AnswerClass::Large];
-
-/// The lowercase wire-format name (the kernel keys its dotted form).
-pub fn name_key(name: &Name) -> Result<Vec<u8>> {
-    let mut n = name.to_lowercase();
-    n.set_fqdn(true);
-    Ok(n.to_bytes()?)
-}
-
-/// The answer class and slot an answer reference points at, if any.
-pub fn slot_of(r: AnswerRef) -> Option<(usize, u32)> {
-    let class = CLASSES.iter().position(|&c| ref_class(r) == Some(c))?;
-    Some((class, ref_slot(r)))
-}
-
-/// The name map tier (0..3) of a wire-format name length.
-pub fn tier(len: usize) -> usize {
-    hsdns_common::NAME_TIERS
-        .iter()
-        .position(|&t| len <= t)
-        .unwrap_or(2)
 }
 
 impl<B: Backend> Syncer<B> {

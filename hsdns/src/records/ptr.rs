@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use hickory_proto::rr::Name;
 
-use super::{Target, dashed};
+use super::target::{Target, dashed};
 
 /// What a PTR target is, relative to its service.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -28,7 +28,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use hickory_proto::rr::Name;
 use hickory_proto::rr::rdata::SRV;
 
-use super::{EndpointAddr, NamedPort, Other, RecordTable, ServiceKey, SliceView, Target, dashed};
+use super::entry::Other;
+use super::target::{Target, dashed};
+use super::{EndpointAddr, NamedPort, RecordTable, ServiceKey, SliceView};
 
 /// What one service's SRV records are computed from.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -6,12 +6,14 @@
 
 use std::collections::BTreeMap;
 
+use hickory_proto::rr::Name;
 use k8s_openapi::api::core::v1::{ObjectReference, Service, ServicePort, ServiceSpec};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use proptest::prelude::*;
 
-use super::*;
+use crate::records::*;
+use crate::source::{Objects, SERVICE_NAME_LABEL};
 
 /// One service of the generated cluster.
 #[derive(Clone, Debug)]
