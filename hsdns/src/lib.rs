@@ -10,7 +10,6 @@ pub mod cli;
 pub mod cni;
 pub mod daemon;
 pub mod dns;
-pub mod frontend;
 pub mod heap;
 pub mod hook;
 pub mod http;

@@ -1,5 +1,7 @@
 //! Wiring: source -> record table -> maps -> attached program, until a signal.
 
+mod serve;
+
 use std::{
     fs,
     path::Path,
@@ -18,7 +20,6 @@ use hsdns_common::{Counters, Layout, MAP_COUNTERS};
 
 use crate::{
     cli::{RunArgs, SourceArgs},
-    frontend::Frontend,
     lifecycle::{self, Node, Plan, bpffs::PinLock},
     links::{self, Link, LinkEvent, Selector},
     loader::{self, Capacities},
@@ -27,6 +28,7 @@ use crate::{
     records::{PodMode, RecordTable, SharedTable, TableOptions, ZoneConfig},
     source,
 };
+use serve::Frontend;
 
 /// The zone of `--zone`/`--ttl`.
 pub fn zone_config(args: &SourceArgs) -> Result<ZoneConfig> {
