@@ -1,7 +1,9 @@
-//! Where the records come from: Kubernetes objects, today read from manifest
-//! files (or the embedded seed scenario), later from the API server. Either
-//! way the result is an [`Objects`] that `records::RecordTable::build` turns
-//! into the record table.
+//! Where the records come from: Kubernetes objects, read from manifest
+//! files (or the embedded seed scenario) into an [`Objects`] that
+//! `records::RecordTable::build` turns into the record table, or watched on
+//! the API server ([`kube`], the live source), whose updates change the
+//! table one service at a time. [`cluster_dns`] follows the cluster DNS
+//! Service for the userspace server and the kernel.
 pub mod cluster_dns;
 pub mod kube;
 mod manifest;
