@@ -17,6 +17,7 @@ pub mod dns;
 pub mod heap;
 pub mod hook;
 pub mod http;
+pub mod k8s;
 pub mod kernel_cases;
 pub mod lifecycle;
 pub mod links;
