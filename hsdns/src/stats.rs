@@ -12,7 +12,12 @@ use crate::maps::bpf::BpfMaps;
 /// over CPUs.
 pub fn read_pinned(pin_dir: &Path) -> Result<Counters> {
     BpfMaps::open_pinned(pin_dir)
-        .with_context(|| format!("opening the maps in {} (is hsdns running?)", pin_dir.display()))?
+        .with_context(|| {
+            format!(
+                "opening the maps in {} (is hsdns running?)",
+                pin_dir.display()
+            )
+        })?
         .counters()
 }
 

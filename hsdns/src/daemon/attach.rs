@@ -6,14 +6,7 @@
 //! and once the maps hold the first sync, the wanted interfaces get it (at
 //! start, as links appear, and again after lost link notifications).
 
-use std::{
-    collections::HashSet,
-    net::IpAddr,
-    path::PathBuf,
-    pin::Pin,
-    sync::Arc,
-    time::Instant,
-};
+use std::{collections::HashSet, net::IpAddr, path::PathBuf, pin::Pin, sync::Arc, time::Instant};
 
 use anyhow::Result;
 use aya::Ebpf;

@@ -142,8 +142,13 @@ async fn serve(s: Settings, started: Instant) -> Result<()> {
         metrics: metrics.clone(),
     };
     let shared: SharedTable = Arc::new(RwLock::new(table));
-    let mut frontend =
-        Frontend::start(&serve_cfg, shared.clone(), metrics.clone(), zone.zone.clone()).await?;
+    let mut frontend = Frontend::start(
+        &serve_cfg,
+        shared.clone(),
+        metrics.clone(),
+        zone.zone.clone(),
+    )
+    .await?;
     let mut pins = Pins::take(&attach_cfg, want, serial).await?;
     let load = attach::load(&attach_cfg, &pins);
 

@@ -239,7 +239,11 @@ impl Sync {
     }
 
     fn write_error(&self) {
-        self.metrics.state.lock().expect("metrics lock").map_write_errors += 1;
+        self.metrics
+            .state
+            .lock()
+            .expect("metrics lock")
+            .map_write_errors += 1;
     }
 
     /// Applies one update of the live source to the table and the maps.
@@ -338,7 +342,11 @@ impl Sync {
     /// Marks the table complete in the maps (for the metrics and the
     /// heartbeat).
     pub fn mark_synced(&mut self) {
-        self.metrics.state.lock().expect("metrics lock").table_synced = true;
+        self.metrics
+            .state
+            .lock()
+            .expect("metrics lock")
+            .table_synced = true;
         self.synced = true;
     }
 

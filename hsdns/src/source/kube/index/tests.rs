@@ -114,9 +114,7 @@ impl Truth {
                 self.services.insert(*n, s.clone());
                 Ev::Service(watcher::Event::Apply(s))
             }
-            Op::DeleteService(n) => {
-                Ev::Service(watcher::Event::Delete(self.services.remove(n)?))
-            }
+            Op::DeleteService(n) => Ev::Service(watcher::Event::Delete(self.services.remove(n)?)),
             Op::PutSlice(n, svc, ips) => {
                 let s = slice(*n, *svc, ips);
                 self.slices.insert(*n, s.clone());
