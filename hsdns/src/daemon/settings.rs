@@ -129,3 +129,96 @@ impl From<&RunArgs> for ServeSettings {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn settings(extra: &[&str]) -> Settings {
+        let argv = ["hsdns", "run"].iter().chain(extra);
+        match Cli::try_parse_from(argv).unwrap().cmd {
+            Command::Run(args) => Settings::from(&*args),
+            _ => unreachable!("parsed `run`"),
+        }
+    }
+
+    #[test]
+    fn the_kernel_answers_the_node_local_then_the_intercepted_addresses() {
+        let s = settings(&[
+            "--manifests=x.yaml",
+            "--dns-addr=169.254.20.10",
+            "--intercept-addr=169.254.0.10",
+        ]);
+        let want: Vec<IpAddr> = vec![
+            "169.254.20.10".parse().unwrap(),
+            "169.254.0.10".parse().unwrap(),
+        ];
+        assert_eq!(s.sync.kernel_addrs, want);
+        // Never an upstream of its own.
+        assert_eq!(s.serve.own_addrs, want);
+        // The server listens on the node-local address only.
+        assert_eq!(
+            s.serve.server.listen,
+            ["169.254.20.10:53".parse::<SocketAddr>().unwrap()]
+        );
+        assert!(s.intercepts_cluster_ips);
+        let (iface, addrs) = s.attach.local.expect("a local interface by default");
+        assert_eq!((iface.as_str(), addrs), ("hsdns0", want[..1].to_vec()));
+    }
+
+    #[test]
+    fn userspace_only_attaches_nowhere_and_holds_the_addresses_still() {
+        let s = settings(&[
+            "--manifests=x.yaml",
+            "--userspace-only",
+            "--upstream=169.254.0.53",
+        ]);
+        assert!(s.attach.userspace_only);
+        assert!(!s.attach.wanted.auto);
+        assert!(s.attach.local.is_some());
+        let s = settings(&["--manifests=x.yaml", "--no-local-interface"]);
+        assert!(s.attach.local.is_none());
+        assert!(s.attach.wanted.auto);
+    }
+
+    #[test]
+    fn the_cluster_dns_is_discovered_only_live_and_without_cluster_upstreams() {
+        let manifests = settings(&["--manifests=x.yaml"]);
+        assert!(!manifests.sync.live && manifests.serve.cluster_dns.is_none());
+        assert!(!manifests.sync.discover_cluster_dns && !manifests.intercepts_cluster_ips);
+        let live = settings(&["--kubeconfig=k"]);
+        assert!(live.sync.live && live.serve.live);
+        assert_eq!(
+            live.serve.cluster_dns.map(|s| s.to_string()).as_deref(),
+            Some("kube-system/kube-dns")
+        );
+        assert!(live.sync.discover_cluster_dns && live.intercepts_cluster_ips);
+        let given = settings(&["--kubeconfig=k", "--cluster-upstream=169.254.0.53"]);
+        assert!(given.serve.cluster_dns.is_none() && !given.sync.discover_cluster_dns);
+    }
+
+    #[test]
+    fn limits_and_bounds_reach_their_task() {
+        let s = settings(&[
+            "--manifests=x.yaml",
+            "--no-nxdomain",
+            "--stale-nxdomain-after=2s",
+            "--stale-pass-after=0",
+            "--tcp-max-connections=0",
+            "--upstream-timeout-ms=700",
+            "--name-capacity=1,2,3",
+        ]);
+        assert!(!s.sync.nxdomain && !s.sync.opts.nxdomain);
+        assert_eq!(
+            s.sync.stale_bounds,
+            [Duration::from_secs(2), Duration::ZERO]
+        );
+        // At least one connection, whatever was asked.
+        assert_eq!(s.serve.server.tcp.max_connections, 1);
+        assert_eq!(s.serve.server.timeout, Duration::from_millis(700));
+        assert_eq!(s.attach.caps.names, [1, 2, 3]);
+    }
+}
