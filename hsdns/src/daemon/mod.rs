@@ -3,9 +3,9 @@
 //! start-up, readiness and shutdown; each task does one job with the
 //! settings it uses (see `settings`):
 //!
-//! - [`attach`]: the program and its pins, and which interfaces have it;
-//! - [`sync`]: the record source, the table, and the maps that hold it;
-//! - [`serve`]: the userspace server, HTTP, and the cluster DNS discovery;
+//! - `attach`: the program and its pins, and which interfaces have it;
+//! - `sync`: the record source, the table, and the maps that hold it;
+//! - `serve`: the userspace server, HTTP, and the cluster DNS discovery;
 //! - [`table`]: the record table as the command line describes it (also
 //!   `hsdns records`).
 
@@ -171,7 +171,7 @@ async fn serve(s: Settings, started: Instant) -> Result<()> {
     // all along.
     if updates.is_none() {
         become_synced(&mut sync, &mut attacher, &ready);
-    } else if pins.adopted() && sync.adopted_answering() {
+    } else if sync.adopted_answering() {
         ready.mark("the kernel answers from the adopted maps");
     }
     log::info!(

@@ -207,6 +207,7 @@ impl Sync {
         &self.kernel_addrs
     }
 
+    /// The maps were adopted while the kernel answered from them.
     pub fn adopted_answering(&self) -> bool {
         self.adopted_answering
     }
