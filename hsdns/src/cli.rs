@@ -59,7 +59,7 @@ pub enum Command {
     /// (BPF_PROG_TEST_RUN against the pinned program) and through its
     /// userspace server; prints both answers dig-style and which path
     /// answered.
-    Query(crate::query::QueryArgs),
+    Query(QueryArgs),
 }
 
 /// Where the records come from: one of `--manifests`, `--kubeconfig` or
@@ -314,6 +314,32 @@ impl RunArgs {
         (self.live_source() && !self.no_cluster_dns && self.cluster_upstreams.is_empty())
             .then_some(&self.cluster_dns_service)
     }
+}
+
+/// `hsdns query`'s arguments.
+#[derive(Args, Debug, Clone)]
+pub struct QueryArgs {
+    /// The name to ask for (relative names are taken as fully qualified).
+    pub name: String,
+    /// The record type (A, AAAA, SRV, PTR, TXT, SOA, ...).
+    #[arg(default_value = "A")]
+    pub qtype: String,
+    /// Where the daemon pinned its program and maps.
+    #[arg(long, default_value = PIN_DIR)]
+    pub pin_dir: PathBuf,
+    /// The address pods send to: the kernel frame's destination, and where
+    /// the userspace server is asked.
+    #[arg(long, default_value = "169.254.20.10")]
+    pub addr: IpAddr,
+    /// The userspace server's port.
+    #[arg(long, default_value_t = 53)]
+    pub port: u16,
+    /// How long to wait for the userspace server, in milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    pub timeout_ms: u64,
+    /// Send an EDNS OPT record (UDP size 1232), as dig does by default.
+    #[arg(long)]
+    pub edns: bool,
 }
 
 /// The daemon's flags that say what it left on the node, under the same

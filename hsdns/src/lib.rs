@@ -1,19 +1,23 @@
 //! hsdns: a node-local DNS responder for Kubernetes whose answers for cluster
-//! names come from an XDP program. Modules follow the data flow:
-//! `source` (manifests, later the API) -> `records` (the record table) ->
-//! `dns` (wire encoding, userspace resolver) -> `maps` (sync into BPF maps) ->
-//! `loader` (load, attach, pin) -> `lifecycle` (what outlives a daemon: pins,
-//! links, adoption, upgrades) -> `daemon` (wiring, signals); `cli` parses;
-//! `hook` picks tc or XDP per interface.
+//! names come from an eBPF program (XDP, or tc on pod veths). Modules follow
+//! the data flow: `source` (manifests, or the API server through watches) ->
+//! `records` (the record table) -> `dns` (wire encoding, userspace resolver)
+//! -> `maps` (sync into BPF maps) -> `loader` (load, attach, pin) ->
+//! `lifecycle` (what outlives a daemon: pins, links, adoption, upgrades) ->
+//! `daemon` (`hsdns run`: one task each to attach, sync and serve, wired
+//! together with signals, readiness and shutdown). Beside the flow: `server`
+//! (the userspace DNS server), `metrics` and `http` (what probes and
+//! Prometheus read), `links` and `hook` (which interfaces, tc or XDP),
+//! `cli` (the command line), `query` and `stats` (asking a running daemon).
 pub mod btf_char;
 pub mod cli;
 pub mod cni;
 pub mod daemon;
 pub mod dns;
-pub mod frontend;
 pub mod heap;
 pub mod hook;
 pub mod http;
+pub mod k8s;
 pub mod kernel_cases;
 pub mod lifecycle;
 pub mod links;

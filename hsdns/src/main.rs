@@ -19,8 +19,8 @@ fn main() -> std::process::ExitCode {
         Command::Run(args) => hsdns::daemon::run(*args),
         Command::Uninstall(args) => hsdns::lifecycle::uninstall::run(&args),
         Command::MountBpffs { pin_dir } => hsdns::lifecycle::bpffs::mount_for(&pin_dir),
-        Command::Records(args) => hsdns::daemon::print_records(&args),
-        Command::Stats { pin_dir, json } => hsdns::daemon::print_stats(&pin_dir, json),
+        Command::Records(args) => hsdns::daemon::table::print_records(&args),
+        Command::Stats { pin_dir, json } => hsdns::stats::print(&pin_dir, json),
         Command::Query(args) => hsdns::query::run(&args),
     };
     match result {

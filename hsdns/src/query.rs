@@ -11,50 +11,24 @@
 use std::{
     fmt::Write as _,
     net::{IpAddr, SocketAddr, UdpSocket},
-    path::{Path, PathBuf},
+    path::Path,
     time::Duration,
 };
 
 use anyhow::{Context as _, Result, bail};
 use aya::programs::{TestRun as _, TestRunOptions, Xdp};
 use aya_obj::programs::XdpAttachType;
-use clap::Args;
 use hickory_proto::{
     op::Message,
     rr::{Name, RecordType},
 };
-use hsdns_common::PIN_DIR;
 
+pub use crate::cli::QueryArgs;
 use crate::testing::{Frame, XDP_DROP, XDP_PASS, XDP_TX, query};
 
 // The pinned program's name under the pin directory (contract 3): the
 // daemon's lifecycle pins it and keeps it pinned across restarts.
 use crate::lifecycle::PROG_XDP;
-
-#[derive(Args, Debug, Clone)]
-pub struct QueryArgs {
-    /// The name to ask for (relative names are taken as fully qualified).
-    pub name: String,
-    /// The record type (A, AAAA, SRV, PTR, TXT, SOA, ...).
-    #[arg(default_value = "A")]
-    pub qtype: String,
-    /// Where the daemon pinned its program and maps.
-    #[arg(long, default_value = PIN_DIR)]
-    pub pin_dir: PathBuf,
-    /// The address pods send to: the kernel frame's destination, and where
-    /// the userspace server is asked.
-    #[arg(long, default_value = "169.254.20.10")]
-    pub addr: IpAddr,
-    /// The userspace server's port.
-    #[arg(long, default_value_t = 53)]
-    pub port: u16,
-    /// How long to wait for the userspace server, in milliseconds.
-    #[arg(long, default_value_t = 2000)]
-    pub timeout_ms: u64,
-    /// Send an EDNS OPT record (UDP size 1232), as dig does by default.
-    #[arg(long)]
-    pub edns: bool,
-}
 
 /// What the kernel did with the frame.
 #[derive(Debug)]

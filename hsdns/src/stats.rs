@@ -1,9 +1,36 @@
 //! `hsdns stats`: the kernel's verdict counters of a running daemon, summed
 //! over CPUs, as an aligned table or one JSON object.
 
-use std::fmt::Write as _;
+use std::{fmt::Write as _, path::Path};
 
+use anyhow::{Context as _, Result};
 use hsdns_common::Counters;
+
+use crate::maps::bpf::BpfMaps;
+
+/// The counters of the daemon whose maps are pinned in `pin_dir`, summed
+/// over CPUs.
+pub fn read_pinned(pin_dir: &Path) -> Result<Counters> {
+    BpfMaps::open_pinned(pin_dir)
+        .with_context(|| {
+            format!(
+                "opening the maps in {} (is hsdns running?)",
+                pin_dir.display()
+            )
+        })?
+        .counters()
+}
+
+/// `hsdns stats`.
+pub fn print(pin_dir: &Path, json: bool) -> Result<()> {
+    let c = read_pinned(pin_dir)?;
+    if json {
+        println!("{}", self::json(&c));
+    } else {
+        print!("{}", table(&c));
+    }
+    Ok(())
+}
 
 /// The counters as an aligned two-column table, answered and passed
 /// verdicts apart with their totals.

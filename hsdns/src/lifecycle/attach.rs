@@ -203,7 +203,7 @@ impl Attachments {
         })
     }
 
-    /// Makes the program of `link`'s hook (see [`Self::hook_for`]) the
+    /// Makes the program of `link`'s hook (see `hook_for`) the
     /// program on it: an existing link of that hook gets it by
     /// BPF_LINK_UPDATE, an interface without one a new link, pinned. An
     /// interface whose link is of the other hook gets the new link first,
@@ -372,7 +372,7 @@ impl Attachments {
     }
 
     /// Moves every interface whose link is not of the hook it should have
-    /// (see [`Self::hook_for`]) to that hook, the new link first. Returns
+    /// (see `hook_for`) to that hook, the new link first. Returns
     /// the interfaces that could not be moved (they keep their link).
     pub fn rehook_all(&mut self, progs: &mut Programs, mode: AttachMode) -> Vec<String> {
         let mut failed = Vec::new();

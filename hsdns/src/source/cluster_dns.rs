@@ -24,7 +24,11 @@ use kube::{
 use tokio::sync::watch;
 
 use super::SERVICE_NAME_LABEL;
-use crate::server::ClusterServers;
+
+/// The cluster DNS servers as last discovered: `None` while not yet known.
+/// The same type as `server::ClusterServers`, which the userspace server
+/// reads: the source does not depend on the server.
+pub type ClusterServers = Option<Vec<SocketAddr>>;
 
 /// `namespace/name` of the cluster DNS Service.
 #[derive(Clone, Debug, PartialEq, Eq)]

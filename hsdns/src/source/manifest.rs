@@ -17,10 +17,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Deserialize as _;
 use serde_yaml::Value;
 
-use super::Objects;
-
-/// The label tying an EndpointSlice to its Service.
-pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+use crate::k8s::{Objects, SERVICE_NAME_LABEL, is_dns1035_label, is_dns1123_label};
 
 /// Objects that were ignored, counted by `apiVersion/kind`.
 pub type SkippedKinds = BTreeMap<String, usize>;
@@ -255,20 +252,6 @@ fn describe(kind: &str, value: &Value) -> String {
         (Some(ns), None) => format!("{kind} {ns}/?"),
         (None, None) => kind.to_owned(),
     }
-}
-
-/// RFC 1123 label as Kubernetes validates namespaces and endpoint hostnames.
-pub fn is_dns1123_label(s: &str) -> bool {
-    let b = s.as_bytes();
-    let inner = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-';
-    let edge = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit();
-    (1..=63).contains(&b.len()) && edge(&b[0]) && edge(&b[b.len() - 1]) && b.iter().all(inner)
-}
-
-/// RFC 1035 label (must start with a letter) as Kubernetes validates Service
-/// names.
-pub fn is_dns1035_label(s: &str) -> bool {
-    is_dns1123_label(s) && s.as_bytes()[0].is_ascii_lowercase()
 }
 
 fn namespace_and_name<'a>(

@@ -1,7 +1,9 @@
-//! Where the records come from: Kubernetes objects, today read from manifest
-//! files (or the embedded seed scenario), later from the API server. Either
-//! way the result is an [`Objects`] that `records::RecordTable::build` turns
-//! into the record table.
+//! Where the records come from: Kubernetes objects, read from manifest
+//! files (or the embedded seed scenario) into an [`Objects`] that
+//! `records::RecordTable::build` turns into the record table, or watched on
+//! the API server ([`kube`], the live source), whose updates change the
+//! table one service at a time. [`cluster_dns`] follows the cluster DNS
+//! Service for the userspace server and the kernel.
 pub mod cluster_dns;
 pub mod kube;
 mod manifest;
@@ -10,29 +12,13 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, bail};
-use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 
-pub use manifest::{
-    SERVICE_NAME_LABEL, SkippedKinds, is_dns1035_label, is_dns1123_label, parse_manifests,
-    parse_manifests_counted,
-};
+pub use crate::k8s::{Objects, SERVICE_NAME_LABEL, is_dns1035_label, is_dns1123_label};
+pub use manifest::{SkippedKinds, parse_manifests, parse_manifests_counted};
 
 /// The embedded default record source (see `deploy/examples/seed.yaml`).
 pub const SEED_YAML: &str = include_str!("../../../deploy/examples/seed.yaml");
 const SEED_ORIGIN: &str = "deploy/examples/seed.yaml";
-
-/// The Kubernetes objects the record table is built from. Every object has
-/// passed validation (see [`parse_manifests`]).
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Objects {
-    pub services: Vec<Service>,
-    pub slices: Vec<EndpointSlice>,
-    /// The Namespaces' names, when the source lists them (manifests that
-    /// hold Namespace objects); None: unknown, a namespace exists while it
-    /// holds a service.
-    pub namespaces: Option<Vec<String>>,
-}
 
 /// Loads manifests from files and directories. A directory contributes its
 /// `*.yaml` and `*.yml` files (not recursively, like `kubectl apply -f dir`),

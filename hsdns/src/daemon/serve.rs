@@ -1,25 +1,48 @@
-//! What faces clients, started before the long start-up work (program load
-//! and verification, the first lists): the userspace DNS server with its
-//! sockets bound (SO_REUSEPORT, so a daemon that is still running keeps
-//! serving beside us), the HTTP endpoint, and the cluster DNS discovery.
-//! All of it runs on the server's own threads ([`ServerRuntime`]); only the
-//! liveness beat runs on the daemon's event loop, which it measures.
+//! The serve task: what faces clients, started before the long start-up
+//! work (program load and verification, the first lists): the userspace
+//! DNS server with its sockets bound (SO_REUSEPORT, so a daemon that is
+//! still running keeps serving beside us), the HTTP endpoint, and the
+//! cluster DNS discovery. All of it runs on the server's own threads
+//! ([`ServerRuntime`]); only the liveness beat runs on the daemon's event
+//! loop, which it measures.
 
-use std::{net::IpAddr, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    sync::Arc,
+    time::Duration,
+};
 
 use anyhow::{Context as _, Result};
 use tokio::sync::watch;
 
 use crate::{
-    cli::RunArgs,
     metrics::Metrics,
     records::SharedTable,
-    server::{
-        ClusterServers, Server, ServerConfig, ServerRuntime, TcpLimits, TtlCaps, Upstreams,
-        resolv_conf,
-    },
-    source,
+    server::{ClusterServers, Server, ServerConfig, ServerRuntime, Upstreams, resolv_conf},
+    source::{self, cluster_dns::ServiceRef},
 };
+
+/// What the serve task reads of the command line.
+pub struct ServeSettings {
+    /// The records come from the API (not manifests).
+    pub live: bool,
+    /// The addresses hsdns answers on itself (never an upstream).
+    pub own_addrs: Vec<IpAddr>,
+    /// `--upstream`.
+    pub upstreams: Vec<SocketAddr>,
+    /// `--resolv-conf`.
+    pub resolv_conf: Option<PathBuf>,
+    /// `--cluster-upstream`.
+    pub cluster_upstreams: Vec<SocketAddr>,
+    /// The cluster DNS Service to discover and follow (see
+    /// `RunArgs::discovered_cluster_dns`).
+    pub cluster_dns: Option<ServiceRef>,
+    pub kubeconfig: Option<PathBuf>,
+    /// `--metrics-addr`.
+    pub metrics_addr: Option<SocketAddr>,
+    pub server: ServerConfig,
+}
 
 pub struct Frontend {
     rt: ServerRuntime,
@@ -38,13 +61,8 @@ pub struct Frontend {
 /// The node's resolvers: --upstream, --resolv-conf (by default
 /// /etc/resolv.conf with the live source and no --upstream), without
 /// hsdns's own addresses.
-fn node_upstreams(args: &RunArgs, live: bool) -> Result<Vec<SocketAddr>> {
-    let own: Vec<IpAddr> = args
-        .dns_addrs
-        .iter()
-        .chain(&args.intercept_addrs)
-        .copied()
-        .collect();
+fn node_upstreams(args: &ServeSettings) -> Result<Vec<SocketAddr>> {
+    let (own, live) = (&args.own_addrs, args.live);
     let mut ups: Vec<SocketAddr> = args
         .upstreams
         .iter()
@@ -52,9 +70,9 @@ fn node_upstreams(args: &RunArgs, live: bool) -> Result<Vec<SocketAddr>> {
         .copied()
         .collect();
     match &args.resolv_conf {
-        Some(rc) => ups.extend(resolv_conf(rc, &own)?),
+        Some(rc) => ups.extend(resolv_conf(rc, own)?),
         None if live && ups.is_empty() => {
-            match resolv_conf(std::path::Path::new("/etc/resolv.conf"), &own) {
+            match resolv_conf(std::path::Path::new("/etc/resolv.conf"), own) {
                 Ok(found) => ups.extend(found),
                 Err(e) => {
                     log::warn!("no node resolvers, names outside the cluster get SERVFAIL: {e:#}")
@@ -67,11 +85,9 @@ fn node_upstreams(args: &RunArgs, live: bool) -> Result<Vec<SocketAddr>> {
 }
 
 impl Frontend {
-    /// Binds and starts serving. `live`: the record source is the API
-    /// (then the cluster DNS is discovered unless told otherwise).
+    /// Binds and starts serving.
     pub async fn start(
-        args: &RunArgs,
-        live: bool,
+        args: &ServeSettings,
         table: SharedTable,
         metrics: Arc<Metrics>,
         zone: hickory_proto::rr::Name,
@@ -96,19 +112,14 @@ impl Frontend {
             None => None,
         };
 
-        let node = node_upstreams(args, live)?;
+        let node = node_upstreams(args)?;
         let (ips_tx, cluster_ips) = watch::channel(Vec::new());
-        let discover = live && args.discovered_cluster_dns().is_some();
         let cluster: Option<watch::Receiver<ClusterServers>> = if !args.cluster_upstreams.is_empty()
         {
             Some(watch::channel(Some(args.cluster_upstreams.clone())).1)
-        } else if discover {
+        } else if let Some(svc) = args.cluster_dns.clone() {
             let (tx, rx) = watch::channel(None);
-            let (kc, svc, ips) = (
-                args.source.kubeconfig.clone(),
-                args.cluster_dns_service.clone(),
-                ips_tx.clone(),
-            );
+            let (kc, ips) = (args.kubeconfig.clone(), ips_tx.clone());
             // A client of its own, made on the server's runtime: kube's
             // client runs a worker task where it is made, and the event
             // loop's may be busy with a relist.
@@ -136,26 +147,7 @@ impl Frontend {
         if !serve_dns {
             return Ok(me);
         }
-        let cfg = ServerConfig {
-            listen: args
-                .dns_addrs
-                .iter()
-                .map(|ip| SocketAddr::new(*ip, 53))
-                .collect(),
-            timeout: Duration::from_millis(args.upstream_timeout_ms),
-            max_inflight: args.max_inflight,
-            cache_bytes: args.cache_bytes,
-            ttl_caps: TtlCaps {
-                positive: Duration::from_secs(args.cache_max_ttl),
-                negative: Duration::from_secs(args.cache_max_negative_ttl),
-            },
-            client_qps: args.client_qps,
-            tcp: TcpLimits {
-                max_connections: args.tcp_max_connections.max(1),
-                idle_timeout: Duration::from_millis(args.tcp_idle_timeout_ms),
-                ..TcpLimits::default()
-            },
-        };
+        let cfg = args.server.clone();
         let upstreams = Upstreams::new(zone, cluster, node.clone());
         let srv = Server::new(cfg, upstreams, table);
         metrics.health.set_listening(false);
@@ -165,8 +157,8 @@ impl Frontend {
         log::info!(
             "userspace server on {:?} (node resolvers {node:?}, cluster DNS {})",
             bound.local_addrs(),
-            if discover {
-                format!("from {}", args.cluster_dns_service)
+            if let Some(svc) = &args.cluster_dns {
+                format!("from {svc}")
             } else if args.cluster_upstreams.is_empty() {
                 "none: cluster names go to the node resolvers".into()
             } else {
