@@ -24,7 +24,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::{maps::bpf::BpfMaps, server::Server};
+use crate::{maps::bpf::read_pinned_counters, server::Server};
 
 /// The paths the daemon's HTTP listener (`--metrics-addr`) serves (shared
 /// contract 4): Prometheus metrics; 200 while this process's event loop
@@ -152,7 +152,7 @@ fn single<V: prometheus_client::encoding::EncodeMetric>(
 
 impl Collector for Collect {
     fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
-        if let Ok(c) = BpfMaps::open_pinned(&self.pin_dir).and_then(|m| m.counters()) {
+        if let Ok(c) = read_pinned_counters(&self.pin_dir) {
             family(
                 &mut enc,
                 "kernel_verdicts",

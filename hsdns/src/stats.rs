@@ -3,22 +3,15 @@
 
 use std::{fmt::Write as _, path::Path};
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use hsdns_common::Counters;
 
-use crate::maps::bpf::BpfMaps;
+use crate::maps::bpf::read_pinned_counters;
 
 /// The counters of the daemon whose maps are pinned in `pin_dir`, summed
-/// over CPUs.
+/// over CPUs (the counters pin alone: see [`read_pinned_counters`]).
 pub fn read_pinned(pin_dir: &Path) -> Result<Counters> {
-    BpfMaps::open_pinned(pin_dir)
-        .with_context(|| {
-            format!(
-                "opening the maps in {} (is hsdns running?)",
-                pin_dir.display()
-            )
-        })?
-        .counters()
+    read_pinned_counters(pin_dir)
 }
 
 /// `hsdns stats`.

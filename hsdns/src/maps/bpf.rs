@@ -282,6 +282,19 @@ impl BpfMaps {
         Ok(sum_counters(per_cpu.iter()))
     }
 }
+/// The counters of the daemon whose maps are pinned in `pin_dir`, summed
+/// over CPUs. Opens the counters pin alone, not every map: during a
+/// blue/green upgrade across a map-type change the other pins may be of
+/// another layout, and `/metrics` and `hsdns stats` must still read the
+/// verdicts (the counters struct only grows at the end, by TYPES_VERSION).
+pub fn read_pinned_counters(pin_dir: &Path) -> Result<Counters> {
+    let path = pin_dir.join(MAP_COUNTERS);
+    let data = MapData::from_pin(&path)
+        .with_context(|| format!("opening {} (is hsdns running?)", path.display()))?;
+    let map: PerCpuArray<MapData, Counters> = Map::PerCpuArray(data).try_into()?;
+    let per_cpu = map.get(&0, 0).context("reading counters")?;
+    Ok(sum_counters(per_cpu.iter()))
+}
 /// Sums per-CPU counter values field by field.
 pub fn sum_counters<'a>(values: impl Iterator<Item = &'a Counters>) -> Counters {
     let mut t = Counters::default();

@@ -23,7 +23,7 @@ use super::entry::Other;
 use super::srv::SrvModel;
 use super::target::Target;
 use super::{EndpointAddr, Key, NameEntry, ServiceKind, ServiceView, SliceView};
-use crate::source::{SERVICE_NAME_LABEL, is_dns1123_label};
+use crate::k8s::{SERVICE_NAME_LABEL, is_dns1123_label};
 
 /// Collects the records of one service.
 #[derive(Default)]

@@ -14,7 +14,7 @@ use hickory_proto::rr::Name;
 use super::spec::{namespace_name, service_records, slice_service, svc_key, zone_names};
 use super::srv::SrvModel;
 use super::{Key, MapRefs, NameEntry, ServiceView, SliceView, TableOptions, ZoneConfig, pods, ptr};
-use crate::source::Objects;
+use crate::k8s::Objects;
 
 /// Every name of the cluster zone, with its records, and the reverse
 /// (PTR) records of the zone's addresses.

@@ -15,7 +15,7 @@ use hickory_proto::rr::Name;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
 
-use crate::source::is_dns1123_label;
+use crate::k8s::is_dns1123_label;
 
 /// A port as SRV records use it: name (empty for an unnamed port) and
 /// protocol lowercase.
