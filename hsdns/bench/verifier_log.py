@@ -16,10 +16,10 @@ constant that differs (a flag, a verdict) and is live further on is what
 `verifier::merge` is for.
 
 The log (about 200 MB for 87k processed instructions; as root):
-    hsdns/examples/profile_kernel.sh   # or any build of the object
+    hsdns/bench/profile_kernel.sh   # or any build of the object
     bpftool -d prog loadall /tmp/hsdns-profile/full.o /sys/fs/bpf/vlog > vlog.txt 2>&1
     rm -r /sys/fs/bpf/vlog
-    hsdns/examples/verifier_log.py vlog.txt hsdns [--states 497 [R3=0]]
+    hsdns/bench/verifier_log.py vlog.txt hsdns [--states 497 [R3=0]]
 (`hsdns` is the XDP entry point, `hsdns_tc` the tc one.)
 """
 import collections

@@ -1,6 +1,8 @@
-//! Test frames for the XDP program (BPF_PROG_TEST_RUN): Ethernet/IP/UDP
-//! around a DNS query, with correct checksums. Shared by the kernel tests and
-//! the kernel benchmark; only link-local and fd00::/8 addresses.
+//! Frames for the XDP program's BPF_PROG_TEST_RUN: Ethernet/IP/UDP around a
+//! DNS query, with correct checksums. `hsdns query` asks the pinned program
+//! with them; the kernel tests, the kernel benchmark and the fuzzer
+//! (hsdns-test-support) build theirs the same way. Only link-local and
+//! fd00::/8 addresses.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -144,44 +146,4 @@ pub fn query(name: &str, qtype: RecordType, edns: Option<u16>) -> Vec<u8> {
         m.set_edns(e);
     }
     m.to_vec().unwrap()
-}
-
-/// A headless Service `ns/name` and one EndpointSlice with `n` ready IPv4
-/// endpoints without hostnames (169.254.100.1 on), as kubectl prints them:
-/// large answers for tests and benchmarks.
-pub fn headless_yaml(ns: &str, name: &str, n: usize) -> String {
-    let mut eps = String::new();
-    for i in 0..n {
-        eps.push_str(&format!(
-            "  - addresses: [\"169.254.{}.{}\"]\n    conditions: {{ready: true}}\n",
-            100 + i / 200,
-            1 + i % 200
-        ));
-    }
-    format!(
-        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {ns}}}\n\
-         spec: {{clusterIP: None, clusterIPs: [None], ports: [{{name: web, port: 80}}]}}\n---\n\
-         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
-         metadata: {{name: {name}-x, namespace: {ns}, labels: {{kubernetes.io/service-name: {name}}}}}\n\
-         addressType: IPv4\nports: [{{name: web, port: 80}}]\nendpoints:\n{eps}"
-    )
-}
-
-/// A UDP socket and a TCP listener on the same loopback port, for a test's
-/// stand-in upstream. The UDP socket picks the port; its TCP twin can be
-/// the local port of a client connection in TIME_WAIT (a full test run
-/// leaves thousands), so another port is tried, a few times.
-pub async fn loopback_udp_tcp() -> (tokio::net::UdpSocket, tokio::net::TcpListener) {
-    let mut last = None;
-    for _ in 0..16 {
-        let udp = tokio::net::UdpSocket::bind("127.0.0.1:0")
-            .await
-            .expect("binding a loopback UDP socket");
-        let addr = udp.local_addr().expect("its address");
-        match tokio::net::TcpListener::bind(addr).await {
-            Ok(tcp) => return (udp, tcp),
-            Err(e) => last = Some(e),
-        }
-    }
-    panic!("no loopback port free for both UDP and TCP: {last:?}");
 }

@@ -12,9 +12,6 @@
 //!
 //! Needs root: run through `cargo xtask test`.
 
-mod apiserver;
-mod common;
-
 use std::{
     collections::BTreeSet,
     net::{Ipv4Addr, SocketAddr, UdpSocket},
@@ -28,12 +25,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use apiserver::{ApiServer, Kind};
-use common::*;
 use hickory_proto::{
     op::{Message, Query, ResponseCode},
     rr::{Name, RData, RecordType},
 };
+use hsdns_test_support::apiserver::{ApiServer, Kind};
+use hsdns_test_support::netns::*;
 use serde_json::{Value, json};
 
 fn bin() -> &'static Path {
@@ -749,7 +746,7 @@ fn on_a_node_without_bpffs_the_daemon_mounts_one_and_answers() {
     let _ = std::fs::remove_file(&ready);
     let mut c = topo.node.cmd(bin());
     c.arg("run")
-        .args(["--manifests", common::SEED])
+        .args(["--manifests", SEED])
         .args(["--dns-addr", "169.254.20.10", "--pin-dir"])
         .arg(&pin_dir)
         .arg("--ready-file")
@@ -1033,11 +1030,11 @@ fn a_ready_file_left_by_an_earlier_process_is_not_readiness() {
 fn the_program_applies_the_heartbeat_bounds() {
     use aya::programs::{TestRun as _, TestRunOptions};
     use hsdns::{
+        frame::{DNS4, Frame, XDP_PASS, XDP_TX, query},
         lifecycle::sys::boot_ns,
         loader::{self, Capacities},
         maps::{Syncer, bpf::BpfMaps},
         records::{RecordTable, ZoneConfig},
-        testing::{DNS4, Frame, XDP_PASS, XDP_TX, query},
     };
     require_root();
     let caps = Capacities::default();

@@ -5,9 +5,6 @@
 //!
 //! Needs root: run through `cargo xtask test`.
 
-mod apiserver;
-mod common;
-
 use std::{
     collections::BTreeSet,
     net::{Ipv4Addr, SocketAddr, UdpSocket},
@@ -20,12 +17,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use apiserver::{ApiServer, Kind};
-use common::*;
 use hickory_proto::{
     op::{Edns, Message, Query, ResponseCode},
     rr::{Name, RData, RecordType},
 };
+use hsdns_test_support::apiserver::{ApiServer, Kind};
+use hsdns_test_support::netns::*;
 use serde_json::{Value, json};
 
 /// Addresses per version. Generic-mode XDP on a veth has room for replies

@@ -6,8 +6,6 @@
 //!
 //! Needs root: run through `cargo xtask test`.
 
-mod common;
-
 use std::{
     collections::BTreeMap,
     net::{IpAddr, Ipv4Addr, SocketAddr},
@@ -15,7 +13,7 @@ use std::{
     process::Command,
 };
 
-use common::*;
+use hsdns_test_support::netns::*;
 
 const UPSTREAM: Ipv4Addr = Ipv4Addr::new(169, 254, 30, 53);
 /// Stands in for the cluster DNS service IP (10.96.0.10 in a real cluster;
@@ -33,7 +31,7 @@ fn delta(a: &BTreeMap<String, u64>, b: &BTreeMap<String, u64>, k: &str) -> u64 {
 
 /// The seed plus a headless service of 100 ready endpoints.
 fn manifests() -> std::path::PathBuf {
-    let big = hsdns::testing::headless_yaml("test", "big", 100);
+    let big = hsdns_test_support::manifests::headless_yaml("test", "big", 100);
     let path = std::env::temp_dir().join(format!("hsdns-node-{}.yaml", std::process::id()));
     std::fs::write(&path, format!("{}\n---\n{big}", hsdns::source::SEED_YAML)).unwrap();
     path

@@ -5,11 +5,9 @@
 //!
 //! Needs root: run through `cargo xtask test`.
 
-mod common;
-
 use std::{net::SocketAddr, path::Path, process::Output};
 
-use common::*;
+use hsdns_test_support::netns::*;
 
 fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_hsdns"))

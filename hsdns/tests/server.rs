@@ -83,7 +83,7 @@ fn upstream_reply(q: &Message, ttl: u32, over_tcp: bool) -> Message {
 }
 
 async fn upstream(ttl: u32) -> Upstream {
-    let (udp, tcp) = hsdns::testing::loopback_udp_tcp().await;
+    let (udp, tcp) = hsdns_test_support::loopback_udp_tcp().await;
     let addr = udp.local_addr().unwrap();
     let queries = Arc::new(AtomicUsize::new(0));
     let tcp_queries = Arc::new(AtomicUsize::new(0));
@@ -169,8 +169,11 @@ fn zone() -> Name {
 
 fn table() -> RecordTable {
     let mut o = source::embedded_seed();
-    let big =
-        source::parse_manifests("big", &hsdns::testing::headless_yaml("big", "big", 100)).unwrap();
+    let big = source::parse_manifests(
+        "big",
+        &hsdns_test_support::manifests::headless_yaml("big", "big", 100),
+    )
+    .unwrap();
     o.services.extend(big.services);
     o.slices.extend(big.slices);
     RecordTable::build(&ZoneConfig::default(), &o, 1)

@@ -1,6 +1,4 @@
 //! Memory figures of a process, for the scale and sync benchmarks.
-// Each example uses part of this module.
-#![allow(dead_code)]
 
 use std::fs;
 

@@ -7,8 +7,8 @@
 # elements come from kmalloc-cg-<size class>). Prints the peak of each
 # sample above the figure before the command started, as JSON.
 #
-# Usage (root): hsdns/examples/support/kernel_mem.sh <command...>
-# e.g. hsdns/examples/support/kernel_mem.sh target/release/examples/bench_sync 5
+# Usage (root): hsdns/bench/support/kernel_mem.sh <command...>
+# e.g. hsdns/bench/support/kernel_mem.sh target/release/bench_sync 5
 set -eu
 cg=/sys/fs/cgroup/memory/hsdns-kmem-$$
 mkdir "$cg"

@@ -4,7 +4,6 @@
 //! with a resourceVersion, watches streaming ADDED/MODIFIED/DELETED/BOOKMARK
 //! events as chunked JSON lines, 410 Gone for compacted history, dropped
 //! connections, and an "unreachable" switch. Loopback only.
-#![allow(dead_code)]
 
 use std::{
     collections::BTreeMap,

@@ -26,14 +26,16 @@ use hickory_proto::{
 };
 use hsdns_common::{Action, Counters, PROGRAM_FLOOR_TC, PROGRAM_FLOOR_XDP, Verdict};
 
-use crate::{
+use hsdns::{
     dns::resolver::{self, KernelOpts},
+    frame::{DNS4, DNS6, Frame, query},
     loader::{self, Capacities},
     maps::{Syncer, bpf::BpfMaps},
     records::{RecordTable, ZoneConfig},
     source,
-    testing::{DNS4, DNS6, Frame, headless_yaml, query},
 };
+
+use crate::manifests::headless_yaml;
 
 /// The two entry points.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -724,7 +726,7 @@ impl Kernel {
         // there; the bounds are long enough for any test).
         const HOUR: u64 = 3_600_000_000_000;
         let (nx, pass, heartbeat) = match setup.stale {
-            None => (HOUR, 24 * HOUR, crate::lifecycle::sys::boot_ns()),
+            None => (HOUR, 24 * HOUR, hsdns::lifecycle::sys::boot_ns()),
             Some(Staleness::Nxdomain) => (1, 0, 0),
             Some(Staleness::Pass) => (0, 1, 0),
         };

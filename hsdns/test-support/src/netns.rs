@@ -6,7 +6,6 @@
 //! Addresses: pods 169.254.10.(10+i) and fd00:10::(10+i), the node's side of
 //! every veth 169.254.10.1 / fd00:10::1, the node-local DNS address
 //! 169.254.20.10 / fd00:20::10. Nothing here sends traffic anywhere else.
-#![allow(dead_code)]
 
 use std::{
     collections::BTreeMap,
@@ -29,7 +28,10 @@ use hickory_proto::{
 };
 
 /// The demo's record source (`hsdns run` needs one).
-pub const SEED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/examples/seed.yaml");
+pub const SEED: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../deploy/examples/seed.yaml"
+);
 
 pub const NODE_LOCAL4: Ipv4Addr = Ipv4Addr::new(169, 254, 20, 10);
 pub const NODE_LOCAL6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x20, 0, 0, 0, 0, 0, 0x10);
@@ -100,13 +102,18 @@ pub fn run_cleaning_up(body: impl FnOnce() + std::panic::UnwindSafe) {
     }
 }
 
-/// The daemon beside the running example (`target/release/examples/x` ->
-/// `target/release/hsdns`), else the release build from the workspace root.
+/// The daemon beside the running binary: a benchmark's
+/// (`target/release/bench_x` -> `target/release/hsdns`) or the demo's
+/// (`target/release/examples/demo` -> `target/release/hsdns`), else the
+/// release build from the workspace root.
 pub fn release_daemon_bin() -> PathBuf {
-    std::env::current_exe()
-        .ok()
-        .and_then(|p| Some(p.parent()?.parent()?.join("hsdns")))
-        .filter(|p| p.exists())
+    let exe = std::env::current_exe().ok();
+    let dir = exe.as_deref().and_then(Path::parent);
+    [dir, dir.and_then(Path::parent)]
+        .into_iter()
+        .flatten()
+        .map(|d| d.join("hsdns"))
+        .find(|p| p.is_file())
         .unwrap_or_else(|| PathBuf::from("target/release/hsdns"))
 }
 

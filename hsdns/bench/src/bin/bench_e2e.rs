@@ -20,11 +20,8 @@
 //!
 //! Per (server, mix): a saturating run (QPS, average and maximum latency,
 //! lost queries) and a fixed-rate run whose per-response latencies give
-//! p50/p99. Every run is bounded (`-l` seconds, a watchdog) and cleans up. Run as root: `cargo run --release -p hsdns --example bench_e2e
+//! p50/p99. Every run is bounded (`-l` seconds, a watchdog) and cleans up. Run as root: `cargo run --release -p hsdns-bench --bin bench_e2e
 //! [seconds]`; prints one JSON object per (server, mix).
-
-#[path = "../tests/common/mod.rs"]
-mod common;
 
 use std::{
     fmt::Write as _,
@@ -34,8 +31,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::*;
-use hsdns::kernel_cases::Hook;
+use hsdns_test_support::kernel_cases::Hook;
+use hsdns_test_support::netns::*;
 
 const HEADLESS: usize = 1000;
 const CLUSTER_IP: usize = 10_000;

@@ -3,14 +3,14 @@
 //! hook: a bare reflector that swaps addresses and sends the packet back
 //! (XDP_TX; bpf_redirect_peer on tc), the least any responder there does.
 //!
-//! The cases are the kernel tests' own table (`hsdns::kernel_cases`), the
+//! The cases are the kernel tests' own table (`hsdns_test_support::kernel_cases`), the
 //! ones marked for the benchmark; every run is checked to return the
 //! case's verdict. With `repeat > 1` the kernel reruns the program on the
 //! buffer it already rewrote, so only the first run would be a hit: every
 //! figure is the mean of many single runs. Also reported: load and verify
 //! time, and the verifier's processed instructions per program.
 //!
-//! Run as root: `cargo run --release -p hsdns --example bench_kernel
+//! Run as root: `cargo run --release -p hsdns-bench --bin bench_kernel
 //! [runs]`; prints one JSON object per (hook, case).
 
 use std::time::Instant;
@@ -19,11 +19,11 @@ use anyhow::{Context as _, Result, bail};
 use aya::programs::{SchedClassifier, Xdp};
 use hickory_proto::rr::RecordType;
 use hsdns::{
-    kernel_cases::{self, Hook, Kernel},
+    frame::{Frame, query},
     loader::{self, Capacities},
-    testing::{Frame, query},
 };
 use hsdns_common::{PROGRAM_FLOOR_TC, PROGRAM_FLOOR_XDP, PROGRAM_NAME, PROGRAM_TC};
+use hsdns_test_support::kernel_cases::{self, Hook, Kernel};
 
 /// Mean and median of `runs` single runs of the program called `prog`,
 /// each checked to return `code`.

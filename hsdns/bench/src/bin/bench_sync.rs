@@ -19,15 +19,8 @@
 //!
 //! The API server runs in this process and shares the 2 cores. Everything
 //! is bounded in time and cleaned up (namespace, daemon by PID, pins) even
-//! on failure. Run as root: `cargo run --release -p hsdns --example
+//! on failure. Run as root: `cargo run --release -p hsdns-bench --bin
 //! bench_sync [churn-seconds]`; prints one JSON object.
-
-#[path = "../tests/apiserver/mod.rs"]
-mod apiserver;
-#[path = "../tests/common/mod.rs"]
-mod common;
-#[path = "support/proc.rs"]
-mod proc_stats;
 
 use std::{
     fs,
@@ -40,11 +33,13 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
-use apiserver::{ApiServer, Kind};
-use common::{Daemon, Netns, enter, ip as ip_cmd, require_root};
 use hickory_proto::rr::Name;
 use hsdns::maps::{bpf::BpfMaps, name_key};
 use hsdns_common::{REF_CLASS_SHIFT, REF_SLOT_MASK};
+use hsdns_test_support::apiserver::{ApiServer, Kind};
+use hsdns_test_support::netns::{
+    Daemon, Netns, enter, ip as ip_cmd, release_daemon_bin, require_root,
+};
 use serde_json::{Value, json};
 
 const HEADLESS: usize = 2000;
@@ -218,7 +213,7 @@ fn main() -> Result<()> {
         .unwrap_or(5);
     // HSDNS_BIN: another build of the daemon (to compare with an older
     // one on the same cluster); it must exist. Otherwise the hsdns beside
-    // this example (target/release/examples/.. ).
+    // this binary (target/release).
     let bin = match std::env::var_os("HSDNS_BIN") {
         Some(p) => {
             let p = PathBuf::from(p);
@@ -227,11 +222,7 @@ fn main() -> Result<()> {
             }
             p
         }
-        None => std::env::current_exe()
-            .ok()
-            .and_then(|p| Some(p.parent()?.parent()?.join("hsdns")))
-            .filter(|p| p.exists())
-            .unwrap_or_else(|| PathBuf::from("target/release/hsdns")),
+        None => release_daemon_bin(),
     };
     eprintln!("bench_sync: daemon {}", bin.display());
     let node = Netns::new("sync");
@@ -320,7 +311,7 @@ fn measure_restart(bin: &Path, node: &Netns, args: &[&str], pin_dir: &Path) -> R
             .parse()
             .ok()
     };
-    let peak_rss_kib = proc_stats::status_kib_of(daemon.proc.pid(), "VmHWM:");
+    let peak_rss_kib = hsdns_bench::proc_stats::status_kib_of(daemon.proc.pid(), "VmHWM:");
     let status = daemon.proc.terminate();
     if !status.success() {
         bail!("the restarted hsdns exited with {status}:\n{log}");
@@ -363,7 +354,7 @@ fn measure(
         "169.254.20.53",
     ];
     let t0 = Instant::now();
-    let bench_cpu0 = proc_stats::cpu_ms(None);
+    let bench_cpu0 = hsdns_bench::proc_stats::cpu_ms(None);
     let mut daemon = Daemon::spawn(bin, node, &args, pin_dir.to_path_buf());
     let deadline = t0 + Duration::from_secs(60);
     while !daemon.is_ready() {
@@ -383,8 +374,8 @@ fn measure(
     // the kernel's map inserts are system time) and this process's (the
     // API server serving the lists, polling for the ready file), to tell
     // work from waiting on a 2-core machine they share.
-    let daemon_cpu = proc_stats::cpu_ms(Some(daemon.proc.pid()));
-    let bench_cpu = proc_stats::cpu_ms(None);
+    let daemon_cpu = hsdns_bench::proc_stats::cpu_ms(Some(daemon.proc.pid()));
+    let bench_cpu = hsdns_bench::proc_stats::cpu_ms(None);
     let bench_cpu = (bench_cpu.0 - bench_cpu0.0) + (bench_cpu.1 - bench_cpu0.1);
     // The ready file comes just after the "first lists synced" line.
     let wait = Instant::now() + Duration::from_secs(5);
@@ -394,7 +385,7 @@ fn measure(
     let log = daemon.log();
     // Peak RSS up to the first full sync (the figure at the end includes
     // the churn and a relist of the whole cluster).
-    let ready_peak_rss_kib = proc_stats::status_kib_of(daemon.proc.pid(), "VmHWM:");
+    let ready_peak_rss_kib = hsdns_bench::proc_stats::status_kib_of(daemon.proc.pid(), "VmHWM:");
     let load_ms = log_ms(&log, "program loaded and verified in");
     // Where the start went: when the maps were open (program loaded), the
     // time in table updates and in map writes (the rest is waiting for
@@ -461,10 +452,10 @@ fn measure(
     }
     let landed = lat.len();
     let pid = daemon.proc.pid();
-    let peak_rss_kib = proc_stats::status_kib_of(pid, "VmHWM:");
-    let rss_kib = proc_stats::status_kib_of(pid, "VmRSS:");
-    let rss_anon_kib = proc_stats::status_kib_of(pid, "RssAnon:");
-    let rss_file_kib = proc_stats::status_kib_of(pid, "RssFile:");
+    let peak_rss_kib = hsdns_bench::proc_stats::status_kib_of(pid, "VmHWM:");
+    let rss_kib = hsdns_bench::proc_stats::status_kib_of(pid, "VmRSS:");
+    let rss_anon_kib = hsdns_bench::proc_stats::status_kib_of(pid, "RssAnon:");
+    let rss_file_kib = hsdns_bench::proc_stats::status_kib_of(pid, "RssFile:");
     let map_bytes_by_map = bpftool_map_bytes(pin_dir)?;
     let map_bytes: u64 = map_bytes_by_map.values().filter_map(Value::as_u64).sum();
     let log_path = daemon.log.clone();

@@ -8,18 +8,15 @@
 //! Cores as in bench_e2e: the client (iperf3 -c) on CPU 1, the server
 //! (iperf3 -s) and hsdns on CPU 0, RPS on the node-side veth to CPU 0.
 //! Every run is bounded (iperf3 -t) and cleans up. Run as root:
-//! `cargo run --release -p hsdns --example bench_traffic [seconds]`; prints
+//! `cargo run --release -p hsdns-bench --bin bench_traffic [seconds]`; prints
 //! one JSON object per (condition, traffic).
-
-#[path = "../tests/common/mod.rs"]
-mod common;
 
 use std::{
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
-use common::*;
+use hsdns_test_support::netns::*;
 
 const CLIENT_CPU: &str = "1";
 const SERVER_CPU: &str = "0";

@@ -4,18 +4,15 @@
 //! Every failing kernel input is written to the regression corpus
 //! (hsdns/tests/fuzz-corpus), which the test command replays.
 //!
-//! Run as root: `cargo run --release -p hsdns --example fuzz -- --help`.
+//! Run as root: `cargo run --release -p hsdns-bench --bin fuzz -- --help`.
 //! Prints the report, then one JSON line of its figures; exits non-zero
 //! on any failure.
-
-#[path = "../tests/fuzzer/mod.rs"]
-mod fuzzer;
 
 use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::{Context as _, Result};
 use clap::Parser;
-use fuzzer::{
+use hsdns_test_support::fuzzer::{
     corpus,
     run::{self, Config},
     table,

@@ -7,7 +7,7 @@
 //! `bench_kernel` reports it. Meant for A/B comparisons of changes that
 //! move the verifier's processed instructions.
 //!
-//! As root: `cargo run --release -p hsdns --example load_kernel -- ROUNDS
+//! As root: `cargo run --release -p hsdns-bench --bin load_kernel -- ROUNDS
 //! label=object.o ...` (`label=builtin`: the object this binary carries;
 //! objects built as in `profile_kernel.sh`). Prints per build the
 //! processed instructions and the median [min-max] of each time in ms.

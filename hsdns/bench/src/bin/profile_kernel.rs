@@ -5,8 +5,8 @@
 //! stage is the difference between the builds that stop before and after
 //! it. Also for A/B comparisons of two versions of the program.
 //!
-//! Build the variants with `hsdns/examples/profile_kernel.sh`, then, as
-//! root: `cargo run --release -p hsdns --example profile_kernel -- RUNS
+//! Build the variants with `hsdns/bench/profile_kernel.sh`, then, as
+//! root: `cargo run --release -p hsdns-bench --bin profile_kernel -- RUNS
 //! ROUNDS label=object.o ...` (`label=builtin`: the object this binary
 //! carries). Prints, per hook and case, the mean of single runs per build.
 //! With `REPEAT=n` in the environment, each measurement is one test run
@@ -24,11 +24,11 @@ use aya::{
 };
 use hickory_proto::rr::RecordType;
 use hsdns::{
-    kernel_cases::{self, Hook, Kernel},
+    frame::{Frame, query},
     loader,
-    testing::{Frame, query},
 };
 use hsdns_common::{PROGRAM_FLOOR_TC, PROGRAM_FLOOR_XDP, PROGRAM_NAME, PROGRAM_TC};
+use hsdns_test_support::kernel_cases::{self, Hook, Kernel};
 
 /// One test run with `repeat`: the return code and the kernel's mean ns.
 fn run_repeat(ebpf: &Ebpf, hook: Hook, floor: bool, pkt: &[u8], repeat: u32) -> Result<(u32, f64)> {

@@ -2,16 +2,13 @@
 //! published scalability limits: 10,000 services and 150,000 pods.
 //!
 //! Run as root (it loads the XDP program, attaches nothing):
-//! `cargo run --release -p hsdns --example scale`. Prints a JSON line with
+//! `cargo run --release -p hsdns-bench --bin scale`. Prints a JSON line with
 //! the figures; `cargo xtask bench` collects them.
 
 use std::{
     collections::BTreeMap,
     time::{Instant, SystemTime},
 };
-
-#[path = "support/proc.rs"]
-mod proc_stats;
 
 use anyhow::{Context as _, Result};
 use hsdns::{
@@ -20,6 +17,7 @@ use hsdns::{
     records::{RecordTable, ZoneConfig},
     source::{Objects, SERVICE_NAME_LABEL},
 };
+use hsdns_bench::proc_stats::{map_bytes, map_bytes_by_name, status_kib};
 use k8s_openapi::{
     api::{
         core::v1::{Service, ServiceSpec},
@@ -27,7 +25,6 @@ use k8s_openapi::{
     },
     apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
-use proc_stats::{map_bytes, map_bytes_by_name, status_kib};
 
 const SERVICES: usize = 10_000;
 const HEADLESS: usize = 2_000;

@@ -51,9 +51,14 @@ pub struct Case {
     pub input: Input,
 }
 
-/// The corpus in the source tree.
+/// The corpus in the source tree, beside the test that replays it
+/// (hsdns/tests/fuzz-corpus).
 pub fn dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz-corpus")
+    // This crate sits in hsdns/test-support.
+    let hsdns = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("hsdns/test-support has a parent");
+    hsdns.join("tests/fuzz-corpus")
 }
 
 /// Every case in `dir`, in name order.

@@ -5,7 +5,7 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use hsdns::testing::{CLIENT_MAC, CLIENT4, CLIENT6, DNS4, DNS6, NODE_MAC, fold, sum16};
+use hsdns::frame::{CLIENT_MAC, CLIENT4, CLIENT6, DNS4, DNS6, NODE_MAC, fold, sum16};
 
 /// One 802.1Q/802.1ad tag.
 #[derive(Clone, Debug)]

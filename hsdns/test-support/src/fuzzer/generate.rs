@@ -8,8 +8,8 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use rand::{Rng, RngExt as _, seq::IndexedRandom as _};
 
 use hsdns::{
+    frame::{CLIENT4, CLIENT6, DNS4, DNS6},
     records::RecordTable,
-    testing::{CLIENT4, CLIENT6, DNS4, DNS6},
 };
 
 use super::{

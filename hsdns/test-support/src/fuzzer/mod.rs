@@ -1,8 +1,8 @@
 //! The differential fuzzer of the kernel path (BPF_PROG_TEST_RUN against
 //! the userspace resolver) and the arbitrary-bytes fuzzing of the
-//! userspace parsers. Shared by `tests/fuzz.rs` (bounded runs in the test
-//! command, the regression corpus) and `examples/fuzz.rs` (what `cargo
-//! xtask fuzz` runs).
+//! userspace parsers. Shared by hsdns's `tests/fuzz.rs` (bounded runs in
+//! the test command, the regression corpus) and hsdns-bench's `fuzz`
+//! binary (what `cargo xtask fuzz` runs).
 //!
 //! - `target`: the program from outside (load, fill the maps, run a frame);
 //! - `table`: the record table it runs against;
@@ -11,7 +11,6 @@
 //! - `oracle`: what the program must do with a frame, and the check;
 //! - `run`: a campaign and its report; `corpus`: regression cases;
 //! - `userspace`: the server's request handling, the resolver, manifests.
-#![allow(dead_code)]
 
 pub mod corpus;
 pub mod dns;

@@ -22,8 +22,8 @@ use std::{fmt, net::IpAddr};
 use hickory_proto::op::Message;
 use hsdns::{
     dns::resolver::{self, KernelOpts},
+    frame::{fold, sum16},
     records::RecordTable,
-    testing::{fold, sum16},
 };
 
 use super::{

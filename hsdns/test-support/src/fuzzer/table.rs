@@ -4,8 +4,9 @@
 use hsdns::{
     records::{RecordTable, ZoneConfig},
     source::{self, Objects},
-    testing::headless_yaml,
 };
+
+use crate::manifests::headless_yaml;
 
 /// Serial of the SOA in negative answers (any fixed value).
 const SERIAL: u32 = 2024;

@@ -13,10 +13,10 @@ use aya::{
     programs::{ProgramType, SchedClassifier, TestRun as _, TestRunOptions, Xdp},
 };
 use hsdns::{
+    frame::{DNS4, DNS6},
     loader::{self, Capacities},
     maps::{Syncer, bpf::BpfMaps},
     records::RecordTable,
-    testing::{DNS4, DNS6},
 };
 use hsdns_common::Counters;
 

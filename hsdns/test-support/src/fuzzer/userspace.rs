@@ -223,7 +223,7 @@ pub fn resolver(seed: u64, n: u64) -> Report {
 /// random bytes, absent, or a right one with records of any TTL.
 async fn lying_upstream(seed: u64) -> SocketAddr {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let (udp, tcp) = hsdns::testing::loopback_udp_tcp().await;
+    let (udp, tcp) = crate::loopback_udp_tcp().await;
     let addr = udp.local_addr().expect("address");
     tokio::spawn(async move {
         let mut buf = vec![0u8; 65535];
