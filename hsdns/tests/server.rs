@@ -1,5 +1,9 @@
 //! The userspace server on loopback against a fake upstream of the test's
 //! own: local answers, forwarding, the cache, truncation, failures.
+//!
+//! The tests run in parallel; those that measure time, count lost queries
+//! or read figures of the whole process hold `serial::exclusive()` and run
+//! alone, the others `serial::shared()`.
 
 use std::{
     net::{Ipv4Addr, SocketAddr},
@@ -19,6 +23,7 @@ use hsdns::{
     server::{Server, ServerConfig, Upstreams},
     source,
 };
+use hsdns_test_support::serial;
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
     net::{TcpStream, UdpSocket},
@@ -245,6 +250,7 @@ async fn ask_tcp(server: SocketAddr, q: &[u8]) -> Message {
 
 #[tokio::test]
 async fn table_names_are_answered_locally_over_udp_and_tcp() {
+    let _serial = serial::shared_async().await;
     let up = upstream(30).await;
     let r = start(vec![up.addr], Duration::from_millis(500)).await;
     let m = ask_udp(
@@ -281,6 +287,7 @@ async fn table_names_are_answered_locally_over_udp_and_tcp() {
 
 #[tokio::test]
 async fn external_names_are_forwarded_and_cached_for_their_ttl() {
+    let _serial = serial::shared_async().await;
     let up = upstream(1).await;
     let r = start(vec![up.addr], Duration::from_millis(500)).await;
     let q = query("7.Example.TEST.", RecordType::A, false);
@@ -320,6 +327,7 @@ async fn external_names_are_forwarded_and_cached_for_their_ttl() {
 
 #[tokio::test]
 async fn truncated_upstream_answers_are_retried_over_tcp() {
+    let _serial = serial::shared_async().await;
     let up = upstream(30).await;
     let r = start(vec![up.addr], Duration::from_millis(500)).await;
     let m = ask_tcp(r.addr, &query("big.example.test.", RecordType::A, true)).await;
@@ -333,6 +341,7 @@ async fn truncated_upstream_answers_are_retried_over_tcp() {
 
 #[tokio::test]
 async fn failing_upstreams_give_servfail_in_bounded_time() {
+    let _serial = serial::exclusive_async().await;
     let up = upstream(30).await;
     up.silent.store(true, Ordering::SeqCst);
     // A closed port as the second upstream.
@@ -371,6 +380,7 @@ async fn failing_upstreams_give_servfail_in_bounded_time() {
 
 #[tokio::test]
 async fn any_is_answered_with_rfc8482_hinfo_not_forwarded() {
+    let _serial = serial::shared_async().await;
     let up = upstream(30).await;
     let r = start(vec![up.addr], Duration::from_millis(500)).await;
     for name in ["nginx-headless.test.svc.cluster.local.", "7.example.test."] {
@@ -391,6 +401,7 @@ async fn any_is_answered_with_rfc8482_hinfo_not_forwarded() {
 
 #[tokio::test]
 async fn a_new_table_takes_effect_for_the_next_query() {
+    let _serial = serial::shared_async().await;
     let up = upstream(30).await;
     let r = start(vec![up.addr], Duration::from_millis(500)).await;
     let q = query(
@@ -410,6 +421,7 @@ async fn a_new_table_takes_effect_for_the_next_query() {
 
 #[tokio::test]
 async fn a_table_still_being_listed_sends_everything_upstream() {
+    let _serial = serial::shared_async().await;
     let up = upstream(30).await;
     let mut partial = RecordTable::new(&ZoneConfig::default(), 1);
     let r = start_with(vec![up.addr], Duration::from_millis(500), partial.clone()).await;
@@ -434,6 +446,7 @@ async fn a_table_still_being_listed_sends_everything_upstream() {
 
 #[tokio::test]
 async fn each_upstream_try_has_a_fresh_random_id_and_source_port() {
+    let _serial = serial::shared_async().await;
     let up = upstream(0).await;
     let r = start(vec![up.addr], Duration::from_millis(500)).await;
     // TTL 0: nothing cached, every query goes upstream.
@@ -456,6 +469,7 @@ async fn each_upstream_try_has_a_fresh_random_id_and_source_port() {
 
 #[tokio::test]
 async fn a_reply_for_another_question_is_neither_accepted_nor_cached() {
+    let _serial = serial::shared_async().await;
     let up = upstream(30).await;
     let r = start(vec![up.addr], Duration::from_millis(500)).await;
     let m = ask_udp(
@@ -483,6 +497,7 @@ async fn a_reply_for_another_question_is_neither_accepted_nor_cached() {
 
 #[tokio::test]
 async fn a_reply_from_another_address_is_ignored() {
+    let _serial = serial::shared_async().await;
     // The spoofer learns the forwarder's port and ID (here: by being told
     // by the upstream) and answers first, from another address.
     let real = UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -519,6 +534,7 @@ async fn a_reply_from_another_address_is_ignored() {
 
 #[tokio::test]
 async fn edns_and_plain_clients_each_get_a_reply_that_fits_them_from_one_cache_entry() {
+    let _serial = serial::shared_async().await;
     let up = upstream(30).await;
     let r = start(vec![up.addr], Duration::from_millis(500)).await;
     // 60 A records: about 1 KB, fits EDNS 1232 but not 512. The forwarder
@@ -555,6 +571,7 @@ fn external_name_table() -> RecordTable {
 
 #[tokio::test]
 async fn an_external_name_is_answered_with_its_cname_and_the_targets_records() {
+    let _serial = serial::shared_async().await;
     let up = upstream(30).await;
     let r = start_with(
         vec![up.addr],
@@ -604,6 +621,7 @@ fn open_fds() -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accept_errors_back_off_instead_of_spinning() {
+    let _serial = serial::exclusive_async().await;
     let up = upstream(30).await;
     let r = start(vec![up.addr], Duration::from_millis(500)).await;
     // A client socket made before the descriptors run out; then the limit
@@ -649,6 +667,7 @@ async fn accept_errors_back_off_instead_of_spinning() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_tcp_connections_do_not_lock_out_other_clients() {
+    let _serial = serial::exclusive_async().await;
     let up = upstream(30).await;
     let mut cfg = ServerConfig::new(
         vec!["127.0.0.1:0".parse().unwrap()],
@@ -686,6 +705,7 @@ async fn idle_tcp_connections_do_not_lock_out_other_clients() {
 
 #[tokio::test]
 async fn tcp_queries_pipeline_and_idle_or_slow_connections_are_closed() {
+    let _serial = serial::shared_async().await;
     let up = upstream(30).await;
     let mut cfg = ServerConfig::new(
         vec!["127.0.0.1:0".parse().unwrap()],
@@ -744,6 +764,7 @@ fn rss_kib() -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flooding_client_does_not_starve_the_others() {
+    let _serial = serial::exclusive_async().await;
     let up = upstream(30).await;
     let mut cfg = ServerConfig::new(
         vec!["127.0.0.1:0".parse().unwrap()],
@@ -827,6 +848,7 @@ async fn a_flooding_client_does_not_starve_the_others() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopping_server_hands_its_socket_to_the_next_without_losing_a_query() {
+    let _serial = serial::exclusive_async().await;
     let up = upstream(30).await;
     let cfg = ServerConfig::new(
         vec!["127.0.0.1:0".parse().unwrap()],

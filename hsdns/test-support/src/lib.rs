@@ -8,7 +8,8 @@
 //! - `manifests`: generated Services and EndpointSlices;
 //! - `kernel_cases`: the kernel program's cases, ONE table that the kernel
 //!   tests check and the kernel benchmark times;
-//! - `fuzzer`: the differential fuzzer of the kernel path and the parsers.
+//! - `fuzzer`: the differential fuzzer of the kernel path and the parsers;
+//! - `serial`: the guard for tests that measure time or the process.
 //!
 //! Frames and DNS queries come from `hsdns::frame` (`hsdns query` uses
 //! them too); the kernel-style reply oracle is `hsdns::dns::testing`
@@ -19,6 +20,7 @@ pub mod fuzzer;
 pub mod kernel_cases;
 pub mod manifests;
 pub mod netns;
+pub mod serial;
 
 /// A UDP socket and a TCP listener on the same loopback port, for a test's
 /// stand-in upstream. The UDP socket picks the port; its TCP twin can be

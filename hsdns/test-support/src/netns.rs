@@ -588,9 +588,17 @@ impl Daemon {
     /// Starts `hsdns run` with `args` (plus a private pin directory and a
     /// ready file) and waits until it says it is ready.
     pub fn start(bin: &Path, node: &Netns, args: &[&str]) -> Self {
+        Self::start_with_env(bin, node, args, &[])
+    }
+
+    /// [`Daemon::start`] with environment variables for the daemon alone
+    /// (settings as deploy/'s ConfigMap gives them). Never set in the test
+    /// process: its other tests run beside it and spawn daemons too.
+    pub fn start_with_env(bin: &Path, node: &Netns, args: &[&str], env: &[(&str, &str)]) -> Self {
         let pins = PinDir::new("d");
-        let mut d = Self::start_with_pins(bin, node, args, pins.path.clone());
+        let mut d = Self::spawn_with_env(bin, node, args, pins.path.clone(), env);
         d.own_pins = Some(pins);
+        d.wait_ready(Duration::from_secs(60));
         d
     }
 
@@ -602,6 +610,16 @@ impl Daemon {
 
     /// Starts the daemon without waiting for it to be ready.
     pub fn spawn(bin: &Path, node: &Netns, args: &[&str], pin_dir: PathBuf) -> Self {
+        Self::spawn_with_env(bin, node, args, pin_dir, &[])
+    }
+
+    fn spawn_with_env(
+        bin: &Path,
+        node: &Netns,
+        args: &[&str],
+        pin_dir: PathBuf,
+        env: &[(&str, &str)],
+    ) -> Self {
         let tag = format!(
             "{}-{}",
             std::process::id(),
@@ -616,7 +634,7 @@ impl Daemon {
         let has_source = args
             .iter()
             .any(|a| ["--manifests", "--kubeconfig", "--kube"].contains(a));
-        c.arg("run").args(args);
+        c.arg("run").args(args).envs(env.iter().copied());
         if !has_source {
             c.arg("--manifests").arg(SEED);
         }
