@@ -6,33 +6,24 @@
 //! themselves run one after another (cargo test), so a lock in the process
 //! is enough.
 //!
-//! tokio's lock, fair (first come, first served: an exclusive test is not
-//! starved by shared ones) and meant to be held across `.await` in the
-//! async tests, which take it with the `_async` twins.
+//! An async test takes its guard before it builds its runtime (not with
+//! `#[tokio::test]`, whose runtime comes first): a test that lowers a
+//! process limit such as RLIMIT_NOFILE fails a runtime built beside it.
+//! tokio's lock, for its fairness (first come, first served: an exclusive
+//! test is not starved by shared ones).
 
 use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 static LOCK: RwLock<()> = RwLock::const_new(());
 
 /// Held by a test that may run beside others but not beside an
-/// [`exclusive`] one. Not from inside a runtime: see [`shared_async`].
+/// [`exclusive`] one. Not from inside a runtime.
 pub fn shared() -> RwLockReadGuard<'static, ()> {
     LOCK.blocking_read()
 }
 
 /// Held by a test that must run alone in its binary (timing, flooding,
-/// process-wide figures). Not from inside a runtime: see
-/// [`exclusive_async`].
+/// process-wide figures). Not from inside a runtime.
 pub fn exclusive() -> RwLockWriteGuard<'static, ()> {
     LOCK.blocking_write()
-}
-
-/// [`shared`] for an async test.
-pub async fn shared_async() -> RwLockReadGuard<'static, ()> {
-    LOCK.read().await
-}
-
-/// [`exclusive`] for an async test.
-pub async fn exclusive_async() -> RwLockWriteGuard<'static, ()> {
-    LOCK.write().await
 }
