@@ -9,16 +9,13 @@
 //! shows the kernel's counters: which queries the XDP program answered.
 //! Everything is removed at the end, also when interrupted.
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},
     path::PathBuf,
     process::Command,
 };
 
-use common::*;
+use hsdns_test_support::netns::*;
 
 fn main() {
     run_cleaning_up(run);

@@ -24,7 +24,7 @@ use hickory_proto::{
 };
 
 pub use crate::cli::QueryArgs;
-use crate::testing::{Frame, XDP_DROP, XDP_PASS, XDP_TX, query};
+use crate::frame::{Frame, XDP_DROP, XDP_PASS, XDP_TX, query};
 
 // The pinned program's name under the pin directory (contract 3): the
 // daemon's lifecycle pins it and keeps it pinned across restarts.

@@ -3,9 +3,6 @@
 //! server's forwarding split: cluster names to its endpoints, never to the
 //! node's resolvers, also before it is known; the rest to the node's.
 
-mod apiserver;
-mod common;
-
 use std::{
     net::{IpAddr, SocketAddr},
     sync::{
@@ -15,7 +12,6 @@ use std::{
     time::Duration,
 };
 
-use apiserver::{ApiServer, Kind};
 use hickory_proto::{
     op::{Message, MessageType, OpCode, Query, ResponseCode},
     rr::{Name, RData, Record, RecordType, rdata::A},
@@ -25,6 +21,7 @@ use hsdns::{
     server::{ClusterServers, Server, ServerConfig, Upstreams},
     source::{self, cluster_dns},
 };
+use hsdns_test_support::apiserver::{ApiServer, Kind};
 use serde_json::{Value, json};
 use tokio::{net::UdpSocket, sync::watch};
 
@@ -263,10 +260,10 @@ async fn cluster_names_go_to_the_discovered_endpoints_and_never_to_the_node_reso
 /// no longer.
 #[test]
 fn the_kernel_answers_on_the_discovered_cluster_dns_cluster_ip() {
-    use common::*;
+    use hsdns_test_support::netns::*;
     use std::{net::Ipv4Addr, thread};
 
-    common::require_root();
+    require_root();
     let topo = Topology::new(1);
     let node = topo.node.path();
     let (api, rt) = thread::spawn(move || {

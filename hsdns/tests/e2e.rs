@@ -5,8 +5,6 @@
 //!
 //! Needs root: run through `cargo xtask test`.
 
-mod common;
-
 use std::{
     collections::BTreeSet,
     net::{IpAddr, Ipv4Addr, SocketAddr},
@@ -14,8 +12,8 @@ use std::{
     time::Duration,
 };
 
-use common::*;
 use hickory_proto::rr::RecordType;
+use hsdns_test_support::netns::*;
 
 const POD0: &str = "nginx-0.nginx-headless.test.svc.cluster.local";
 const SVC: &str = "nginx-headless.test.svc.cluster.local";
@@ -228,8 +226,8 @@ fn tc_answers_replies_generic_xdp_has_no_room_for() {
         format!(
             "{}\n---\n{}\n---\n{}",
             include_str!("../../deploy/examples/seed.yaml"),
-            hsdns::testing::headless_yaml("big", "big40", 40),
-            hsdns::testing::headless_yaml("big", "big100", 100)
+            hsdns_test_support::manifests::headless_yaml("big", "big40", 40),
+            hsdns_test_support::manifests::headless_yaml("big", "big100", 100)
         ),
     )
     .unwrap();

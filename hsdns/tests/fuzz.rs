@@ -6,13 +6,12 @@
 //!
 //! Needs root (it loads BPF programs): run through `cargo xtask test`.
 
-mod fuzzer;
-
-use fuzzer::{
+use hsdns_test_support::fuzzer::{
     corpus, oracle,
     run::{self, Config},
     table,
     target::{EntryPoint, Kernel, Settings, dns_addrs},
+    userspace,
 };
 
 fn require_root() {
@@ -103,7 +102,7 @@ fn regression_corpus_replays_clean() {
             }
             corpus::Input::Manifest { text } => {
                 manifests += 1;
-                if let Err(e) = fuzzer::userspace::check_manifest(text) {
+                if let Err(e) = userspace::check_manifest(text) {
                     failures.push(format!("{}: {e}", case.path.display()));
                 }
                 continue;
@@ -139,7 +138,7 @@ fn regression_corpus_replays_clean() {
         }
     }
     let kernel_cases = cases.len() - server_inputs.len() - manifests;
-    let server = fuzzer::userspace::server_inputs(SEED, server_inputs);
+    let server = userspace::server_inputs(SEED, server_inputs);
     failures.extend(server.failures.iter().cloned());
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     println!(
@@ -151,7 +150,7 @@ fn regression_corpus_replays_clean() {
 }
 
 /// Fails with every failure a userspace campaign found.
-fn assert_clean(r: &fuzzer::userspace::Report) {
+fn assert_clean(r: &userspace::Report) {
     println!("{}", r.line());
     assert!(
         r.failures.is_empty(),
@@ -168,21 +167,21 @@ fn assert_clean(r: &fuzzer::userspace::Report) {
 
 #[test]
 fn resolver_survives_arbitrary_messages() {
-    assert_clean(&fuzzer::userspace::resolver(SEED, 20_000));
+    assert_clean(&userspace::resolver(SEED, 20_000));
 }
 
 #[test]
 fn server_handles_arbitrary_messages_and_a_lying_upstream() {
     require_root(); // a private network namespace
-    assert_clean(&fuzzer::userspace::server(SEED, 2_000));
+    assert_clean(&userspace::server(SEED, 2_000));
 }
 
 #[test]
 fn manifests_give_objects_or_a_clear_error() {
-    assert_clean(&fuzzer::userspace::manifests(SEED, 3_000));
+    assert_clean(&userspace::manifests(SEED, 3_000));
 }
 
 #[test]
 fn resolv_conf_gives_upstreams_or_a_clear_error() {
-    assert_clean(&fuzzer::userspace::resolv_conf(SEED, 2_000));
+    assert_clean(&userspace::resolv_conf(SEED, 2_000));
 }

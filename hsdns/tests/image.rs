@@ -8,8 +8,6 @@
 //!
 //! Needs root: run through `cargo xtask test`.
 
-mod common;
-
 use std::{
     fs,
     net::IpAddr,
@@ -18,7 +16,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::*;
+use hsdns_test_support::netns::*;
 
 fn archive() -> PathBuf {
     let path = std::env::var_os("HSDNS_IMAGE")

@@ -1,6 +1,6 @@
 //! The kernel program through BPF_PROG_TEST_RUN, on both entry points (XDP
 //! and tc): the table of (input packet, expected verdict, expected output)
-//! in `hsdns::kernel_cases`, every answer compared byte for byte with the
+//! in `hsdns_test_support::kernel_cases`, every answer compared byte for byte with the
 //! userspace resolver's, framed; then what a table cannot show: rotation,
 //! updates and element reuse under concurrent queries, crossed records,
 //! the verifier's budget.
@@ -20,14 +20,17 @@ use aya::programs::{SchedClassifier, Xdp};
 use hickory_proto::{op::Message, rr::RecordType};
 use hsdns::{
     dns::resolver::{self, Verdict as UserVerdict},
-    kernel_cases::{self, Hook, Kernel, Setup, reply_frame},
+    frame::*,
     loader::{self, Capacities},
     maps::{AnswerWrite, Backend as _, NameWrite, Syncer, bpf::BpfMaps},
     records::RecordTable,
     source,
-    testing::*,
 };
 use hsdns_common::{Action, Counters, NameRefs, REF_NODATA, Verdict, answer_ref};
+use hsdns_test_support::{
+    kernel_cases::{self, Hook, Kernel, Setup, reply_frame},
+    manifests::headless_yaml,
+};
 
 fn require_root() {
     // SAFETY: geteuid has no preconditions.
@@ -649,7 +652,7 @@ fn the_verifier_budget_holds() {
     assert!(
         n_xdp < 20_000 && n_tc < 20_000,
         "processed instructions xdp {n_xdp}, tc {n_tc}: over 20,000 \
-         (hsdns/examples/verifier_log.py shows where they go)"
+         (hsdns/bench/verifier_log.py shows where they go)"
     );
     kernel_cases::load_floors(&mut ebpf).unwrap();
     kernel_cases::load_bounds(&mut ebpf).unwrap();

@@ -1,16 +1,14 @@
 //! The live Kubernetes source against an in-process API server speaking the
 //! real list/watch protocol to kube-rs's real client.
 
-mod apiserver;
-
 use std::{sync::Arc, time::Duration};
 
-use apiserver::{ApiServer, Kind};
 use hickory_proto::rr::Name;
 use hsdns::{
     records::{RecordTable, ZoneConfig},
     source,
 };
+use hsdns_test_support::apiserver::{ApiServer, Kind};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 

@@ -11,9 +11,10 @@
 //! `hsdns uninstall`, attach failures, readiness.
 //!
 //! Needs root: run through `cargo xtask test`.
-
-mod apiserver;
-mod common;
+//!
+//! The tests run in parallel; those that measure time, count lost queries
+//! or read figures of the whole process hold `serial::exclusive()` and run
+//! alone, the others `serial::shared()`.
 
 use std::{
     collections::BTreeSet,
@@ -28,12 +29,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use apiserver::{ApiServer, Kind};
-use common::*;
 use hickory_proto::{
     op::{Message, Query, ResponseCode},
     rr::{Name, RData, RecordType},
 };
+use hsdns_test_support::apiserver::{ApiServer, Kind};
+use hsdns_test_support::netns::*;
+use hsdns_test_support::serial;
 use serde_json::{Value, json};
 
 fn bin() -> &'static Path {
@@ -299,6 +301,7 @@ fn restart_with(
 
 #[test]
 fn a_sigterm_and_restart_of_the_same_build_leaves_no_query_unanswered() {
+    let _serial = serial::exclusive();
     let args = ["--dns-addr", "169.254.20.10"];
     let (pins, _topo, b, report, logs) = restart(&args, &args, Stop::Term, Duration::from_secs(1));
     report.assert_clean("SIGTERM, 1 s without a daemon, restart", &logs);
@@ -329,6 +332,7 @@ fn a_sigterm_and_restart_of_the_same_build_leaves_no_query_unanswered() {
 
 #[test]
 fn a_restart_in_xdp_mode_replaces_the_xdp_links_program_in_place() {
+    let _serial = serial::exclusive();
     let args = ["--dns-addr", "169.254.20.10", "--attach-mode", "xdp"];
     let (pins, topo, b, report, logs) = restart(&args, &args, Stop::Term, Duration::from_secs(1));
     report.assert_clean("XDP mode: SIGTERM, 1 s without a daemon, restart", &logs);
@@ -351,6 +355,7 @@ fn a_restart_in_xdp_mode_replaces_the_xdp_links_program_in_place() {
 /// pin removed and other map capacities stands in for one.
 #[test]
 fn an_older_builds_xdp_link_moves_to_tc_without_a_gap() {
+    let _serial = serial::exclusive();
     let topo = Topology::new(1);
     let pins = PinDir::new("migrate");
     let old_bin = std::env::var_os("HSDNS_OLD_BIN").map(PathBuf::from);
@@ -404,6 +409,7 @@ fn an_older_builds_xdp_link_moves_to_tc_without_a_gap() {
 /// bridge is not a veth: XDP, in skb mode) switch to the new programs.
 #[test]
 fn an_upgrade_to_another_map_layout_switches_without_a_gap() {
+    let _serial = serial::exclusive();
     let first = [
         "--dns-addr",
         "169.254.20.10",
@@ -458,6 +464,7 @@ fn an_upgrade_to_another_map_layout_switches_without_a_gap() {
 
 #[test]
 fn a_sigkill_and_restart_leaves_no_query_unanswered() {
+    let _serial = serial::exclusive();
     let args = ["--dns-addr", "169.254.20.10"];
     let (_pins, _topo, b, report, logs) = restart(&args, &args, Stop::Kill, Duration::from_secs(1));
     report.assert_clean("SIGKILL, 1 s without a daemon, restart", &logs);
@@ -536,6 +543,7 @@ fn web_probes(web0: &[Ipv4Addr]) -> Vec<(&'static str, Expect)> {
 
 #[test]
 fn a_restart_while_the_api_server_is_unreachable_keeps_answering() {
+    let _serial = serial::exclusive();
     let topo = Topology::new(1);
     let (api, rt, kc) = api(&topo);
     let pins = PinDir::new("apidown");
@@ -582,6 +590,7 @@ fn a_restart_while_the_api_server_is_unreachable_keeps_answering() {
 
 #[test]
 fn a_record_changed_while_no_daemon_runs_is_answered_old_or_new_never_nxdomain() {
+    let _serial = serial::exclusive();
     let topo = Topology::new(1);
     let (api, rt, kc) = api(&topo);
     let pins = PinDir::new("change");
@@ -620,6 +629,7 @@ fn a_record_changed_while_no_daemon_runs_is_answered_old_or_new_never_nxdomain()
 
 #[test]
 fn a_crashed_daemons_maps_stop_answering_nxdomain_then_everything_at_the_bounds() {
+    let _serial = serial::exclusive();
     let topo = Topology::new(1);
     let pins = PinDir::new("stale");
     let a = Daemon::start_with_pins(
@@ -674,6 +684,7 @@ fn a_crashed_daemons_maps_stop_answering_nxdomain_then_everything_at_the_bounds(
 
 #[test]
 fn a_surge_update_hands_the_maps_over_without_a_gap() {
+    let _serial = serial::exclusive();
     let topo = Topology::new(1);
     // The userspace server forwards what the kernel does not answer: both
     // daemons serve it, and the old one hands its listener over on SIGTERM.
@@ -739,6 +750,7 @@ fn without_bpffs(c: &Command) -> Command {
 
 #[test]
 fn on_a_node_without_bpffs_the_daemon_mounts_one_and_answers() {
+    let _serial = serial::shared();
     let topo = Topology::new(1);
     let pin_dir = PathBuf::from(format!(
         "/sys/fs/bpf/hsdns-test-{}-nobpffs",
@@ -749,7 +761,7 @@ fn on_a_node_without_bpffs_the_daemon_mounts_one_and_answers() {
     let _ = std::fs::remove_file(&ready);
     let mut c = topo.node.cmd(bin());
     c.arg("run")
-        .args(["--manifests", common::SEED])
+        .args(["--manifests", SEED])
         .args(["--dns-addr", "169.254.20.10", "--pin-dir"])
         .arg(&pin_dir)
         .arg("--ready-file")
@@ -783,6 +795,7 @@ fn on_a_node_without_bpffs_the_daemon_mounts_one_and_answers() {
 
 #[test]
 fn the_demo_runs_on_a_node_without_bpffs() {
+    let _serial = serial::shared();
     require_root();
     // cargo test builds the examples beside the test binaries.
     let demo = std::env::current_exe()
@@ -807,6 +820,7 @@ fn the_demo_runs_on_a_node_without_bpffs() {
 
 #[test]
 fn uninstall_leaves_no_link_pin_or_address_behind() {
+    let _serial = serial::shared();
     let topo = Topology::new(1);
     // Both hooks: tcx on the veth, XDP on a bridge.
     ip(&[
@@ -937,6 +951,7 @@ fn metrics(node: &Netns, addr: &'static str) -> String {
 
 #[test]
 fn an_interface_that_cannot_be_attached_is_a_warning_and_a_metric() {
+    let _serial = serial::shared();
     let topo = Topology::new(1);
     let n = topo.node.name.clone();
     // A bridge has no native XDP: in driver mode it cannot be attached.
@@ -993,6 +1008,7 @@ fn an_interface_that_cannot_be_attached_is_a_warning_and_a_metric() {
 
 #[test]
 fn a_ready_file_left_by_an_earlier_process_is_not_readiness() {
+    let _serial = serial::shared();
     let topo = Topology::new(1);
     let (api, rt, kc) = api(&topo);
     api.set_down(true);
@@ -1031,13 +1047,14 @@ fn a_ready_file_left_by_an_earlier_process_is_not_readiness() {
 /// `pass_stale`; a bound of 0 never applies.
 #[test]
 fn the_program_applies_the_heartbeat_bounds() {
+    let _serial = serial::exclusive();
     use aya::programs::{TestRun as _, TestRunOptions};
     use hsdns::{
+        frame::{DNS4, Frame, XDP_PASS, XDP_TX, query},
         lifecycle::sys::boot_ns,
         loader::{self, Capacities},
         maps::{Syncer, bpf::BpfMaps},
         records::{RecordTable, ZoneConfig},
-        testing::{DNS4, Frame, XDP_PASS, XDP_TX, query},
     };
     require_root();
     let caps = Capacities::default();
@@ -1098,6 +1115,7 @@ fn the_program_applies_the_heartbeat_bounds() {
 /// here): the daemon lists the interfaces again and attaches every one.
 #[test]
 fn a_netlink_overrun_relists_and_misses_no_interface() {
+    let _serial = serial::shared();
     let topo = Topology::new(0);
     let d = Daemon::start(
         bin(),
@@ -1144,6 +1162,7 @@ fn a_netlink_overrun_relists_and_misses_no_interface() {
 /// a mounted one alone.
 #[test]
 fn mount_bpffs_mounts_one_where_there_is_none_and_nothing_twice() {
+    let _serial = serial::shared();
     require_root();
     let pin_dir = format!("/sys/fs/bpf/hsdns-test-{}-mount", std::process::id());
     let script = format!(
@@ -1229,6 +1248,7 @@ fn http_listeners(node: &Netns) -> usize {
 /// pod); the old one closes its listener when it hands the maps over.
 #[test]
 fn a_surge_update_sends_every_probe_to_the_newest_daemon() {
+    let _serial = serial::exclusive();
     let topo = Topology::new(1);
     let pins = PinDir::new("surge-http");
     let args = [

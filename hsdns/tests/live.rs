@@ -4,9 +4,10 @@
 //! the complete old or the complete new set, never NXDOMAIN, empty or mixed.
 //!
 //! Needs root: run through `cargo xtask test`.
-
-mod apiserver;
-mod common;
+//!
+//! The tests run in parallel; those that measure time, count lost queries
+//! or read figures of the whole process hold `serial::exclusive()` and run
+//! alone, the others `serial::shared()`.
 
 use std::{
     collections::BTreeSet,
@@ -20,12 +21,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use apiserver::{ApiServer, Kind};
-use common::*;
 use hickory_proto::{
     op::{Edns, Message, Query, ResponseCode},
     rr::{Name, RData, RecordType},
 };
+use hsdns_test_support::apiserver::{ApiServer, Kind};
+use hsdns_test_support::netns::*;
+use hsdns_test_support::serial;
 use serde_json::{Value, json};
 
 /// Addresses per version. Generic-mode XDP on a veth has room for replies
@@ -76,6 +78,7 @@ fn api_with_big_service(topo: &Topology) -> (ApiServer, tokio::runtime::Runtime)
 
 #[test]
 fn updates_of_a_service_never_open_a_gap() {
+    let _serial = serial::exclusive();
     let topo = Topology::new(1);
     let (api, rt) = api_with_big_service(&topo);
     let kc = std::env::temp_dir().join(format!("hsdns-live-kc-{}", std::process::id()));
@@ -186,6 +189,7 @@ fn updates_of_a_service_never_open_a_gap() {
 
 #[test]
 fn nothing_is_answered_before_the_first_complete_list() {
+    let _serial = serial::shared();
     let topo = Topology::new(1);
     let (api, rt) = api_with_big_service(&topo);
     api.set_down(true);

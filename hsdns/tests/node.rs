@@ -5,8 +5,10 @@
 //! list and ndots:5.
 //!
 //! Needs root: run through `cargo xtask test`.
-
-mod common;
+//!
+//! The tests run in parallel; those that measure time, count lost queries
+//! or read figures of the whole process hold `serial::exclusive()` and run
+//! alone, the others `serial::shared()`.
 
 use std::{
     collections::BTreeMap,
@@ -15,7 +17,8 @@ use std::{
     process::Command,
 };
 
-use common::*;
+use hsdns_test_support::netns::*;
+use hsdns_test_support::serial;
 
 const UPSTREAM: Ipv4Addr = Ipv4Addr::new(169, 254, 30, 53);
 /// Stands in for the cluster DNS service IP (10.96.0.10 in a real cluster;
@@ -33,7 +36,7 @@ fn delta(a: &BTreeMap<String, u64>, b: &BTreeMap<String, u64>, k: &str) -> u64 {
 
 /// The seed plus a headless service of 100 ready endpoints.
 fn manifests() -> std::path::PathBuf {
-    let big = hsdns::testing::headless_yaml("test", "big", 100);
+    let big = hsdns_test_support::manifests::headless_yaml("test", "big", 100);
     let path = std::env::temp_dir().join(format!("hsdns-node-{}.yaml", std::process::id()));
     std::fs::write(&path, format!("{}\n---\n{big}", hsdns::source::SEED_YAML)).unwrap();
     path
@@ -59,6 +62,7 @@ fn http_get(node: &Netns, path: &'static str) -> String {
 
 #[test]
 fn userspace_serves_what_the_kernel_passes_up() {
+    let _serial = serial::exclusive();
     let topo = Topology::new(2);
     // The upstream lives in a namespace of its own, reached through the node.
     let up = topo.add_upstream();
@@ -178,6 +182,7 @@ fn userspace_serves_what_the_kernel_passes_up() {
 
 #[test]
 fn a_glibc_client_with_a_search_list_resolves_the_short_name() {
+    let _serial = serial::shared();
     let topo = Topology::new(1);
     let daemon = Daemon::start(bin(), &topo.node, &["--dns-addr", "169.254.20.10"]);
     // `ip netns exec` bind-mounts /etc/netns/<ns>/resolv.conf: the pod's own
@@ -228,6 +233,7 @@ fn a_glibc_client_with_a_search_list_resolves_the_short_name() {
 /// listener's (the kernel path has its own restart tests).
 #[test]
 fn a_new_daemon_takes_over_the_listener_without_losing_a_query() {
+    let _serial = serial::exclusive();
     use std::{
         sync::{
             Arc,

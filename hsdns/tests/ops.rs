@@ -5,11 +5,9 @@
 //!
 //! Needs root: run through `cargo xtask test`.
 
-mod common;
-
 use std::{net::SocketAddr, path::Path, process::Output};
 
-use common::*;
+use hsdns_test_support::netns::*;
 
 fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_hsdns"))
@@ -121,15 +119,13 @@ fn coredns_parity_through_the_userspace_server() {
         )],
         &[("example.test", std::net::Ipv4Addr::new(169, 254, 99, 53))],
     );
-    // SAFETY: set before the daemon is spawned, read by the child only;
-    // cargo xtask test runs tests one at a time.
-    unsafe { std::env::set_var("HSDNS_PODS", "insecure") };
-    let _daemon = Daemon::start(
+    // The daemon's environment only: the other tests run beside this one.
+    let _daemon = Daemon::start_with_env(
         bin(),
         &topo.node,
         &["--dns-addr", "169.254.20.10", "--upstream", "169.254.30.53"],
+        &[("HSDNS_PODS", "insecure")],
     );
-    unsafe { std::env::remove_var("HSDNS_PODS") };
     let pod = &topo.pods[0].ns;
     let local = NODE_LOCAL4.into();
 

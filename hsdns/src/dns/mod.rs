@@ -3,6 +3,9 @@
 //! byte-for-byte reference (`resolver`). All encoding is hickory-proto's.
 pub mod answer;
 pub mod resolver;
+/// Test oracles: for unit tests, and for hsdns-test-support through the
+/// `testing` feature; not in release builds.
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 pub use answer::{Encoded, answer_section, opt_record, soa_authority};

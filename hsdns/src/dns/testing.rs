@@ -1,4 +1,7 @@
-//! Test oracles shared by unit tests and the kernel's integration tests.
+//! The kernel's reply, rebuilt in userspace: a second oracle, beside the
+//! resolver, that the dns unit tests (src/dns/tests.rs) hold the resolver's
+//! kernel replies against. Compiled for unit tests and with the `testing`
+//! feature (hsdns-test-support turns it on), never into release builds.
 use hickory_proto::rr::{Name, RecordType};
 use hsdns_common::{EDNS_UDP_SIZE, PLAIN_UDP_SIZE};
 
