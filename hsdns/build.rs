@@ -4,7 +4,10 @@ use anyhow::{Context as _, anyhow};
 use aya_build::{Package, Toolchain};
 
 #[path = "src/btf_char.rs"]
-#[allow(dead_code)]
+#[allow(
+    dead_code,
+    reason = "the crate uses the whole module; the build script only patches the object"
+)]
 mod btf_char;
 
 /// `HSDNS_GIT_COMMIT` for `hsdns --version`: the commit the source was

@@ -31,6 +31,8 @@ fn load_connect4() -> i32 {
     let license = c"GPL";
     // SAFETY: a zeroed attr is valid; the pointers outlive the call.
     let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
+    // SAFETY: writing the plain integer fields of the union's PROG_LOAD
+    // variant, the one BPF_PROG_LOAD reads; no reference outlives the block.
     unsafe {
         let p = &mut attr.__bindgen_anon_3;
         p.prog_type = bpf_prog_type::BPF_PROG_TYPE_CGROUP_SOCK_ADDR as u32;
@@ -51,6 +53,8 @@ fn load_connect4() -> i32 {
 fn attach(cgroup: &fs::File, prog: i32, detach: bool) {
     // SAFETY: as above.
     let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
+    // SAFETY: writing the plain integer fields of the union's PROG_ATTACH
+    // variant, the one BPF_PROG_ATTACH/DETACH read.
     unsafe {
         let a = &mut attr.__bindgen_anon_5;
         a.__bindgen_anon_1.target_fd = cgroup.as_raw_fd() as u32;
@@ -79,6 +83,7 @@ impl Drop for Cgroups {
 #[test]
 fn a_connect4_program_over_a_cgroup_is_found_below_it() {
     assert!(
+        // SAFETY: geteuid has no preconditions and cannot fail.
         unsafe { libc::geteuid() } == 0,
         "this test attaches BPF programs to cgroups: run it as root (cargo xtask test)"
     );

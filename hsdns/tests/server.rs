@@ -652,6 +652,7 @@ fn an_external_name_is_answered_with_its_cname_and_the_targets_records() {
 
 /// The `/proc/self` CPU time of this process, user plus system.
 fn cpu_time() -> Duration {
+    // SAFETY: rusage is plain integers; all zeroes is a valid value.
     let mut u: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: getrusage fills the struct.
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
@@ -674,6 +675,7 @@ fn accept_errors_back_off_instead_of_spinning() {
         // the connection waits in its queue (the listener stays readable).
         let client =
             socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        // SAFETY: rlimit is plain integers; all zeroes is a valid value.
         let mut old: libc::rlimit = unsafe { std::mem::zeroed() };
         // SAFETY: plain rlimit calls on this process.
         unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut old) };
@@ -682,12 +684,14 @@ fn accept_errors_back_off_instead_of_spinning() {
             rlim_cur: open_fds() - 1,
             rlim_max: old.rlim_max,
         };
+        // SAFETY: as above; `tight` outlives the call.
         unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &tight) };
         client.connect(&r.addr.into()).unwrap();
         let (cpu0, t0) = (cpu_time(), Instant::now());
         tokio::time::sleep(Duration::from_secs(1)).await;
         let (cpu, wall) = (cpu_time() - cpu0, t0.elapsed());
         let errors = r.server.stats.socket_errors.load(Ordering::SeqCst);
+        // SAFETY: as above, restoring the limit read before.
         unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &old) };
         assert!(errors >= 1, "the server never hit EMFILE");
         assert!(

@@ -78,7 +78,7 @@ pub fn bench(runs: usize, repeats: usize, only: &[String]) -> Result<()> {
          ## Cost of one answer in the kernel (BPF_PROG_TEST_RUN; mean of {runs} single runs)\n\n\
          Each hook against its own floor, a bare reflector on that hook (swap addresses and \
          ports, set QR; XDP_TX, or bpf_redirect_peer on tc). The cases are the kernel tests' \
-         table (`hsdns::kernel_cases`), every run checked to return the case's verdict.\n\n"
+         table (`hsdns_test_support::kernel_cases`), every run checked to return the case's verdict.\n\n"
     );
     let (load, kernel_runs): (Vec<&str>, Vec<&str>) = kernel
         .lines()

@@ -54,11 +54,12 @@ pub fn test() -> Result<()> {
     // 2 cores, seconds when only hsdns changed).
     install_missing(&image::IMAGE_PACKAGES)?;
     let archive = image::image()?;
-    // Network-namespace tests share fixed interface names and addresses:
-    // one test thread. Unit and kernel tests are cheap either way.
+    // Test threads as many as cores: every privileged test makes its own
+    // namespaces, pin directory and addresses, and the ones that measure
+    // time, losses or the whole process take hsdns-test-support's
+    // `serial::exclusive()` guard and run alone in their binary.
     let mut c = cargo();
-    c.args(["test", "--workspace", "--", "--test-threads=1"])
-        .env("HSDNS_IMAGE", &archive);
+    c.args(["test", "--workspace"]).env("HSDNS_IMAGE", &archive);
     eprintln!("xtask: running every test");
     // Stream cargo's output and add up its per-binary results, so the run
     // closes with one total line rather than the last binary's (often a

@@ -206,7 +206,6 @@ impl<B: Backend> Syncer<B> {
     /// The backend refused a batch of answers: writes them one by one, and
     /// points every name whose answer did not go in at userspace for that
     /// type (its other type and every other name still go in, in order).
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn answers_refused(
         &mut self,
         e: anyhow::Error,

@@ -412,7 +412,6 @@ impl<B: Backend> Syncer<B> {
 
     /// Writes a new or changed name: answers into fresh slots, then the
     /// name's value in one update, both held back until [`Self::flush`].
-    #[allow(clippy::too_many_arguments)]
     fn install(
         &mut self,
         zone: &ZoneConfig,

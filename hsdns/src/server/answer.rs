@@ -16,7 +16,10 @@ use crate::dns::resolver;
 
 /// What the synchronous first look at a query decided. Lives for one
 /// query, never in a collection: the size difference does not matter.
-#[allow(clippy::large_enum_variant)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "lives for one query, never in a collection"
+)]
 pub(super) enum Step {
     Reply(Vec<u8>),
     Nothing,

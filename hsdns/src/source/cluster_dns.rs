@@ -136,7 +136,10 @@ pub fn watched(svc: &ServiceRef) -> Vec<super::kube::Watched> {
         .collect()
 }
 
-#[allow(clippy::large_enum_variant)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one event at a time, taken apart at once: boxing would allocate per event"
+)]
 enum Ev {
     Service(watcher::Event<Service>),
     Slice(watcher::Event<EndpointSlice>),

@@ -326,7 +326,6 @@ fn measure_restart(bin: &Path, node: &Netns, args: &[&str], pin_dir: &Path) -> R
     }))
 }
 
-#[allow(clippy::too_many_arguments)]
 fn measure(
     bin: &Path,
     node: &Netns,

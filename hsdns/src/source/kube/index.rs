@@ -342,7 +342,10 @@ impl Index {
 
 // Both arrive one at a time and are taken apart at once: boxing the
 // larger would cost an allocation per event for nothing.
-#[allow(clippy::large_enum_variant)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one event at a time, taken apart at once (above)"
+)]
 pub(super) enum Ev {
     Service(watcher::Event<Service>),
     Slice(watcher::Event<EndpointSlice>),
