@@ -13,7 +13,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use proptest::prelude::*;
 
 use crate::records::*;
-use crate::source::{Objects, SERVICE_NAME_LABEL};
+use crate::k8s::{Objects, SERVICE_NAME_LABEL};
 
 /// One service of the generated cluster.
 #[derive(Clone, Debug)]
