@@ -12,8 +12,8 @@ use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use proptest::prelude::*;
 
-use crate::records::*;
 use crate::k8s::{Objects, SERVICE_NAME_LABEL};
+use crate::records::*;
 
 /// One service of the generated cluster.
 #[derive(Clone, Debug)]
