@@ -50,7 +50,7 @@ struct One {
 // The marker overlaps the pointer's low half only if both are 8 bytes.
 const _: () = assert!(std::mem::size_of::<One>() == 8);
 const _: () = assert!(std::mem::size_of::<Raw>() == 8);
-const _: () = assert!(std::mem::align_of::<ThinVec<Ipv4Addr>>() % 2 == 0);
+const _: () = assert!(std::mem::align_of::<ThinVec<Ipv4Addr>>().is_multiple_of(2));
 
 /// What a [`V4Addrs`] holds, taken apart.
 enum Repr {
