@@ -149,3 +149,17 @@ impl NameEntry {
         matches!(self.other.as_deref(), Some(Other::Upstream))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_table_element_stays_at_40_bytes() {
+        // One per name (158,505 at 150,000 pods), in B-tree nodes a little
+        // over half full: the key and the entry were 56 bytes before the
+        // key and the IPv4 addresses became one pointer each.
+        assert_eq!(std::mem::size_of::<NameEntry>(), 32);
+        assert_eq!(std::mem::size_of::<(super::super::Key, NameEntry)>(), 40);
+    }
+}
