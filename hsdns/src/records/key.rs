@@ -9,6 +9,8 @@
 //! pointer and a length) the key took 16 of a table element's 56 bytes;
 //! the length now sits in front of the bytes, in the heap block the name
 //! needed anyway (a DNS name's key is at most 254 bytes: one length byte).
+//! Not a `ThinVec<u8>`, which is one pointer too: its 16-byte header in
+//! every block would give back on the heap what the element saves.
 
 use std::alloc::{Layout, alloc, dealloc, handle_alloc_error};
 use std::cmp::Ordering;
