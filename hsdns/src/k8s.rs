@@ -2,8 +2,7 @@
 //! speak: the objects a table is built from, the label that ties an
 //! EndpointSlice to its Service, and the name rules Kubernetes validates
 //! by. A leaf: the sources produce these and the table reads them, so
-//! neither has to import the other for them (`source` re-exports them at
-//! their old paths).
+//! neither has to import the other for them.
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;

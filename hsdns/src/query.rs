@@ -23,7 +23,7 @@ use hickory_proto::{
     rr::{Name, RecordType},
 };
 
-pub use crate::cli::QueryArgs;
+use crate::cli::QueryArgs;
 use crate::frame::{Frame, XDP_DROP, XDP_PASS, XDP_TX, query};
 
 // The pinned program's name under the pin directory (contract 3): the

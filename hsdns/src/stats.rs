@@ -8,15 +8,9 @@ use hsdns_common::Counters;
 
 use crate::maps::bpf::read_pinned_counters;
 
-/// The counters of the daemon whose maps are pinned in `pin_dir`, summed
-/// over CPUs (the counters pin alone: see [`read_pinned_counters`]).
-pub fn read_pinned(pin_dir: &Path) -> Result<Counters> {
-    read_pinned_counters(pin_dir)
-}
-
 /// `hsdns stats`.
 pub fn print(pin_dir: &Path, json: bool) -> Result<()> {
-    let c = read_pinned(pin_dir)?;
+    let c = read_pinned_counters(pin_dir)?;
     if json {
         println!("{}", self::json(&c));
     } else {

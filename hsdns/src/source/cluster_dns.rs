@@ -23,7 +23,7 @@ use kube::{
 };
 use tokio::sync::watch;
 
-use super::SERVICE_NAME_LABEL;
+use crate::k8s::{SERVICE_NAME_LABEL, is_dns1123_label};
 
 /// The cluster DNS servers as last discovered: `None` while not yet known.
 /// The same type as `server::ClusterServers`, which the userspace server
@@ -44,7 +44,7 @@ impl std::str::FromStr for ServiceRef {
             .split_once('/')
             .ok_or_else(|| format!("{s:?}: give NAMESPACE/NAME"))?;
         for part in [ns, name] {
-            if !super::is_dns1123_label(part) {
+            if !is_dns1123_label(part) {
                 return Err(format!("{s:?}: {part:?} is not a valid name"));
             }
         }

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, bail};
 
-pub use crate::k8s::{Objects, SERVICE_NAME_LABEL, is_dns1035_label, is_dns1123_label};
+use crate::k8s::Objects;
 pub use manifest::{SkippedKinds, parse_manifests, parse_manifests_counted};
 
 /// The embedded default record source (see `deploy/examples/seed.yaml`).

@@ -12,10 +12,10 @@ use std::{
 
 use anyhow::{Context as _, Result};
 use hsdns::{
+    k8s::{Objects, SERVICE_NAME_LABEL},
     loader::{self, Capacities},
     maps::{Syncer, bpf::BpfMaps},
     records::{RecordTable, ZoneConfig},
-    source::{Objects, SERVICE_NAME_LABEL},
 };
 use hsdns_bench::proc_stats::{map_bytes, map_bytes_by_name, status_kib};
 use k8s_openapi::{

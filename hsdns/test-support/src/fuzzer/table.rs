@@ -2,8 +2,9 @@
 //! path treats differently, and names at each boundary the program has.
 
 use hsdns::{
+    k8s::Objects,
     records::{RecordTable, ZoneConfig},
-    source::{self, Objects},
+    source,
 };
 
 use crate::manifests::headless_yaml;

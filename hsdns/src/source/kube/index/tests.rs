@@ -10,8 +10,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use proptest::prelude::*;
 
 use super::*;
+use crate::k8s::{Objects, SERVICE_NAME_LABEL};
 use crate::records::{RecordTable, ZoneConfig};
-use crate::source::{Objects, SERVICE_NAME_LABEL};
 
 fn service(name: u8, headless: bool) -> Service {
     Service {
